@@ -14,3 +14,107 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.fail(f"test material not found at {SHARED_DATA}: clone the repository beside ../shared")
     return SHARED_DATA
+
+
+# --- shared image / feature fixtures (features helper) ------------------------------------------------------------
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_COARSE = ["vehicles", "animals"]
+CIFAR10_VEHICLES = {"airplane", "automobile", "ship", "truck"}
+BACKBONE_CONF = REPO / "conf" / "backbone"
+
+
+def read_cifar10_jpg_tar(path: Path, per_class: int):
+    """ImageSet of the first ``per_class`` JPEGs (by file name) of every class in the CIFAR-10 JPEG tarball,
+    class-major order (all airplanes, then automobiles, ...), read straight from the archive."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from l2h.data.imageset import ImageSet
+
+    wanted = {f"test/{c}/{i:04d}.jpg": (k, i) for k, c in enumerate(CIFAR10_CLASSES) for i in range(per_class)}
+    pixels = np.zeros((len(CIFAR10_CLASSES) * per_class, 32, 32, 3), dtype=np.uint8)
+    found = 0
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar:
+            if member.name in wanted:
+                k, i = wanted[member.name]
+                with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
+                    pixels[k * per_class + i] = np.asarray(img.convert("RGB"))
+                found += 1
+    if found != len(wanted):
+        pytest.fail(f"{path}: found {found} of the {len(wanted)} expected CIFAR-10 JPEGs")
+    labels = np.repeat(np.arange(len(CIFAR10_CLASSES)), per_class)
+    coarse = np.array([0 if CIFAR10_CLASSES[y] in CIFAR10_VEHICLES else 1 for y in labels])
+    return ImageSet(labels=labels, class_names=list(CIFAR10_CLASSES), pixels=pixels, coarse_labels=coarse,
+                    coarse_names=list(CIFAR10_COARSE), info={"source": path.name, "per_class": per_class})
+
+
+def backbone_config(name: str, **overrides):
+    """The repository's conf/backbone/<name>.yaml as a plain dict (interpolations resolved), with overrides."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.load(BACKBONE_CONF / f"{name}.yaml"), overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="session")
+def cifar10_images(shared_data):
+    """1,000 real CIFAR-10 test images (files 0000–0099 of each class; class-major), with fine labels in the
+    standard CIFAR-10 order and coarse labels vehicles(0)/animals(1)."""
+    return read_cifar10_jpg_tar(shared_data / "images" / "cifar10-test-jpg.tar.gz", per_class=100)
+
+
+@pytest.fixture(scope="session")
+def cifar10_effnet_features(cifar10_images, tmp_path_factory):
+    """(features float32 (1000, 1280), labels) of efficientnet_lite0 (conf/backbone) on ``cifar10_images``,
+    computed once per session through l2h.features.extract_to_cache."""
+    import torch
+
+    from l2h.features import extract_to_cache
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    cached = extract_to_cache(backbone_config("efficientnet_lite0", num_workers=0), cifar10_images,
+                              tmp_path_factory.mktemp("effnet_cifar10"), "test", device="cpu", progress=False,
+                              dataset={"name": "cifar10-test-jpg", "per_class": 100})
+    return cached.load(mmap=False), cifar10_images.labels
+
+
+def _digits_imagesets():
+    """scikit-learn digits as ImageSets (uint8 8×8, 0–16 scaled to 0–255), stratified 70/30 split, seed 0."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from l2h.data.imageset import ImageSet
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    idx_tr, idx_te = train_test_split(np.arange(len(pixels)), test_size=0.3, random_state=0, stratify=digits.target)
+    names = [str(d) for d in range(10)]
+    return (ImageSet(labels=digits.target[idx_tr], class_names=names, pixels=pixels[idx_tr]),
+            ImageSet(labels=digits.target[idx_te], class_names=names, pixels=pixels[idx_te]))
+
+
+@pytest.fixture(scope="session")
+def digits_features(tmp_path_factory):
+    """{"pixels": (Xtr, ytr, Xte, yte), "efficientnet_lite0": (...)} on scikit-learn digits (stratified split,
+    test fraction 0.3, seed 0); features float32, labels int64. Pixels are the 64 grey values in [0, 1]."""
+    import torch
+
+    from l2h.features import extract_to_cache
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    train, test = _digits_imagesets()
+    out = {}
+    for name, cfg in (("pixels", backbone_config("pixels", mode="L")),
+                      ("efficientnet_lite0", backbone_config("efficientnet_lite0", num_workers=0))):
+        root = tmp_path_factory.mktemp(f"digits_{name}")
+        feats = [extract_to_cache(cfg, images, root, split, device="cpu", progress=False,
+                                  dataset={"name": "digits", "split": split}).load(mmap=False)
+                 for split, images in (("train", train), ("test", test))]
+        out[name] = (feats[0], train.labels, feats[1], test.labels)
+    return out

@@ -9,11 +9,14 @@ import os
 import platform
 import sys
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from l2h.errors import InputError
 
 PROVENANCE_PACKAGES = (
     "l2h", "numpy", "scipy", "scikit-learn", "torch", "torchvision", "open-clip-torch", "timm",
@@ -111,3 +114,106 @@ def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), **e
 def write_provenance(path: str | os.PathLike, config: Any = None,
                      inputs: Iterable[str | os.PathLike] = (), **extra: Any) -> None:
     write_json(path, provenance(config, inputs, **extra))
+
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".csv")
+
+
+def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = True) -> np.ndarray:
+    """Read one numeric array from ``.npy`` (memory-mapped when ``mmap``), ``.npz``, ``.pt``/``.pth``
+    (a tensor, or a dict of tensors picked by ``key``) or ``.csv`` (numbers, optional header row).
+
+    ``key`` names the array in a multi-array file; it may be left out when the file holds one.
+    Any problem (missing or corrupt file, unknown key or suffix) raises InputError naming the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {path.suffix!r} "
+                         f"(expected one of {', '.join(ARRAY_SUFFIXES)})")
+    if not path.is_file():
+        raise InputError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+    if key is not None and suffix in (".npy", ".csv"):
+        raise InputError(f"{path}: a {suffix} file holds one array, so no key can be given (got {key!r})")
+    try:
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return archive[_pick_key(path, key, archive.files)]
+        if suffix == ".csv":
+            return _load_csv(path)
+        return _load_torch(path, key)
+    except InputError:
+        raise
+    except Exception as exc:  # numpy, zipfile, pickle and torch each raise their own types
+        raise InputError(f"{path}: cannot read {suffix} file ({_one_line(exc)})") from exc
+
+
+def load_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
+    """Read a label per point as a 1-D int64 array (a one-column or one-row table is flattened)."""
+    path = Path(path)
+    labels = np.asarray(load_array(path, key=key, mmap=False))
+    if labels.ndim == 2 and 1 in labels.shape:
+        labels = labels.ravel()
+    if labels.ndim != 1:
+        raise InputError(f"{path}: expected one label per point (a 1-D array), got shape {labels.shape}")
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64, copy=False)
+    if labels.dtype.kind != "f" or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+        raise InputError(f"{path}: labels must be integers, got non-integer values (dtype {labels.dtype})")
+    return labels.astype(np.int64)
+
+
+def _pick_key(path: Path, key: str | None, keys: list[str]) -> str:
+    if key is None:
+        if len(keys) == 1:
+            return keys[0]
+        raise InputError(f"{path}: holds {len(keys)} arrays, choose one with a key: {', '.join(keys) or '(none)'}")
+    if key not in keys:
+        raise InputError(f"{path}: no array named {key!r}; available keys: {', '.join(keys) or '(none)'}")
+    return key
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise InputError(f"{path}: empty CSV file")
+    try:
+        [float(field) for field in first.split(",")]
+        header = 0
+    except ValueError:
+        header = 1
+    try:
+        with warnings.catch_warnings():  # an empty table is reported below, not as a warning
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a numeric CSV table ({_one_line(exc)})") from exc
+    if table.size == 0:
+        raise InputError(f"{path}: CSV file has a header but no rows")
+    return table
+
+
+def _load_torch(path: Path, key: str | None) -> np.ndarray:
+    import torch  # heavy; only needed for .pt files
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, torch.Tensor):
+        if key is not None:
+            raise InputError(f"{path}: holds a single tensor, so no key can be given (got {key!r})")
+        tensor = obj
+    elif isinstance(obj, dict):
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        tensor = tensors[_pick_key(path, key, list(tensors))]
+    else:
+        raise InputError(f"{path}: expected a tensor or a dict of tensors, got {type(obj).__name__}")
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

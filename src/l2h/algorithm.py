@@ -1,0 +1,364 @@
+"""L2H: a hierarchy over the K clusters of a flat model, from its N×K logits alone.
+
+Implements the merge loop of "From Logits to Hierarchies" (Palumbo et al., ICML 2025), see
+``paper.md`` §1.3. Per step, the group with the lowest score ``G*`` (least confident) is merged into
+the group ``G†`` that its points would join if ``G*``'s clusters did not exist (masked softmax).
+
+Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in row blocks; the row indices
+are grouped by cluster once (CSR layout); group scores are additive statistics, so a merge updates
+them in O(1) and a heap yields ``G*``; per step the masked softmax runs only on the rows of
+``D_{G*}`` (gathered in blocks, so memory-mapped inputs are never loaded whole). Cost:
+O(N·K) + Σ_t |D_{G*_t}|·K.
+
+Exactness and determinism (why the results do not depend on summation order):
+
+* Per-row quantities (``h``, ``g``, ``h^m``, ``g^m``) are computed row-locally with fixed numpy
+  operations on a C-contiguous copy of the row in the *compute dtype* (float32 for float16/float32
+  input, float64 otherwise): ``g = 1 / Σ_k exp(z_k − max z)`` and, for a mask G,
+  ``g^m = 1 / Σ_{k∉G} exp(z_k − max_{j∉G} z_j)``; with ``input="probs"``: ``g = max_k p_k`` and
+  ``g^m = max_{k∉G} p_k / Σ_{k∉G} p_k`` (0 when that sum is 0). ``h``/``h^m`` are first argmaxes.
+* Every sum over points (cluster sums of ``g``, affinities) and over clusters (group scores) is the
+  exactly rounded value of the exact sum, i.e. what ``math.fsum`` returns for the same numbers in
+  any order. Internally exact sums are Python integers in units of ``2**-1100`` (float64 values are
+  split into 26-bit limbs whose ``np.bincount`` sums are exact), so group statistics stay exact under
+  merging. Hence ties (duplicated rows, identical clusters) are exact ties, broken by position.
+
+Definitions used (ties → earliest group in list order: singletons 0..K−1, then merged groups in
+creation order; an empty cluster's mean confidence is 0):
+
+* cluster mean ``m_c = fsum(g over D_c) / |D_c|`` (0 if ``D_c`` is empty);
+* scores: ``sum_of_cluster_means`` = fsum(m_c, c∈G) (default, ICML version), ``mean_of_cluster_means``
+  = fsum(m_c, c∈G) / |G|, ``sum_all`` = fsum(g over D_G), ``mean_all`` = fsum(g over D_G) / |D_G|
+  (0 if empty);
+* affinity ``a(G) = fsum(g^m(x; G*) for x ∈ D_{G*} with h^m(x; G*) ∈ G) / |G|``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from l2h.errors import InputError
+from l2h.hierarchy import Hierarchy
+from l2h.validation import check_block, check_input_kind, check_shape
+
+AGGREGATIONS = ("sum_of_cluster_means", "sum_all", "mean_all", "mean_of_cluster_means")
+STRATEGIES = ("lowest_score", "all_pairs")
+
+_UNIT = 1100                 # exact sums are Python ints counting units of 2**-_UNIT
+_SCALE = 1 << _UNIT
+_LIMB = 26                   # bits per limb: a bincount of < 2**27 limbs sums exactly in float64
+_BINCOUNT_CHUNK = 1 << 26
+_CHUNK_ELEMENTS = 1 << 21    # rows per internal block ≈ this / K (cache-sized; capped by block_rows)
+
+
+# ----------------------------------------------------------------------------- exact arithmetic
+def _exact_int(value: float) -> int:
+    """``value`` (a float ≥ 2**-1074 in magnitude or 0) as an exact multiple of 2**-_UNIT."""
+    num, den = float(value).as_integer_ratio()
+    return num * (_SCALE // den)
+
+
+def _to_float(exact: int) -> float:
+    """Correctly rounded float of an exact sum (Python int division rounds correctly)."""
+    return exact / _SCALE
+
+
+def _exact_sums(values: np.ndarray, labels: np.ndarray, n_labels: int) -> dict[int, int]:
+    """Exact per-label sums of non-negative finite floats: {label: sum in units of 2**-_UNIT}.
+
+    Only labels that occur are returned. Each value is split into 26-bit limbs on a common grid
+    (exact), and each limb's per-label ``np.bincount`` is a sum of integers below 2**53, hence exact.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.intp)
+    present = np.flatnonzero(np.bincount(labels, minlength=n_labels)).tolist()
+    out = dict.fromkeys(present, 0)
+    positive = values[values > 0]
+    if positive.size == 0:
+        return out
+    top = int(np.frexp(positive.max())[1])                      # all values < 2**top
+    low = max(int(np.frexp(positive.min())[1]) - 53, -1074)     # all values are multiples of 2**low
+    n_limbs = -(-(top - low) // _LIMB)
+    for start in range(0, values.size, _BINCOUNT_CHUNK):
+        rest = values[start:start + _BINCOUNT_CHUNK].copy()
+        lab = labels[start:start + _BINCOUNT_CHUNK]
+        for i in range(n_limbs):
+            q = top - _LIMB * (i + 1)
+            limb = np.floor(np.ldexp(rest, -q))
+            rest -= np.ldexp(limb, q)
+            sums = np.bincount(lab, weights=limb, minlength=n_labels)[present]
+            shift = q + _UNIT
+            for c, s in zip(present, sums.astype(np.int64).tolist()):
+                if s:
+                    out[c] += s << shift
+    return out
+
+
+# ----------------------------------------------------------------------------- per-row statistics
+def _compute_dtype(dtype: np.dtype) -> type:
+    return np.float32 if dtype in (np.float16, np.float32) else np.float64
+
+
+def _block_rows(block_rows: int, k: int) -> int:
+    return max(1, min(int(block_rows), _CHUNK_ELEMENTS // k))
+
+
+def _row_stats(block: np.ndarray, input: str, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax and confidence of each row of ``block`` (a C-contiguous copy, overwritten).
+
+    With ``mask`` (cluster ids), the masked softmax: those columns do not exist.
+    """
+    rows = np.arange(block.shape[0])
+    if input == "probs":
+        if mask is None:
+            h = block.argmax(axis=1)
+            return h, block[rows, h]
+        block[:, mask] = 0
+        h = block.argmax(axis=1)
+        top = block[rows, h]
+        total = block.sum(axis=1)
+        return h, np.divide(top, total, out=np.zeros_like(total), where=total > 0)
+    if mask is not None:
+        block[:, mask] = -np.inf
+    h = block.argmax(axis=1)
+    block -= block[rows, h][:, None]
+    np.exp(block, out=block)
+    return h, 1.0 / block.sum(axis=1)
+
+
+def _source_name(x) -> str:
+    filename = getattr(x, "filename", None)
+    return Path(filename).name if filename else "scores"
+
+
+def _as_matrix(scores) -> np.ndarray:
+    return scores if isinstance(scores, np.ndarray) else np.asarray(scores)
+
+
+def assign(scores, *, input: str = "logits", block_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Hard assignment ``h`` (int64, argmax) and confidence ``g`` (float64, max softmax) per row.
+
+    ``scores``: N×K logits (or probabilities with ``input="probs"``), ndarray or ``np.memmap``;
+    validated and processed in row blocks.
+    """
+    check_input_kind(input)
+    x = _as_matrix(scores)
+    source = _source_name(x)
+    n, k = check_shape(x, source=source)
+    work = _compute_dtype(x.dtype)
+    h = np.empty(n, dtype=np.int64)
+    g = np.empty(n, dtype=np.float64)
+    step = _block_rows(block_rows, k)
+    for start in range(0, n, step):
+        raw = np.asarray(x[start:start + step])
+        check_block(raw, start, input=input, source=source)
+        h[start:start + step], g[start:start + step] = _row_stats(
+            np.array(raw, dtype=work, order="C"), input)
+    return h, g
+
+
+class _Clusters:
+    """Rows grouped by cluster (CSR) and the masked statistics of a set of clusters."""
+
+    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int):
+        self.x, self.input = x, input
+        self.k = x.shape[1]
+        self.work = _compute_dtype(x.dtype)
+        self.step = _block_rows(block_rows, self.k)
+        self.order = np.argsort(h, kind="stable")
+        self.counts = np.bincount(h, minlength=self.k)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+
+    def rows(self, members: list[int]) -> np.ndarray:
+        parts = [self.order[self.offsets[c]:self.offsets[c + 1]] for c in members]
+        return np.sort(np.concatenate(parts))
+
+    def masked(self, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``h^m`` and ``g^m`` (float64) of the points of D_G, with mask G = ``members``."""
+        rows = self.rows(members)
+        hm = np.empty(rows.size, dtype=np.int64)
+        gm = np.empty(rows.size, dtype=np.float64)
+        mask = np.asarray(members)
+        for start in range(0, rows.size, self.step):
+            block = np.asarray(self.x[rows[start:start + self.step]])
+            block = np.array(block, dtype=self.work, order="C", copy=block.dtype != self.work)
+            hm[start:start + self.step], gm[start:start + self.step] = _row_stats(block, self.input, mask)
+        return hm, gm
+
+
+class _Groups:
+    """Current groups, indexed by node id (leaves 0..K−1, merged node of step t = K+t−1)."""
+
+    def __init__(self, clusters: _Clusters, g: np.ndarray, h: np.ndarray, aggregation: str):
+        k = clusters.k
+        self.k, self.aggregation = k, aggregation
+        counts = clusters.counts
+        sums = _exact_sums(g, h, k)
+        cluster_sum = [sums.get(c, 0) for c in range(k)]
+        means = [_to_float(s) / int(n) if n else 0.0 for s, n in zip(cluster_sum, counts)]
+        if aggregation in ("sum_of_cluster_means", "mean_of_cluster_means"):
+            stat = [float(m) for m in means]
+        else:
+            stat = [_to_float(v) for v in cluster_sum]
+        self.stat = stat + [0] * (k - 1)
+        self.n_clusters = [1] * k + [0] * (k - 1)
+        self.n_points = [int(n) for n in counts] + [0] * (k - 1)
+        self.members: list[list[int] | None] = [[c] for c in range(k)] + [None] * (k - 1)
+        self.node_of = np.arange(k)
+        self.active = np.zeros(2 * k - 1, dtype=bool)
+        self.active[:k] = True
+
+    def score(self, node: int) -> float:
+        total = float(self.stat[node])
+        if self.aggregation in ("sum_of_cluster_means", "sum_all"):
+            return total
+        if self.aggregation == "mean_of_cluster_means":
+            return total / self.n_clusters[node]
+        return total / self.n_points[node] if self.n_points[node] else 0.0
+
+    def merge(self, a: int, b: int, new: int) -> None:
+        self.members[new] = self.members[a] + self.members[b]
+        self.members[a] = self.members[b] = None
+        self.node_of[self.members[new]] = new
+        for attr in ("stat", "n_clusters", "n_points"):
+            values = getattr(self, attr)
+            values[new] = values[a] + values[b]
+        self.active[[a, b]] = False
+        self.active[new] = True
+
+    def first_active_except(self, node: int) -> int:
+        return next(int(i) for i in np.flatnonzero(self.active) if i != node)
+
+
+def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
+    k = groups.k
+    children = np.empty((k - 1, 2), dtype=np.int64)
+    scores = np.empty((k - 1, 2), dtype=np.float64)
+    heap = [(groups.score(c), c) for c in range(k)]
+    heapq.heapify(heap)
+    for t in range(k - 1):
+        score, star = heapq.heappop(heap)
+        while not groups.active[star]:
+            score, star = heapq.heappop(heap)
+        hm, gm = clusters.masked(groups.members[star])
+        exact: dict[int, int] = {}
+        for c, s in _exact_sums(gm, hm, k).items():
+            node = int(groups.node_of[c])
+            if node != star:
+                exact[node] = exact.get(node, 0) + s
+        dagger, affinity = -1, 0.0
+        for node, s in exact.items():
+            a = _to_float(s) / groups.n_clusters[node]
+            if a > affinity or (a == affinity and a > 0 and node < dagger):
+                dagger, affinity = node, a
+        if dagger < 0:  # every affinity is 0 (e.g. D_{G*} empty): the first other group
+            dagger = groups.first_active_except(star)
+        new = k + t
+        groups.merge(star, dagger, new)
+        heapq.heappush(heap, (groups.score(new), new))
+        children[t] = star, dagger
+        scores[t] = score, affinity
+        bar.update()
+    return children, scores
+
+
+def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
+    """All-pairs merging: a RECONSTRUCTION (the paper gives no formula; paper.md §1.5).
+
+    For each group G, ``rp_G(c)`` is computed from D_G with mask G. ``A(G, G') = (fsum of rp_G(c),
+    c ∈ G') / |G'| / max(|D_G|, 1)``; pair score ``A(G, G') + A(G', G)``; the argmax pair merges
+    (ties: earliest pair (i, j), i < j, in lexicographic list order). Direction: ``G*`` is the member
+    with the lower group score (tie: the earlier one). Exact sums ``E[G, G']`` and the float matrix
+    ``A`` are cached per node id, so a step computes rp only for the new group: O(K²) memory.
+    """
+    k = groups.k
+    cap = 2 * k - 1
+    exact = np.zeros((cap, cap), dtype=object)
+    affinity = np.zeros((cap, cap), dtype=np.float64)
+    children = np.empty((k - 1, 2), dtype=np.int64)
+    scores = np.empty((k - 1, 2), dtype=np.float64)
+
+    def fill_row(node: int) -> None:
+        hm, gm = clusters.masked(groups.members[node])
+        denom = max(groups.n_points[node], 1)
+        for target, s in _exact_sums(gm, groups.node_of[hm], cap).items():
+            if target != node:
+                exact[node, target] = s
+                affinity[node, target] = _to_float(s) / groups.n_clusters[target] / denom
+
+    for c in range(k):
+        fill_row(c)
+    for t in range(k - 1):
+        act = np.flatnonzero(groups.active)
+        sub = affinity[np.ix_(act, act)]
+        pair = sub + sub.T
+        pair[np.tri(act.size, dtype=bool)] = -np.inf
+        i, j = divmod(int(pair.argmax()), act.size)
+        first, second = int(act[i]), int(act[j])
+        s_first, s_second = groups.score(first), groups.score(second)
+        star, dagger = (second, first) if s_second < s_first else (first, second)
+        new = k + t
+        groups.merge(star, dagger, new)
+        others = np.flatnonzero(groups.active)
+        others = others[others != new]
+        exact[others, new] = exact[others, star] + exact[others, dagger]
+        affinity[others, new] = [_to_float(exact[o, new]) / groups.n_clusters[new]
+                                 / max(groups.n_points[o], 1) for o in others]
+        if others.size:  # the root has nothing left to compare with
+            fill_row(new)
+        children[t] = star, dagger
+        scores[t] = min(s_first, s_second), pair[i, j]
+        bar.update()
+    return children, scores
+
+
+def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
+        input: str = "logits", block_rows: int = 65536, progress: bool = False) -> Hierarchy:
+    """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
+
+    Parameters
+    ----------
+    scores : ndarray or np.memmap, shape (N, K)
+        Logits (``input="logits"``) or softmax probabilities (``input="probs"``), float32/float64.
+        A memory-mapped ``.npy`` is read in row blocks, never whole.
+    aggregation : one of :data:`AGGREGATIONS`
+        Group score Λ (paper.md §1.4); default = the ICML version.
+    strategy : one of :data:`STRATEGIES`
+        ``"lowest_score"`` (the paper) or ``"all_pairs"`` (ablation; a reconstruction, see
+        :func:`_all_pairs`).
+    block_rows : int
+        Maximum number of rows processed at once.
+    progress : bool
+        Show a tqdm progress bar over the merges.
+
+    Returns
+    -------
+    Hierarchy
+        ``children[t] = [id(G*), id(G†)]`` for each of the K−1 steps, ``scores[t] = [score of G*,
+        affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``info`` with the
+        options, N, K and the number of empty clusters. Empty clusters trigger a warning.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    x = _as_matrix(scores)
+    h, g = assign(x, input=input, block_rows=block_rows)
+    n, k = x.shape
+    clusters = _Clusters(x, h, input, block_rows)
+    empty = int(np.count_nonzero(clusters.counts == 0))
+    if empty:
+        warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their mean "
+                      "confidence is taken as 0, so they are merged first", UserWarning, stacklevel=2)
+    groups = _Groups(clusters, g, h, aggregation)
+    with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
+        merge = _lowest_score if strategy == "lowest_score" else _all_pairs
+        children, step_scores = merge(clusters, groups, bar)
+    info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
+            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name}
+    return Hierarchy(children, scores=step_scores, info=info)

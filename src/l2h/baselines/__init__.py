@@ -1,0 +1,66 @@
+"""Baseline hierarchical clusterers, written through the same tree and metrics path as L2H.
+
+``run_baseline(cfg, features, k=..., seed=...)`` dispatches on ``cfg.method``:
+
+* ``agglomerative`` (:mod:`l2h.baselines.agglomerative`): Ward or average linkage on the L2-normalised
+  backbone features; a point-level tree (leaves = points), flat clusters = the tree cut at K.
+* ``deepect`` (:mod:`l2h.baselines.deepect`): ClustPy's DeepECT trained from scratch on pixels; a tree
+  over its leaf clusters, flat clusters = its tree cut at K.
+
+The config node is the Hydra ``baseline`` group (``conf/baseline/<name>.yaml``). Besides the
+method's own options it has ``name`` and ``features_backbone`` (which backbone's features the
+pipeline must pass in; null = the experiment's backbone), which are read by the pipeline, not here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from l2h.baselines.agglomerative import agglomerative
+from l2h.baselines.deepect import deepect
+from l2h.baselines.result import BaselineResult
+from l2h.errors import InputError
+
+__all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect"]
+
+METHODS: dict[str, Callable[..., BaselineResult]] = {"agglomerative": agglomerative, "deepect": deepect}
+_PIPELINE_KEYS = ("name", "method", "features_backbone")
+
+
+def _as_dict(cfg: Any) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        DictConfig = ()
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise InputError(f"baseline config: expected a mapping, got {type(cfg).__name__}")
+
+
+def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> BaselineResult:
+    """Run the baseline configured by ``cfg`` on ``features`` (N × d, the evaluation split).
+
+    ``k``: number of flat clusters (the tree is cut at k); ``seed``: the run's seed (DeepECT's
+    initialisation and batch order; the agglomerative subsample when ``subsample_seed`` is null).
+    Unknown config keys raise :class:`~l2h.errors.InputError` naming them.
+    """
+    options = _as_dict(cfg)
+    method = options.get("method")
+    if method not in METHODS:
+        raise InputError(f"baseline config {options.get('name')!r}: method must be one of {sorted(METHODS)}, "
+                         f"got {method!r}")
+    func = METHODS[method]
+    params = inspect.signature(func).parameters
+    kwargs = {key: value for key, value in options.items() if key not in _PIPELINE_KEYS}
+    unknown = sorted(set(kwargs) - set(params) | {key for key in ("features", "k", "seed") if key in kwargs})
+    if unknown:
+        raise InputError(f"baseline config {options.get('name')!r}: unknown option(s) {unknown} for method "
+                         f"{method!r}; allowed: {sorted(set(params) - {'features', 'k', 'seed'})}")
+    result = func(features, k=k, seed=seed, **kwargs)
+    result.info.setdefault("baseline", options.get("name", method))
+    return result

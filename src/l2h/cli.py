@@ -1,0 +1,221 @@
+"""The ``l2h`` command: from any file of logits (or probabilities) to a hierarchy, metrics and a figure.
+
+``l2h tree LOGITS --out DIR`` validates every input first; on bad input it prints one line
+``l2h: error: <file>: <problem>``, exits with status 2 and writes nothing. Outputs are produced in a
+temporary folder beside DIR and moved into place only once all of them exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from l2h import __version__
+from l2h.algorithm import AGGREGATIONS, STRATEGIES, assign, l2h
+from l2h.errors import InputError
+from l2h.io import load_array, load_labels, provenance, write_json
+from l2h.metrics import evaluate
+from l2h.validation import INPUTS, check_labels, check_scores
+
+OUTPUTS = ("tree.json", "linkage.npy", "tree.nwk", "metrics.json", "dendrogram.png", "provenance.json")
+
+TREE_EPILOG = """\
+writes to DIR:
+  tree.json        the lossless record of the hierarchy (ordered merges, scores, options)
+  linkage.npy      the hierarchy as a scipy linkage matrix (height = merge step)
+  tree.nwk         the hierarchy in Newick format (leaf names from --names)
+  metrics.json     with --labels: nmi, nmi_geometric, ari, acc, dp, lp (+ coarse_* with --coarse)
+  dendrogram.png   the dendrogram (unless --no-plot)
+  provenance.json  command line, options, package versions, input checksums
+
+examples:
+  l2h tree logits.npy --out results/tree
+  l2h tree preds.npz --key predictions --input probs \\
+      --labels preds.npz --labels-key ground_truth --coarse coarse.npy --names classes.txt --out out/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2h", description="Hierarchical clustering from the logits of any flat clusterer (L2H).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tree = commands.add_parser(
+        "tree", help="build the L2H hierarchy of a logits file (and score it against labels)",
+        description="Build the L2H hierarchy over the K clusters of an N x K logits (or probabilities) "
+                    "file; with labels, score it.",
+        epilog=TREE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tree.add_argument("logits", metavar="LOGITS", type=Path,
+                      help="N x K scores: .npy (memory-mapped), .npz, .pt/.pth or .csv")
+    tree.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
+    tree.add_argument("--input", choices=INPUTS, default="logits",
+                      help="what LOGITS holds: logits (default) or probabilities (rows sum to 1)")
+    tree.add_argument("--key", metavar="NAME", help="array name inside a .npz / .pt file")
+    tree.add_argument("--labels", metavar="FILE", type=Path,
+                      help="true class per point (same formats), to compute metrics")
+    tree.add_argument("--labels-key", metavar="NAME", help="array name inside the --labels file")
+    tree.add_argument("--coarse", metavar="FILE", type=Path,
+                      help="coarser true class per point: scores the tree cut at that many groups")
+    tree.add_argument("--coarse-key", metavar="NAME", help="array name inside the --coarse file")
+    tree.add_argument("--aggregation", choices=AGGREGATIONS, default=AGGREGATIONS[0],
+                      help=f"score aggregation (default: {AGGREGATIONS[0]})")
+    tree.add_argument("--strategy", choices=STRATEGIES, default=STRATEGIES[0],
+                      help=f"merging strategy (default: {STRATEGIES[0]})")
+    tree.add_argument("--names", metavar="FILE", type=Path,
+                      help="cluster names: a text file with one name per line (K lines) or a JSON list")
+    tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png")
+    tree.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    tree.set_defaults(run=run_tree)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``l2h`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "tree":
+        for option, needs in (("labels_key", "labels"), ("coarse_key", "coarse"), ("coarse", "labels")):
+            if getattr(args, option) is not None and getattr(args, needs) is None:
+                parser.error(f"--{option.replace('_', '-')} needs --{needs}")
+    try:
+        return args.run(args, argv)
+    except InputError as exc:
+        print(f"l2h: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def read_names(path: Path, k: int) -> list[str]:
+    """K cluster names from a text file (one per line) or a JSON list."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read names ({exc.strerror if isinstance(exc, OSError) else exc})")
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+            raise InputError(f"{path}: expected a JSON list of names")
+        names = [str(n) for n in names]
+    else:
+        names = [line.strip() for line in text.rstrip("\n").split("\n")] if text.strip() else []
+    if len(names) != k:
+        raise InputError(f"{path}: {len(names)} names given for K = {k} clusters")
+    blank = [i for i, n in enumerate(names) if not n]
+    if blank:
+        raise InputError(f"{path}: name {blank[0]} is empty")
+    return names
+
+
+def _read_inputs(args) -> dict:
+    """Load and validate every input; raise InputError before anything is written."""
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"{args.out}: exists and is not a directory")
+    scores = load_array(args.logits, key=args.key)
+    check_scores(scores, input=args.input, source=str(args.logits))
+    n, k = scores.shape
+    labels = coarse = names = None
+    if args.labels is not None:
+        labels = check_labels(load_labels(args.labels, key=args.labels_key), n, source=str(args.labels))
+    if args.coarse is not None:
+        coarse = check_labels(load_labels(args.coarse, key=args.coarse_key), n, source=str(args.coarse))
+    if args.names is not None:
+        names = read_names(args.names, k)
+    return {"scores": scores, "labels": labels, "coarse": coarse, "names": names}
+
+
+def run_tree(args, argv: list[str]) -> int:
+    data = _read_inputs(args)
+    scores, labels, coarse, names = data["scores"], data["labels"], data["coarse"], data["names"]
+    n, k = scores.shape
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
+                   progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    for warning in caught:
+        print(f"l2h: warning: {args.logits}: {warning.message}", file=sys.stderr)
+    metrics = None
+    if labels is not None:
+        leaves, _ = assign(scores, input=args.input)
+        try:
+            metrics = evaluate(tree, leaves, labels, coarse=coarse)
+        except InputError as exc:
+            raise InputError(f"{args.labels}: {exc}") from exc
+    inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
+    options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,
+               "coarse_key": args.coarse_key, "aggregation": args.aggregation, "strategy": args.strategy,
+               "plot": not args.no_plot}
+    record = provenance(options, list(dict.fromkeys(inputs)), command=shlex.join(["l2h", *argv]),
+                        argv=["l2h", *argv], n_points=n, n_clusters=k)
+    tree.info["source"] = {"file": str(args.logits), "key": args.key,
+                           "sha256": record["inputs"][str(args.logits)]}
+
+    def write_all(folder: Path) -> None:
+        tree.write(folder, names=names)
+        if metrics is not None:
+            write_json(folder / "metrics.json", metrics)
+        if not args.no_plot:
+            from l2h.report.figures import plot_dendrogram  # matplotlib is slow to import
+
+            plot_dendrogram(tree, folder / "dendrogram.png", names=names,
+                            title=f"L2H hierarchy of {args.logits.name} ({k} clusters)")
+        write_json(folder / "provenance.json", record)
+
+    _write_outputs(args.out, write_all)
+    if not args.quiet:
+        print(summary(tree, names, n, seconds, args.out, metrics))
+    return 0
+
+
+def _write_outputs(out: Path, write_all) -> None:
+    """Run ``write_all(folder)`` on a fresh folder beside ``out``; then move the results into ``out``.
+
+    A new ``out`` is one rename. An existing ``out`` gets each output replaced by a rename, and
+    outputs of an earlier run that this run does not produce (metrics, figure) are removed.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        write_all(tmp)
+        os.chmod(tmp, 0o755)
+        if not out.exists():
+            os.replace(tmp, out)
+            return
+        for name in OUTPUTS:
+            if (tmp / name).exists():
+                os.replace(tmp / name, out / name)
+            else:
+                (out / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None) -> str:
+    """A few human-readable lines about the run."""
+    k = tree.k
+    label = (lambda i: names[i]) if names is not None else str
+    sides = []
+    for node in tree.children[-1]:
+        members = tree.members(int(node))
+        shown = ", ".join(label(i) for i in sorted(members)[:6]) + (", ..." if len(members) > 6 else "")
+        sides.append(f"{len(members)} {{{shown}}}")
+    lines = [f"l2h tree: N = {n:,} points, K = {k} clusters, {seconds:.2f} s -> {out}",
+             f"top-level split: {sides[0]} | {sides[1]}"]
+    if metrics is not None:
+        lines.append("metrics: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in ("nmi", "ari", "acc", "dp", "lp")))
+        if "coarse_dp" in metrics:
+            lines.append(f"coarse ({metrics['coarse_groups']} groups): " + "  ".join(
+                f"{m} {metrics['coarse_' + m]:.4f}" for m in ("nmi", "ari", "acc", "dp")))
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Flat clusterers that turn feature spaces into the N×K logits L2H reads: k-means, TURTLE, TEMI.
+
+``build_clusterer(cfg)`` takes the Hydra ``clusterer`` group node (or a plain mapping): ``name`` picks the
+class, every other key is a constructor parameter (``k`` and ``seed`` included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from l2h.clusterers.base import Clusterer
+from l2h.clusterers.kmeans import KMeansClusterer
+from l2h.clusterers.turtle import TurtleClusterer
+from l2h.errors import InputError
+
+REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClusterer, TurtleClusterer)}
+
+
+def build_clusterer(cfg: Any) -> Clusterer:
+    """A new (unfitted) clusterer from the ``clusterer`` config node."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(cfg, Mapping):
+        raise InputError(f"clusterer config: expected a mapping, got {type(cfg).__name__}")
+    params = dict(cfg)
+    name = params.pop("name", None)
+    if name not in REGISTRY:
+        raise InputError(f"clusterer config: unknown name {name!r}; choose one of {sorted(REGISTRY)}")
+    try:
+        return REGISTRY[name](**params)
+    except TypeError as exc:
+        raise InputError(f"clusterer config for {name!r}: {exc}") from exc
+
+
+def load_clusterer(path) -> Clusterer:
+    """Read any model written by ``Clusterer.save``."""
+    return Clusterer.load(path)
+
+
+__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TurtleClusterer", "build_clusterer", "load_clusterer"]

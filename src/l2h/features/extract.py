@@ -1,0 +1,94 @@
+"""Batched, mixed-precision feature extraction through a DataLoader."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from l2h.errors import InputError
+from l2h.features.backbone import Backbone
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class TransformedImages(Dataset):
+    """``images[i]`` (a PIL image) passed through ``transform``; picklable for DataLoader workers."""
+
+    def __init__(self, images: Sequence, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(self.images[index])
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None = plain fp32. 'auto' = bf16/fp16 on CUDA, fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def make_loader(backbone: Backbone, images: Sequence, *, batch_size: int, num_workers: int,
+                device: torch.device) -> DataLoader:
+    """The DataLoader used by :func:`extract_features` (ordered; pinned memory on CUDA)."""
+    return DataLoader(TransformedImages(images, backbone.transform), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
+
+
+def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 256, num_workers: int = 0,
+                     device: str | torch.device = "auto", progress: bool = True, precision: str = "auto",
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Encode every image of ``images`` (a sequence of PIL images, e.g. an ImageSet) → float32 (N, d).
+
+    Runs under ``torch.inference_mode`` with autocast on CUDA (``precision``); rows are in input order.
+    ``out`` (e.g. a ``np.memmap`` of shape (N, d)) receives the rows instead of a new array.
+    """
+    n = len(images)
+    if n == 0:
+        raise InputError("extract_features: the image set is empty")
+    if batch_size < 1 or num_workers < 0:
+        raise InputError(f"extract_features: batch_size must be ≥ 1 and num_workers ≥ 0 "
+                         f"(got {batch_size}, {num_workers})")
+    dev = resolve_device(device)
+    amp = autocast_dtype(precision, dev)
+    loader = make_loader(backbone, images, batch_size=batch_size, num_workers=num_workers, device=dev)
+    backbone.to(dev)
+    pos = 0
+    with torch.inference_mode(), tqdm(total=n, unit="img", desc=f"features[{backbone.name}]",
+                                      disable=not progress) as bar:
+        for batch in loader:
+            batch = batch.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                feats = backbone.encode(batch)
+            feats = feats.float().cpu().numpy()
+            if out is None:
+                out = np.empty((n, feats.shape[1]), dtype=np.float32)
+            _check_out(out, n, feats.shape[1])
+            out[pos:pos + len(feats)] = feats
+            pos += len(feats)
+            bar.update(len(feats))
+    return out
+
+
+def _check_out(out: Any, n: int, dim: int) -> None:
+    if out.shape != (n, dim) or out.dtype != np.float32:
+        raise InputError(f"extract_features: `out` must be float32 of shape ({n}, {dim}), "
+                         f"got {out.dtype} {tuple(out.shape)}")

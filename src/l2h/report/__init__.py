@@ -1,0 +1,1 @@
+"""Reporting: figures (``l2h.report.figures``) and result tables."""

@@ -1,0 +1,28 @@
+"""Stage: L2H on a clusterer's test logits → tree.json, linkage.npy, tree.nwk, leaves.npy (point → its argmax
+cluster = leaf) and clusters.npy (the flat partition at K, the same clusters)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from l2h.io import sha256_file, write_npy
+from l2h.stages.app import stage_main
+
+
+def run(cfg, job):
+    from l2h.algorithm import assign, l2h
+
+    path = job.input("logits")
+    scores = np.load(path, mmap_mode="r")
+    opts = {"input": str(cfg.l2h.input), "block_rows": int(cfg.l2h.block_rows)}
+    tree = l2h(scores, aggregation=str(cfg.l2h.aggregation), strategy=str(cfg.l2h.strategy), progress=True, **opts)
+    tree.info["source_sha256"] = sha256_file(path)
+    leaves, _ = assign(scores, **opts)
+    tree.write(job.output)
+    write_npy(job.output / "leaves.npy", leaves)
+    write_npy(job.output / "clusters.npy", leaves)
+    return {"k": tree.k, "n_points": int(scores.shape[0]), "empty_clusters": tree.info.get("empty_clusters")}
+
+
+if __name__ == "__main__":
+    stage_main("build_tree", run)

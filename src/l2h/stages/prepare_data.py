@@ -1,0 +1,40 @@
+"""Stage: make a dataset available (download, verify, extract) and record its labels and class names.
+
+Writes ``labels.npz`` (``<split>`` and, where the dataset has them, ``<split>_coarse`` int64 arrays for every
+logical split) and ``classes.json`` (class names, coarse names, split sizes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from l2h.io import atomic_path, write_json
+from l2h.stages.app import stage_main
+from l2h.stages.plan import SPLITS
+
+
+def run(cfg, job):
+    from l2h.data import get_dataset
+
+    source = get_dataset(cfg.dataset)
+    root = str(cfg.paths.data)
+    source.prepare(root)
+    arrays, splits, first = {}, {}, None
+    for split in SPLITS:
+        images = source.load(root, split)
+        first = first or images
+        arrays[split] = images.labels
+        if images.coarse_labels is not None:
+            arrays[f"{split}_coarse"] = images.coarse_labels
+        splits[split] = {"name": source.split_name(split), "n": len(images)}
+    with atomic_path(job.output / "labels.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    write_json(job.output / "classes.json", {
+        "dataset": source.name, "class_names": list(first.class_names), "num_classes": len(first.class_names),
+        "coarse_names": None if first.coarse_names is None else list(first.coarse_names), "splits": splits})
+    return {"splits": splits}
+
+
+if __name__ == "__main__":
+    stage_main("prepare_data", run)

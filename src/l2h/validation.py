@@ -1,0 +1,98 @@
+"""Input checks for score matrices (logits / probabilities) and label vectors.
+
+Checks run over row blocks, so a memory-mapped matrix larger than memory is never loaded whole and no
+N×K temporary is created. Every error is an :class:`~l2h.errors.InputError` whose message starts with the
+name of the checked file or array (``source``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from l2h.errors import InputError
+
+INPUTS = ("logits", "probs")
+PROBS_ATOL = 1e-3
+
+
+def check_input_kind(input: str) -> None:
+    if input not in INPUTS:
+        raise InputError(f"input must be one of {INPUTS}, got {input!r}")
+
+
+def check_shape(x, *, source: str = "array") -> tuple[int, int]:
+    """Check dtype and shape of a score matrix without reading its values; return ``(N, K)``."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or dtype.kind not in "fiu":
+        raise InputError(f"{source}: expected a real-valued numeric array, got dtype {dtype}")
+    if x.ndim != 2:
+        raise InputError(f"{source}: expected a 2-D (N points x K clusters) array, got shape {x.shape}")
+    n, k = x.shape
+    if n == 0:
+        raise InputError(f"{source}: the array has no rows (N == 0)")
+    if k < 2:
+        raise InputError(f"{source}: at least 2 columns (clusters) are needed, got K = {k}")
+    return n, k
+
+
+def check_block(block: np.ndarray, row0: int, *, input: str = "logits", source: str = "array") -> None:
+    """Check the values of rows ``row0 .. row0 + len(block)`` of a score matrix (already loaded)."""
+    if block.dtype.kind == "f":
+        sums = block.sum(axis=1, dtype=np.float64)
+        suspect = np.flatnonzero(~np.isfinite(sums))  # NaN/inf rows, or (rarely) a finite overflow
+        for r in suspect:
+            row = block[r]
+            if np.isnan(row).any():
+                raise InputError(f"{source}: row {row0 + r} contains NaN")
+            if np.isinf(row).any():
+                raise InputError(f"{source}: row {row0 + r} contains inf")
+    if input == "probs":
+        neg = np.flatnonzero(block.min(axis=1) < 0)
+        if neg.size:
+            r = neg[0]
+            raise InputError(f"{source}: row {row0 + r} has a negative probability "
+                             f"({block[r].min():.6g}); pass input='logits' for logits")
+        sums = block.sum(axis=1, dtype=np.float64)
+        off = np.flatnonzero(np.abs(sums - 1.0) > PROBS_ATOL)
+        if off.size:
+            r = off[0]
+            raise InputError(f"{source}: row {row0 + r} sums to {sums[r]:.6g}, not 1 (tolerance "
+                             f"{PROBS_ATOL:g}); probabilities must sum to 1 per row, or pass "
+                             "input='logits'")
+
+
+def check_scores(x, *, input: str = "logits", source: str = "array", block_rows: int = 65536) -> None:
+    """Validate an N×K score matrix (ndarray or ``np.memmap``) block by block.
+
+    Raises :class:`InputError` for: a non-numeric dtype, ``ndim != 2``, ``N == 0``, ``K < 2``, NaN or
+    infinite entries and, with ``input="probs"``, negative entries or rows not summing to 1 within
+    an absolute tolerance of 1e-3.
+    """
+    check_input_kind(input)
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    n, _ = check_shape(x, source=source)
+    block_rows = max(1, int(block_rows))
+    for start in range(0, n, block_rows):
+        check_block(np.asarray(x[start:start + block_rows]), start, input=input, source=source)
+
+
+def check_labels(labels, n: int | None, *, source: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-D int64 array of ``n`` non-negative integers, or raise InputError."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise InputError(f"{source}: expected a 1-D array of labels, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise InputError(f"{source}: {arr.shape[0]} labels given for {n} points")
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "fiu":
+        raise InputError(f"{source}: labels must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            raise InputError(f"{source}: label {bad[0]} is not an integer ({arr[bad[0]]!r})")
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{source}: label {int(np.argmax(arr < 0))} is negative ({arr.min()}); "
+                         "labels must be non-negative")
+    if arr.size and arr.max() >= 2**63:
+        raise InputError(f"{source}: label {int(np.argmax(arr))} is too large ({arr.max()})")
+    return arr.astype(np.int64)

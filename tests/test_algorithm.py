@@ -1,0 +1,368 @@
+"""L2H algorithm: exactness against a literal implementation, edge cases, invariances.
+
+The literal implementation below follows the paper's description step by step (paper.md §1.3): every
+step scores every group with boolean masks over all N points, picks the lowest score, runs the masked
+softmax on the points of G* and takes the group with the highest mean reassigned probability. It shares
+only the documented per-row formulas and the exactly rounded sums (math.fsum) with the fast code, so
+identical merge lists and scores prove the fast bookkeeping (CSR rows, exact additive statistics,
+heap, caches) exact, ties included.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from l2h.algorithm import AGGREGATIONS, STRATEGIES, _exact_sums, _to_float, assign, l2h
+from l2h.errors import InputError
+
+
+# ----------------------------------------------------------------------------- literal reference
+def literal_l2h(scores, aggregation="sum_of_cluster_means", strategy="lowest_score", input="logits"):
+    """Plain transcription of L2H: returns (merges, [(score, affinity) per step])."""
+    z = np.asarray(scores)
+    z = np.ascontiguousarray(z, dtype=np.float32 if z.dtype in (np.float16, np.float32) else np.float64)
+    n, k = z.shape
+    h = z.argmax(axis=1)
+    if input == "probs":
+        g = z.max(axis=1)
+    else:
+        g = 1.0 / np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)
+    g = g.astype(np.float64)
+
+    def cluster_mean(c):
+        sel = g[h == c]
+        return math.fsum(sel.tolist()) / sel.size if sel.size else 0.0
+
+    def score(group):
+        if aggregation == "sum_of_cluster_means":
+            return math.fsum([cluster_mean(c) for c in group])
+        if aggregation == "mean_of_cluster_means":
+            return math.fsum([cluster_mean(c) for c in group]) / len(group)
+        sel = g[np.isin(h, group)]
+        if aggregation == "sum_all":
+            return math.fsum(sel.tolist())
+        return math.fsum(sel.tolist()) / sel.size if sel.size else 0.0
+
+    def masked(group):
+        """h^m, g^m and |D_G| for the points of D_G with the clusters of G removed."""
+        in_group = np.isin(h, group)
+        rows = z[in_group]
+        if rows.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), 0
+        if input == "probs":
+            rows[:, list(group)] = 0
+            hm = rows.argmax(axis=1)
+            total = rows.sum(axis=1)
+            gm = np.zeros_like(total)
+            np.divide(rows.max(axis=1), total, out=gm, where=total > 0)
+        else:
+            rows[:, list(group)] = -np.inf
+            hm = rows.argmax(axis=1)
+            gm = 1.0 / np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1)
+        return hm, gm.astype(np.float64), int(in_group.sum())
+
+    groups = [(c,) for c in range(k)]
+    merges, recorded = [], []
+    for _ in range(k - 1):
+        if strategy == "lowest_score":
+            s = [score(G) for G in groups]
+            i_star = s.index(min(s))
+            hm, gm, _ = masked(groups[i_star])
+            best, i_dag = -1.0, None
+            for j, G in enumerate(groups):
+                if j != i_star:
+                    a = math.fsum(gm[np.isin(hm, G)].tolist()) / len(G)
+                    if a > best:
+                        best, i_dag = a, j
+            record = (s[i_star], best)
+        else:
+            stats = [masked(G) for G in groups]
+
+            def A(i, j):
+                hm, gm, size = stats[i]
+                return math.fsum(gm[np.isin(hm, groups[j])].tolist()) / len(groups[j]) / max(size, 1)
+
+            best = None
+            for i in range(len(groups)):
+                for j in range(i + 1, len(groups)):
+                    p = A(i, j) + A(j, i)
+                    if best is None or p > best:
+                        best, bi, bj = p, i, j
+            si, sj = score(groups[bi]), score(groups[bj])
+            i_star, i_dag = (bj, bi) if sj < si else (bi, bj)
+            record = (min(si, sj), best)
+        merges.append((groups[i_star], groups[i_dag]))
+        recorded.append(record)
+        new = groups[i_star] + groups[i_dag]
+        groups = [G for j, G in enumerate(groups) if j not in (i_star, i_dag)] + [new]
+    return merges, recorded
+
+
+def assert_same(x, *, aggregation, strategy="lowest_score", input="logits", **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tree = l2h(x, aggregation=aggregation, strategy=strategy, input=input, **kwargs)
+    merges, recorded = literal_l2h(x, aggregation, strategy, input)
+    assert tree.merges == merges
+    assert np.array_equal(tree.scores, np.array(recorded, dtype=np.float64).reshape(-1, 2))
+    return tree
+
+
+# ----------------------------------------------------------------------------- random cases
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def random_case(rng: np.random.Generator, n: int, k: int, kind: str):
+    """(scores, input) of one of several shapes of data that stress ties and empty clusters."""
+    dtype = rng.choice([np.float32, np.float64])
+    input = "logits"
+    if kind == "gauss":
+        x = rng.normal(size=(n, k)) * rng.uniform(0.3, 10)
+    elif kind == "planted":
+        n_super = max(1, k // 4)
+        centre = rng.normal(size=(k, k)) * 2 + 6 * np.eye(k)
+        centre += 3 * (rng.integers(n_super, size=k)[:, None] == rng.integers(n_super, size=k)[None, :])
+        x = centre[rng.integers(k, size=n)] + rng.normal(size=(n, k))
+    elif kind == "empty":
+        x = rng.normal(size=(n, k))
+        x[:, rng.random(k) < 0.3] -= 50.0
+    elif kind == "duplicates":
+        base = rng.normal(size=(max(1, n // 10), k)) * 2
+        x = base[rng.integers(base.shape[0], size=n)]
+    elif kind == "ties":
+        x = rng.integers(-2, 3, size=(n, k)).astype(float)
+    elif kind == "mirror":  # dyadic probabilities (exact sums) on row copies with swapped column
+        input = "probs"     # pairs: mirrored clusters have exactly equal statistics
+        perm = np.arange(k)
+        pairs = rng.permutation(k)[: 2 * (k // 2)].reshape(-1, 2)
+        perm[pairs[:, 0]], perm[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+        counts = rng.multinomial(127, rng.dirichlet(np.ones(k)), size=(n + 1) // 2)
+        counts[np.arange(counts.shape[0]), rng.integers(k, size=counts.shape[0])] += 129  # unique max
+        half = counts / 256.0
+        x = np.concatenate([half, half[:, perm]])[rng.permutation(2 * half.shape[0])][:n]
+    elif kind == "plateau":  # logits in {0, -60, -120}, one 0 per row: g = 1 and g^m = 1 / #(-60)
+        x = np.where(rng.random((n, k)) < rng.uniform(0.05, 0.7), -60.0, -120.0)  # exactly: ties
+        x[np.arange(n), rng.integers(k, size=n)] = 0.0                             # everywhere
+    elif kind == "probs":
+        input = "probs"
+        x = softmax(rng.normal(size=(n, k)) * rng.uniform(0.5, 5))
+        onehot = rng.random(n) < 0.2
+        x[onehot] = np.eye(k)[rng.integers(k, size=onehot.sum())]
+    elif kind == "probs_ties":
+        input = "probs"
+        x = softmax(rng.integers(-2, 3, size=(n, k)).astype(float))
+    else:
+        raise AssertionError(kind)
+    return x.astype(dtype), input
+
+
+KINDS = ("gauss", "planted", "empty", "duplicates", "ties", "mirror", "plateau", "probs", "probs_ties")
+
+
+def _sizes(rng, kind):
+    """Log-uniform K in 2..300 and N in 1..5000 (mostly N >= 3K, except for the "empty" kind), capped
+    so that the literal loop stays cheap."""
+    while True:
+        k = int(np.exp(rng.uniform(np.log(2), np.log(300))))
+        low = 1 if kind == "empty" or rng.random() < 0.15 else 3 * k
+        n = int(np.exp(rng.uniform(np.log(low), np.log(5000))))
+        if n * k * k <= 4e6:
+            return n, k
+
+
+CASES = [(seed, KINDS[seed % len(KINDS)], AGGREGATIONS[(seed // len(KINDS)) % 4]) for seed in range(216)]
+
+
+@pytest.mark.parametrize("seed, kind, aggregation", CASES)
+def test_matches_literal_random(seed, kind, aggregation):
+    rng = np.random.default_rng(seed)
+    n, k = _sizes(rng, kind)
+    x, input = random_case(rng, n, k, kind)
+    assert_same(x, aggregation=aggregation, input=input, block_rows=int(rng.integers(1, 2 * n + 2)))
+
+
+@pytest.mark.parametrize("n, k, kind", [(5000, 40, "planted"), (5000, 12, "ties"), (1200, 300, "gauss"),
+                                        (400, 300, "empty"), (5000, 60, "probs"), (3000, 80, "mirror")])
+def test_matches_literal_large(n, k, kind):
+    rng = np.random.default_rng(n + k)
+    x, input = random_case(rng, n, k, kind)
+    assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_all_pairs_matches_literal(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n, k = int(rng.integers(1, 300)), int(rng.integers(2, 16))
+    x, input = random_case(rng, n, k, KINDS[seed % len(KINDS)])
+    assert_same(x, aggregation=AGGREGATIONS[seed % 4], strategy="all_pairs", input=input)
+
+
+@pytest.fixture(scope="module")
+def real_probs(shared_data):
+    out = {}
+    for name in ("cifar-10", "cifar-100"):
+        with np.load(shared_data / "logits" / f"wideresnet-16-4-{name}.npz") as data:
+            out[name] = data["predictions"]
+    assert out["cifar-100"].shape == (10000, 100)
+    return out
+
+
+@pytest.mark.parametrize("name", ["cifar-10", "cifar-100"])
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_matches_literal_real(real_probs, name, aggregation):
+    p = real_probs[name]
+    assert_same(p, aggregation=aggregation, input="probs")
+    assert_same(np.log(p), aggregation=aggregation, input="logits")
+
+
+def test_all_pairs_real_cifar10(real_probs):
+    assert_same(np.log(real_probs["cifar-10"]), aggregation="sum_of_cluster_means", strategy="all_pairs")
+
+
+def test_real_tree_is_sensible(real_probs):
+    """CIFAR-10: the last merge separates vehicles from animals (paper-like sanity check)."""
+    tree = l2h(np.log(real_probs["cifar-10"]))
+    vehicles = {0, 1, 8, 9}
+    last = [set(side) for side in tree.merges[-1]]
+    assert vehicles in last
+
+
+# ----------------------------------------------------------------------------- exact sums
+def test_exact_sums_equal_fsum():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(0, 3000))
+        values = rng.random(n) ** rng.uniform(1, 40)
+        values[rng.random(n) < 0.05] = 0.0
+        if trial % 5 == 0 and n:
+            values[: n // 3] = rng.choice([5e-324, 1e-300, 1e300, 1.0, 2.0 ** -60], size=n // 3)
+        labels = rng.integers(0, 7, size=n)
+        sums = _exact_sums(values, labels, 7)
+        assert set(sums) == set(np.unique(labels).tolist())
+        for c, s in sums.items():
+            assert _to_float(s) == math.fsum(values[labels == c].tolist())
+
+
+# ----------------------------------------------------------------------------- behaviour
+def test_hand_example():
+    x = np.array([[2.0, 1.5, -5]] * 3 + [[1.4, 2.0, -5]] * 3 + [[-5, -5, 5]] * 2)
+    tree = l2h(x)
+    assert tree.merges == [((0,), (1,)), ((2,), (0, 1))]
+    g0 = 1 / (1 + np.exp(-0.5) + np.exp(-7))
+    assert tree.scores[0, 0] == pytest.approx(g0, rel=1e-12)
+    assert tree.scores[0, 1] == pytest.approx(3 / (1 + np.exp(-6.5)), rel=1e-12)  # 3 points, |G†| = 1
+    assert tree.info["aggregation"] == "sum_of_cluster_means" and tree.info["n_points"] == 8
+
+
+def test_k2():
+    x = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.5]])
+    tree = l2h(x)
+    assert tree.k == 2 and tree.merges == [((1,), (0,))]
+
+
+def test_single_point_and_empty_clusters():
+    x = np.array([[0.0, 1.0, 3.0]])
+    with pytest.warns(UserWarning, match="2 of 3 clusters are empty"):
+        tree = l2h(x)
+    # empty clusters score 0 and are merged first (earliest first), into the first other group
+    assert tree.merges == [((0,), (1,)), ((0, 1), (2,))]
+    assert tree.info["empty_clusters"] == 2
+
+
+def test_all_points_in_one_cluster():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 6))
+    x[:, 2] += 100
+    with pytest.warns(UserWarning, match="5 of 6 clusters are empty"):
+        tree = l2h(x)
+    # empty G* (score 0, earliest first) has all affinities 0 and joins the first other group
+    assert tree.merges == [((0,), (1,)), ((3,), (2,)), ((4,), (5,)), ((0, 1), (3, 2)),
+                           ((4, 5), (0, 1, 3, 2))]
+    assert_same(x, aggregation="sum_all")
+
+
+def test_no_warning_without_empty_clusters():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        l2h(np.eye(4) * 3)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_invariant_to_row_constant_exact(aggregation):
+    """Dyadic logits + integer row constants: the arithmetic is exact, so trees are identical."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(-16, 17, size=(500, 25)) / 8.0          # ties included
+    shifted = x + rng.integers(-100, 101, size=(500, 1))
+    assert l2h(shifted, aggregation=aggregation).merges == l2h(x, aggregation=aggregation).merges
+
+
+def test_invariant_to_row_constant_generic():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 50)) * 3
+    shifted = x + rng.normal(size=(3000, 1)) * 20
+    assert l2h(shifted).merges == l2h(x).merges
+
+
+def test_probs_and_log_probs_agree():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(2000, 30)) * 2
+    p = softmax(z)
+    assert l2h(p, input="probs").merges == l2h(np.log(p)).merges == l2h(z).merges
+
+
+def test_memmap_blocks_and_layout(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3001, 37)).astype(np.float32) * 3
+    np.save(tmp_path / "logits.npy", x)
+    mm = np.load(tmp_path / "logits.npy", mmap_mode="r")
+    ref = l2h(x)
+    for variant in (l2h(mm, block_rows=100), l2h(np.asfortranarray(x), block_rows=7),
+                    l2h(x[:, ::-1][:, ::-1], block_rows=1)):
+        assert variant.merges == ref.merges
+        assert np.array_equal(variant.scores, ref.scores)
+
+
+def test_assign_matches_softmax():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(1000, 13)) * 4
+    h, g = assign(z, block_rows=64)
+    assert h.dtype == np.int64 and g.dtype == np.float64
+    assert np.array_equal(h, z.argmax(1))
+    np.testing.assert_allclose(g, softmax(z).max(1), rtol=1e-13)
+    hp, gp = assign(softmax(z), input="probs")
+    assert np.array_equal(hp, h)
+    np.testing.assert_allclose(gp, g, rtol=1e-12)
+
+
+def test_all_strategies_produce_complete_trees():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 9))
+    for strategy in STRATEGIES:
+        for aggregation in AGGREGATIONS:
+            tree = l2h(x, aggregation=aggregation, strategy=strategy)
+            assert sorted(tree.merges[-1][0] + tree.merges[-1][1]) == list(range(9))
+            assert tree.info["strategy"] == strategy
+
+
+def test_bad_input_and_options(tmp_path):
+    x = np.zeros((4, 3))
+    x[2, 1] = np.nan
+    with pytest.raises(InputError, match="scores: row 2 contains NaN"):
+        l2h(x)
+    np.save(tmp_path / "logits.npy", x)
+    with pytest.raises(InputError, match="logits.npy: row 2 contains NaN"):
+        l2h(np.load(tmp_path / "logits.npy", mmap_mode="r"))
+    with pytest.raises(InputError, match="aggregation"):
+        l2h(np.zeros((4, 3)), aggregation="median")
+    with pytest.raises(InputError, match="strategy"):
+        l2h(np.zeros((4, 3)), strategy="random")
+    with pytest.raises(InputError, match="input"):
+        l2h(np.zeros((4, 3)), input="scores")
+    with pytest.raises(InputError, match="sums to"):
+        l2h(np.full((4, 3), 0.5), input="probs")

@@ -1,0 +1,13 @@
+rule run_baseline:
+    input:
+        unpack(stage_inputs("run_baseline")),
+    output:
+        PLAN.output_patterns("run_baseline"),
+    params:
+        config=stage_config("run_baseline"),
+        command=stage_command("run_baseline"),
+    log:
+        PLAN.log_pattern("run_baseline"),
+    threads: 4
+    shell:
+        "{params.command} > {log} 2>&1"

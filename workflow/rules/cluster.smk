@@ -1,0 +1,13 @@
+rule train_clusterer:
+    input:
+        unpack(stage_inputs("train_clusterer")),
+    output:
+        PLAN.output_patterns("train_clusterer"),
+    params:
+        config=stage_config("train_clusterer"),
+        command=stage_command("train_clusterer"),
+    log:
+        PLAN.log_pattern("train_clusterer"),
+    threads: 4
+    shell:
+        "{params.command} > {log} 2>&1"

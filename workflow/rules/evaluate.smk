@@ -1,0 +1,12 @@
+rule evaluate:
+    input:
+        unpack(stage_inputs("evaluate")),
+    output:
+        PLAN.output_patterns("evaluate"),
+    params:
+        config=stage_config("evaluate"),
+        command=stage_command("evaluate"),
+    log:
+        PLAN.log_pattern("evaluate"),
+    shell:
+        "{params.command} > {log} 2>&1"

@@ -1,0 +1,13 @@
+rule extract_features:
+    input:
+        unpack(stage_inputs("extract_features")),
+    output:
+        PLAN.output_patterns("extract_features"),
+    params:
+        config=stage_config("extract_features"),
+        command=stage_command("extract_features"),
+    log:
+        PLAN.log_pattern("extract_features"),
+    threads: 4
+    shell:
+        "{params.command} > {log} 2>&1"

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# A real single-node SLURM cluster on this machine, for testing the pipeline's SLURM profile.
+#
+#   slurm_cluster.sh install            apt-get install the Debian packages (skipped when present)
+#   slurm_cluster.sh start [STATE_DIR]  install if needed, write configs into STATE_DIR, start munged, mariadbd,
+#                                       slurmdbd, slurmctld and slurmd, wait for an idle node, register the
+#                                       cluster/account/user; prints `export SLURM_CONF=...` for clients
+#   slurm_cluster.sh stop [STATE_DIR]   cancel every job, stop exactly the recorded daemon PIDs, delete STATE_DIR
+#   slurm_cluster.sh status [STATE_DIR] show the recorded daemons and the node state
+#
+# STATE_DIR defaults to $L2H_SLURM_DIR or /tmp/l2h-slurm. Every address is 127.0.0.1 (the daemons of SLURM 22.05
+# still listen on 0.0.0.0:6817-6819; nothing here sends traffic elsewhere). Must run as root (it starts daemons).
+# Environment: L2H_SLURM_GPUS (default 1) fake GPUs the node advertises as GRES, so that jobs asking for `--gpus`
+# are scheduled; they have no device behind them, so code in such jobs falls back to the CPU.
+# The cluster is named l2h, its only partition `main`, its account `l2h`.
+set -euo pipefail
+
+CLUSTER=l2h
+PARTITION=main
+ACCOUNT=l2h
+PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order; stopped in reverse
+
+die() { echo "slurm_cluster: $*" >&2; exit 1; }
+log() { echo "slurm_cluster: $*" >&2; }
+
+state_dir() { realpath -m "${1:-${L2H_SLURM_DIR:-/tmp/l2h-slurm}}"; }
+
+installed() {
+    local p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || return 1
+    done
+}
+
+cmd_install() {
+    [[ $EUID -eq 0 ]] || die "install needs root"
+    if installed; then log "packages already installed"; return 0; fi
+    # A policy-rc.d that exits 101 keeps the packages' init scripts from starting any daemon during install.
+    local policy=/usr/sbin/policy-rc.d backup=""
+    if [[ -e $policy ]]; then backup=$(mktemp); cp -p "$policy" "$backup"; fi
+    restore_policy() { if [[ -n $backup ]]; then mv -f "$backup" "$policy"; else rm -f "$policy"; fi; }
+    trap restore_policy EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    restore_policy
+    trap - EXIT
+    installed || die "packages missing after apt-get install"
+}
+
+# is_ours NAME PIDFILE: the recorded PID is alive and still runs the expected program
+is_ours() {
+    local pidfile=$2 pid
+    [[ -s $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == "$1"* ]]
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND (each try limited to 10 s) until it succeeds
+wait_for() {
+    local what=$1 limit=$2 start=$SECONDS
+    shift 2
+    local limited=(timeout 10)
+    [[ $(type -t "$1") == function ]] && limited=()
+    until "${limited[@]}" "$@" >/dev/null 2>&1; do
+        ((SECONDS - start < limit)) || die "timed out after $limit s waiting for $what (logs in $STATE/log)"
+        sleep 0.5
+    done
+    log "$what ready after $((SECONDS - start)) s"
+}
+
+# spawn NAME COMMAND...: start a daemon in the foreground mode of its own session, record its PID
+spawn() {
+    local name=$1
+    shift
+    setsid "$@" >>"$STATE/log/$name.out" 2>&1 </dev/null &
+    echo $! >"$STATE/pids/$name"
+}
+
+write_configs() {
+    local host=$1 cpus mem_mb
+    cpus=$(nproc)
+    # Leave 1 GiB (at least a quarter) of the machine to everything else.
+    mem_mb=$(awk '/MemTotal/ {m = int($2 / 1024); r = m - 1024; if (r < m * 3 / 4) r = int(m * 3 / 4); print r}' /proc/meminfo)
+    local gpus=${L2H_SLURM_GPUS:-1} gres_line="" gres_types=""
+    if ((gpus > 0)); then gres_line=" Gres=gpu:$gpus"; gres_types="GresTypes=gpu"; fi
+
+    cat >"$STATE/etc/slurm.conf" <<EOF
+# Test cluster written by workflow/scripts/slurm_cluster.sh; every address is loopback.
+ClusterName=$CLUSTER
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$STATE/run/munge.socket
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/d
+SlurmctldPidFile=$STATE/run/slurmctld.pid
+SlurmdPidFile=$STATE/run/slurmd.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/affinity
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
+MinJobAge=300
+KillWait=5
+MailProg=/bin/true
+ReturnToService=2
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+# for the slurmdbd connection, AccountingStoragePass names the munge socket
+AccountingStoragePass=$STATE/run/munge.socket
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=5
+$gres_types
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb$gres_line State=UNKNOWN
+PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    if ((gpus > 0)); then
+        echo "NodeName=$host Name=gpu Count=$gpus" >"$STATE/etc/gres.conf"
+    fi
+
+    cat >"$STATE/etc/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$STATE/run/munge.socket
+DbdHost=$host
+DbdAddr=127.0.0.1
+SlurmUser=root
+PidFile=$STATE/run/slurmdbd.pid
+LogFile=$STATE/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurm
+StorageLoc=slurm_acct_db
+EOF
+    chmod 600 "$STATE/etc/slurmdbd.conf"
+
+    cat >"$STATE/etc/my.cnf" <<EOF
+[mysqld]
+datadir=$STATE/mysql
+socket=$STATE/run/mysqld.sock
+pid-file=$STATE/run/mysqld.pid
+log-error=$STATE/log/mariadb.log
+skip-networking
+user=root
+innodb_buffer_pool_size=32M
+[client]
+socket=$STATE/run/mysqld.sock
+EOF
+}
+
+node_state() { timeout 10 sinfo -h -N -o %t 2>/dev/null | head -n1; }
+node_idle() { [[ $(node_state) == idle ]]; }
+
+# on a failed start: show the end of every log, then stop what was started
+start_failed() {
+    local f
+    log "start failed; the end of each log follows, then everything started is stopped"
+    for f in "$STATE"/log/*; do
+        [[ -s $f ]] && { echo "----- $f" >&2; tail -n 15 "$f" >&2; }
+    done
+    cmd_stop "$STATE" || true
+}
+
+cmd_start() {
+    [[ $EUID -eq 0 ]] || die "start needs root"
+    STATE=$(state_dir "${1:-}")
+    local name
+    if [[ -d $STATE/pids ]]; then
+        for name in "${DAEMONS[@]}"; do
+            is_ours "$name" "$STATE/pids/$name" && die "a cluster is already running from $STATE (stop it first)"
+        done
+    fi
+    if (exec 3<>/dev/tcp/127.0.0.1/6817) 2>/dev/null; then
+        die "port 6817 is in use: another slurmctld is running on this machine"
+    fi
+    cmd_install
+    rm -rf "$STATE"
+    mkdir -p "$STATE"/{etc,pids,run,log,munge,ctld,d,mysql}
+    chmod 700 "$STATE/munge"
+    trap 'start_failed' EXIT
+    local host
+    host=$(hostname -s)
+    write_configs "$host"
+    export SLURM_CONF=$STATE/etc/slurm.conf
+
+    # munge: its own key and socket inside the state dir
+    dd if=/dev/urandom of="$STATE/munge/munge.key" bs=1024 count=1 status=none
+    chmod 400 "$STATE/munge/munge.key"
+    spawn munged munged --foreground --force --key-file="$STATE/munge/munge.key" \
+        --socket="$STATE/run/munge.socket" --pid-file="$STATE/run/munged.pid" \
+        --seed-file="$STATE/munge/seed" --log-file="$STATE/log/munged.log"
+    wait_for munged 20 test -S "$STATE/run/munge.socket"
+
+    # MariaDB on a unix socket only (skip-networking), holding the accounting database
+    mariadb-install-db --defaults-file="$STATE/etc/my.cnf" --auth-root-authentication-method=socket \
+        --skip-test-db >"$STATE/log/mariadb-install.out" 2>&1
+    spawn mariadbd mariadbd --defaults-file="$STATE/etc/my.cnf"
+    wait_for mariadbd 60 mariadb --defaults-file="$STATE/etc/my.cnf" -u root -e "SELECT 1"
+    mariadb --defaults-file="$STATE/etc/my.cnf" -u root -e "
+        CREATE DATABASE slurm_acct_db;
+        CREATE USER 'slurm'@'localhost' IDENTIFIED BY 'slurm';
+        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+
+    # slurmdbd finds slurmdbd.conf beside $SLURM_CONF; its MySQL client reaches the socket via MYSQL_UNIX_PORT
+    MYSQL_UNIX_PORT=$STATE/run/mysqld.sock spawn slurmdbd slurmdbd -D
+    wait_for "slurmdbd" 60 sacctmgr -n list cluster
+    sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" Description=l2h-tests Organization=l2h >/dev/null
+    sacctmgr -i add user "$(id -un)" Account="$ACCOUNT" DefaultAccount="$ACCOUNT" Cluster="$CLUSTER" >/dev/null
+
+    spawn slurmctld slurmctld -D -i -f "$SLURM_CONF"
+    wait_for slurmctld 60 scontrol ping
+    spawn slurmd slurmd -D -f "$SLURM_CONF"
+    wait_for "an idle node" 30 node_idle
+    trap - EXIT
+    log "cluster $CLUSTER is up (node $host, partition $PARTITION, account $ACCOUNT, state $STATE)"
+    echo "export SLURM_CONF=$SLURM_CONF"
+}
+
+cmd_stop() {
+    STATE=$(state_dir "${1:-}")
+    [[ -d $STATE/pids ]] || { log "nothing recorded in $STATE"; return 0; }
+    export SLURM_CONF=$STATE/etc/slurm.conf
+    local i j name pid alive
+    # Cancel every job first: job steps run in slurmstepd processes that outlive slurmd.
+    if is_ours slurmctld "$STATE/pids/slurmctld"; then
+        scancel --full --quiet "--user=$(id -un)" 2>/dev/null || true
+        for ((i = 0; i < 60; i++)); do
+            [[ -z $(squeue -h -o %i 2>/dev/null) ]] && break
+            sleep 0.5
+        done
+    fi
+    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+        name=${DAEMONS[i]}
+        is_ours "$name" "$STATE/pids/$name" || continue
+        pid=$(<"$STATE/pids/$name")
+        kill -TERM "$pid" 2>/dev/null || true
+        alive=1
+        for ((j = 0; j < 40; j++)); do
+            kill -0 "$pid" 2>/dev/null || { alive=0; break; }
+            sleep 0.25
+        done
+        if ((alive)); then
+            log "$name ($pid) ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for name in "${DAEMONS[@]}"; do
+        if is_ours "$name" "$STATE/pids/$name"; then die "$name still running ($(<"$STATE/pids/$name"))"; fi
+    done
+    rm -rf "$STATE"
+    log "stopped; removed $STATE"
+}
+
+cmd_status() {
+    STATE=$(state_dir "${1:-}")
+    export SLURM_CONF=$STATE/etc/slurm.conf
+    local name running=0
+    for name in "${DAEMONS[@]}"; do
+        if is_ours "$name" "$STATE/pids/$name"; then
+            echo "$name running (pid $(<"$STATE/pids/$name"))"
+            running=$((running + 1))
+        else
+            echo "$name not running"
+        fi
+    done
+    ((running > 0)) && echo "node: $(node_state)"
+    ((running == ${#DAEMONS[@]}))
+}
+
+case "${1:-}" in
+    install) cmd_install ;;
+    start) cmd_start "${2:-}" ;;
+    stop) cmd_stop "${2:-}" ;;
+    status) cmd_status "${2:-}" ;;
+    *) die "usage: $0 {install|start|stop|status} [STATE_DIR]" ;;
+esac
