@@ -50,26 +50,36 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000, 12000])
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--linkages", nargs="+", default=["ward", "average"])
+    parser.add_argument("--refit", action="store_true", help="refit the runs stored in --out, run nothing")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "agglomerative_memory.json")
     args = parser.parse_args()
-
-    runs = []
-    for method in args.linkages:
-        for n in args.sizes:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.dim), method],
-                                 check=True, capture_output=True, text=True).stdout
-            runs.append(json.loads(out.strip().splitlines()[-1]))
-            print(runs[-1], file=sys.stderr)
-    pairs = np.array([r["n"] * (r["n"] - 1) / 2 for r in runs])
-    extra = np.array([r["extra_bytes"] for r in runs], dtype=float)
-    slope, intercept = np.polyfit(pairs, extra, 1)
-    result = {"machine": machine(), "runs": runs,
-              "fit": {"bytes_per_pair": float(slope), "intercept_bytes": float(intercept),
-                      "model": "extra_peak_bytes = bytes_per_pair * N(N-1)/2 + intercept_bytes"}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from l2h.baselines.agglomerative import GIB, max_points, peak_bytes
     from l2h.io import write_json
+
+    if args.refit:
+        stored = json.loads(args.out.read_text())
+        machine_info, runs = stored["machine"], stored["runs"]
+    else:
+        machine_info, runs = machine(), []
+        for method in args.linkages:
+            for n in args.sizes:
+                out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.dim), method],
+                                     check=True, capture_output=True, text=True).stdout
+                runs.append(json.loads(out.strip().splitlines()[-1]))
+                print(runs[-1], file=sys.stderr)
+    design = np.array([[r["n"] * (r["n"] - 1) / 2, r["n"] * r["dim"], 1.0] for r in runs])
+    extra = np.array([r["extra_bytes"] for r in runs], dtype=float)
+    (per_pair, per_value, intercept), *_ = np.linalg.lstsq(design, extra, rcond=None)
+    for r in runs:
+        r["model_bytes"] = peak_bytes(r["n"], r["dim"])
+    result = {"machine": machine_info, "runs": runs,
+              "fit": {"model": "extra_peak_bytes = bytes_per_pair * N(N-1)/2 + bytes_per_feature * N*d + intercept",
+                      "bytes_per_pair": float(per_pair), "bytes_per_feature": float(per_value),
+                      "intercept_bytes": float(intercept)},
+              "limit": {"memory_gib": 24, "dim": 768, "max_points": max_points(24, 768),
+                        "peak_gib_at_max": peak_bytes(max_points(24, 768), 768) / GIB}}
     write_json(args.out, result)
-    print(json.dumps(result["fit"], indent=2))
+    print(json.dumps({k: result[k] for k in ("fit", "limit")}, indent=2))
 
 
 if __name__ == "__main__":

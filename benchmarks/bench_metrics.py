@@ -29,7 +29,8 @@ def machine_info() -> dict:
     mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal"))
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "platform": platform.platform(), "packages": package_versions(("numpy", "scipy", "scikit-learn"))}
+            "load_average_1m": os.getloadavg()[0],  # the machine is shared: high load inflates times
+            "platform": platform.platform(), "packages": package_versions(("numpy", "scipy"))}
 
 
 def timed(fn, *args, repeats: int) -> dict:

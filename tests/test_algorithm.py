@@ -321,9 +321,9 @@ def test_memmap_blocks_and_layout(tmp_path):
     x = rng.normal(size=(3001, 37)).astype(np.float32) * 3
     np.save(tmp_path / "logits.npy", x)
     mm = np.load(tmp_path / "logits.npy", mmap_mode="r")
-    ref = l2h(x)
-    for variant in (l2h(mm, block_rows=100), l2h(np.asfortranarray(x), block_rows=7),
-                    l2h(x[:, ::-1][:, ::-1], block_rows=1)):
+    ref = l2h(x, n_jobs=1)
+    for variant in (l2h(mm, block_rows=100, n_jobs=2), l2h(np.asfortranarray(x), block_rows=7),
+                    l2h(x[:, ::-1][:, ::-1], block_rows=1, n_jobs=3)):
         assert variant.merges == ref.merges
         assert np.array_equal(variant.scores, ref.scores)
 
@@ -366,3 +366,5 @@ def test_bad_input_and_options(tmp_path):
         l2h(np.zeros((4, 3)), input="scores")
     with pytest.raises(InputError, match="sums to"):
         l2h(np.full((4, 3), 0.5), input="probs")
+    with pytest.raises(InputError, match="n_jobs"):
+        l2h(np.zeros((4, 3)), n_jobs=0)

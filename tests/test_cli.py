@@ -12,6 +12,7 @@ import torch
 from scipy.cluster.hierarchy import is_monotonic, is_valid_linkage, linkage
 
 from l2h.cli import main
+from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
 from l2h.metrics import dendrogram_purity, nmi
 
@@ -115,24 +116,45 @@ def test_cifar100_cut_matches_superclasses_far_above_chance(cifar100, cifar100_r
     rng = np.random.default_rng(0)
     chance = [nmi(rng.permutation(FINE_TO_COARSE)[cifar100["fine"]], groups) for _ in range(100)]
     assert metrics["coarse_nmi"] > max(chance)
-    assert metrics["coarse_nmi"] > 0.4 > max(chance)  # the observed gap (about 0.54 vs 0.19) is wide
+    assert metrics["coarse_nmi"] > 0.4 > max(chance)  # observed: 0.61 vs at most 0.37
 
 
 def test_installed_executable_reproduces_the_run(cifar100, cifar100_run, tmp_path):
     exe = Path(sys.executable).parent / "l2h"
     assert exe.is_file(), f"console script not installed at {exe}"
     out = tmp_path / "out"
-    done = subprocess.run([str(exe), *cifar100["argv"], "--out", str(out)],
+    done = subprocess.run([str(exe), *cifar100["argv"], "--out", str(out), "--no-plot"],  # no matplotlib: faster
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("l2h tree: N = 10,000 points, K = 100 clusters")
     assert lines[1].startswith("top-level split: ") and "metrics: nmi 0.7" in lines[2]
     assert lines[3].startswith("coarse (20 groups): nmi ")
-    for name in ("tree.json", "linkage.npy", "tree.nwk", "metrics.json", "dendrogram.png"):
+    for name in ("tree.json", "linkage.npy", "tree.nwk", "metrics.json"):
         assert (out / name).read_bytes() == (cifar100_run / name).read_bytes(), name
+    assert not (out / "dendrogram.png").exists()
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.strip() == "l2h 0.1.0"
+
+
+def test_dendrogram_figure_scales_with_k(tmp_path):
+    from matplotlib.image import imread
+
+    from l2h.report.figures import plot_dendrogram
+
+    rng = np.random.default_rng(3)
+    sizes = {}
+    for k in (5, 60, 200):
+        tree = Hierarchy.from_linkage(linkage(rng.normal(size=(k, 3)), "average"))
+        names = [f"class_{i}" for i in range(k)]
+        plot_dendrogram(tree, tmp_path / f"d{k}.png", names=names)
+        sizes[k] = imread(tmp_path / f"d{k}.png").shape[:2]
+    assert sizes[5][0] < sizes[60][0]                  # taller with more labelled leaves
+    assert sizes[200] == (800, 1000)                  # K > 150: fixed size, no leaf labels
+    with pytest.raises(InputError, match="3 leaf names for 5 leaves"):
+        plot_dendrogram(Hierarchy.from_linkage(linkage(rng.normal(size=(5, 2)))), tmp_path / "x.png",
+                        names=["a", "b", "c"])
+    assert not (tmp_path / "x.png").exists()
 
 
 def _small_logits(n=300, k=6, seed=0):
@@ -221,6 +243,8 @@ BAD_CASES = {  # name: (files to create, extra argv, file named in the error, wo
                     "39 labels given for 40 points"),
     "label_values": ({"x.npy": GOOD, "y.npy": np.full(40, 0.5)}, ["--labels", "y.npy"], "y.npy",
                      "integer"),
+    "labels_all_distinct": ({"x.npy": GOOD, "y.npy": np.arange(40)}, ["--labels", "y.npy"], "y.npy",
+                            "no two points share a class"),
     "negative_labels": ({"x.npy": GOOD, "y.npy": -np.ones(40, int)}, ["--labels", "y.npy"], "y.npy",
                         "negative"),
     "coarse_count": ({"x.npy": GOOD, "y.npy": np.zeros(40, int), "c.npy": np.zeros(41, int)},

@@ -122,6 +122,12 @@ def test_acc_padding_counts_unmatched_clusters_as_errors():
     assert ari([0, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(4 / 7)
 
 
+def test_acc_refuses_point_level_partitions():
+    n = 10_001
+    with pytest.raises(InputError, match="10001 groups; the Hungarian matching"):
+        acc(np.arange(n) % 10, np.arange(n))
+
+
 @pytest.mark.parametrize("y, c, problem", [
     ([0, 1, 1], [0, 1], "clusters: 2 entries, but labels has 3"),
     ([[0, 1]], [[0, 1]], "labels: expected a 1-D array"),

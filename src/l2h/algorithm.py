@@ -7,8 +7,8 @@ the group ``G†`` that its points would join if ``G*``'s clusters did not exist
 Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in row blocks; the row indices
 are grouped by cluster once (CSR layout); group scores are additive statistics, so a merge updates
 them in O(1) and a heap yields ``G*``; per step the masked softmax runs only on the rows of
-``D_{G*}`` (gathered in blocks, so memory-mapped inputs are never loaded whole). Cost:
-O(N·K) + Σ_t |D_{G*_t}|·K.
+``D_{G*}`` (gathered in blocks, so memory-mapped inputs are never loaded whole; blocks run in
+``n_jobs`` threads). Cost: O(N·K) + Σ_t |D_{G*_t}|·K; no N×K temporary is ever created.
 
 Exactness and determinism (why the results do not depend on summation order):
 
@@ -19,9 +19,11 @@ Exactness and determinism (why the results do not depend on summation order):
   ``g^m = max_{k∉G} p_k / Σ_{k∉G} p_k`` (0 when that sum is 0). ``h``/``h^m`` are first argmaxes.
 * Every sum over points (cluster sums of ``g``, affinities) and over clusters (group scores) is the
   exactly rounded value of the exact sum, i.e. what ``math.fsum`` returns for the same numbers in
-  any order. Internally exact sums are Python integers in units of ``2**-1100`` (float64 values are
-  split into 26-bit limbs whose ``np.bincount`` sums are exact), so group statistics stay exact under
-  merging. Hence ties (duplicated rows, identical clusters) are exact ties, broken by position.
+  any order. Group statistics are kept as exact Python integers in units of ``2**-1100`` (float64
+  values split into 26-bit limbs whose ``np.bincount`` sums are exact), so they stay exact under
+  merging; for ``G†`` a float ``np.bincount`` with a rigorous error bound shortlists the candidates,
+  which then get ``math.fsum``. Hence ties (duplicated rows, identical clusters) are exact ties,
+  broken by position, and the tests compare with a literal loop for equality, not closeness.
 
 Definitions used (ties → earliest group in list order: singletons 0..K−1, then merged groups in
 creation order; an empty cluster's mean confidence is 0):
@@ -36,7 +38,10 @@ creation order; an empty cluster's mean confidence is 0):
 from __future__ import annotations
 
 import heapq
+import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -140,33 +145,76 @@ def _as_matrix(scores) -> np.ndarray:
     return scores if isinstance(scores, np.ndarray) else np.asarray(scores)
 
 
-def assign(scores, *, input: str = "logits", block_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Hard assignment ``h`` (int64, argmax) and confidence ``g`` (float64, max softmax) per row.
+def _n_threads(n_jobs: int | None) -> int:
+    if n_jobs is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if int(n_jobs) < 1:
+        raise InputError(f"n_jobs must be >= 1 or None, got {n_jobs}")
+    return int(n_jobs)
 
-    ``scores``: N×K logits (or probabilities with ``input="probs"``), ndarray or ``np.memmap``;
-    validated and processed in row blocks.
+
+class _Blocks:
+    """Runs a function over row blocks, in a thread pool when there are several blocks.
+
+    numpy releases the GIL inside the heavy per-block operations; every block writes to its own
+    slice of the outputs, and per-row results do not depend on the blocking, so results are
+    identical for any number of threads.
     """
+
+    def __init__(self, n_threads: int):
+        self.pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+
+    def run(self, fn, starts: range) -> None:
+        if self.pool is None or len(starts) < 2:
+            for start in starts:
+                fn(start)
+        else:
+            for _ in self.pool.map(fn, starts):  # in order: the first failing block raises first
+                pass
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks) -> tuple[np.ndarray, np.ndarray]:
     check_input_kind(input)
-    x = _as_matrix(scores)
     source = _source_name(x)
     n, k = check_shape(x, source=source)
     work = _compute_dtype(x.dtype)
     h = np.empty(n, dtype=np.int64)
     g = np.empty(n, dtype=np.float64)
     step = _block_rows(block_rows, k)
-    for start in range(0, n, step):
+
+    def one(start: int) -> None:
         raw = np.asarray(x[start:start + step])
         check_block(raw, start, input=input, source=source)
         h[start:start + step], g[start:start + step] = _row_stats(
             np.array(raw, dtype=work, order="C"), input)
+
+    blocks.run(one, range(0, n, step))
     return h, g
+
+
+def assign(scores, *, input: str = "logits", block_rows: int = 65536,
+           n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hard assignment ``h`` (int64, argmax) and confidence ``g`` (float64, max softmax) per row.
+
+    ``scores``: N×K logits (or probabilities with ``input="probs"``), ndarray or ``np.memmap``;
+    validated and processed in row blocks (``n_jobs`` threads; None = all available CPUs).
+    """
+    blocks = _Blocks(_n_threads(n_jobs))
+    try:
+        return _assign(_as_matrix(scores), input, block_rows, blocks)
+    finally:
+        blocks.close()
 
 
 class _Clusters:
     """Rows grouped by cluster (CSR) and the masked statistics of a set of clusters."""
 
-    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int):
-        self.x, self.input = x, input
+    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int, blocks: _Blocks):
+        self.x, self.input, self.blocks = x, input, blocks
         self.k = x.shape[1]
         self.work = _compute_dtype(x.dtype)
         self.step = _block_rows(block_rows, self.k)
@@ -184,10 +232,12 @@ class _Clusters:
         hm = np.empty(rows.size, dtype=np.int64)
         gm = np.empty(rows.size, dtype=np.float64)
         mask = np.asarray(members)
-        for start in range(0, rows.size, self.step):
-            block = np.asarray(self.x[rows[start:start + self.step]])
-            block = np.array(block, dtype=self.work, order="C", copy=block.dtype != self.work)
+
+        def one(start: int) -> None:
+            block = np.asarray(self.x[rows[start:start + self.step]], dtype=self.work, order="C")
             hm[start:start + self.step], gm[start:start + self.step] = _row_stats(block, self.input, mask)
+
+        self.blocks.run(one, range(0, rows.size, self.step))
         return hm, gm
 
 
@@ -202,37 +252,72 @@ class _Groups:
         cluster_sum = [sums.get(c, 0) for c in range(k)]
         means = [_to_float(s) / int(n) if n else 0.0 for s, n in zip(cluster_sum, counts)]
         if aggregation in ("sum_of_cluster_means", "mean_of_cluster_means"):
-            stat = [float(m) for m in means]
+            stat = [_exact_int(m) for m in means]
         else:
-            stat = [_to_float(v) for v in cluster_sum]
+            stat = cluster_sum
         self.stat = stat + [0] * (k - 1)
-        self.n_clusters = [1] * k + [0] * (k - 1)
-        self.n_points = [int(n) for n in counts] + [0] * (k - 1)
+        self.n_clusters = np.zeros(2 * k - 1, dtype=np.int64)
+        self.n_clusters[:k] = 1
+        self.n_points = np.zeros(2 * k - 1, dtype=np.int64)
+        self.n_points[:k] = counts
         self.members: list[list[int] | None] = [[c] for c in range(k)] + [None] * (k - 1)
         self.node_of = np.arange(k)
         self.active = np.zeros(2 * k - 1, dtype=bool)
         self.active[:k] = True
 
     def score(self, node: int) -> float:
-        total = float(self.stat[node])
+        total = _to_float(self.stat[node])
         if self.aggregation in ("sum_of_cluster_means", "sum_all"):
             return total
         if self.aggregation == "mean_of_cluster_means":
-            return total / self.n_clusters[node]
-        return total / self.n_points[node] if self.n_points[node] else 0.0
+            return total / int(self.n_clusters[node])
+        n = int(self.n_points[node])
+        return total / n if n else 0.0
 
     def merge(self, a: int, b: int, new: int) -> None:
         self.members[new] = self.members[a] + self.members[b]
         self.members[a] = self.members[b] = None
         self.node_of[self.members[new]] = new
-        for attr in ("stat", "n_clusters", "n_points"):
-            values = getattr(self, attr)
+        self.stat[new] = self.stat[a] + self.stat[b]
+        for values in (self.n_clusters, self.n_points):
             values[new] = values[a] + values[b]
         self.active[[a, b]] = False
         self.active[new] = True
 
     def first_active_except(self, node: int) -> int:
         return next(int(i) for i in np.flatnonzero(self.active) if i != node)
+
+
+def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray) -> tuple[int, float]:
+    """G† = argmax_G a(G) over groups G ≠ G* (ties: smallest node id), and its exact affinity.
+
+    Float ``np.bincount`` sums (sequential, relative error ≤ (n−1)·2⁻⁵³) shortlist the groups that can
+    be the maximum; only those get exactly rounded sums (``math.fsum``). Returns (-1, 0.0) when every
+    affinity is 0.
+    """
+    target = groups.node_of[hm]
+    keep = (target != star) & (gm > 0)
+    target, gm = target[keep], gm[keep]
+    if target.size == 0:
+        return -1, 0.0
+    size = 2 * groups.k - 1
+    approx = np.bincount(target, weights=gm, minlength=size)
+    count = np.bincount(target, minlength=size)
+    nodes = np.flatnonzero(count)
+    a_hat = approx[nodes] / groups.n_clusters[nodes]
+    err = (count[nodes] + 4) * 2.0 ** -50 * a_hat
+    shortlist = nodes[a_hat + err >= (a_hat - err).max()]
+    select = target == shortlist[0] if shortlist.size == 1 else np.isin(target, shortlist)
+    target, gm = target[select], gm[select]
+    order = np.argsort(target, kind="stable")
+    target, gm = target[order], gm[order]
+    cuts = np.flatnonzero(np.diff(target)) + 1
+    best, best_a = -1, 0.0
+    for node, values in zip(target[np.concatenate([[0], cuts])].tolist(), np.split(gm, cuts)):
+        a = math.fsum(values.tolist()) / int(groups.n_clusters[node])   # ascending node ids
+        if a > best_a:
+            best, best_a = node, a
+    return best, best_a
 
 
 def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
@@ -246,16 +331,7 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
         while not groups.active[star]:
             score, star = heapq.heappop(heap)
         hm, gm = clusters.masked(groups.members[star])
-        exact: dict[int, int] = {}
-        for c, s in _exact_sums(gm, hm, k).items():
-            node = int(groups.node_of[c])
-            if node != star:
-                exact[node] = exact.get(node, 0) + s
-        dagger, affinity = -1, 0.0
-        for node, s in exact.items():
-            a = _to_float(s) / groups.n_clusters[node]
-            if a > affinity or (a == affinity and a > 0 and node < dagger):
-                dagger, affinity = node, a
+        dagger, affinity = _best_affinity(groups, star, hm, gm)
         if dagger < 0:  # every affinity is 0 (e.g. D_{G*} empty): the first other group
             dagger = groups.first_active_except(star)
         new = k + t
@@ -270,11 +346,12 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
 def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
     """All-pairs merging: a RECONSTRUCTION (the paper gives no formula; paper.md §1.5).
 
-    For each group G, ``rp_G(c)`` is computed from D_G with mask G. ``A(G, G') = (fsum of rp_G(c),
-    c ∈ G') / |G'| / max(|D_G|, 1)``; pair score ``A(G, G') + A(G', G)``; the argmax pair merges
+    For each group G, ``rp_G(c)`` is computed from D_G with mask G. ``A(G, G') = (exactly rounded
+    Σ_{c∈G'} rp_G(c)) / |G'| / max(|D_G|, 1)``; pair score ``A(G, G') + A(G', G)``; the argmax pair merges
     (ties: earliest pair (i, j), i < j, in lexicographic list order). Direction: ``G*`` is the member
     with the lower group score (tie: the earlier one). Exact sums ``E[G, G']`` and the float matrix
-    ``A`` are cached per node id, so a step computes rp only for the new group: O(K²) memory.
+    ``A`` are cached per node id, so a step computes rp only for the new group; O(K²) memory
+    (≈ 64 MB at K = 1,000) and O(K²) work per step.
     """
     k = groups.k
     cap = 2 * k - 1
@@ -285,11 +362,11 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
 
     def fill_row(node: int) -> None:
         hm, gm = clusters.masked(groups.members[node])
-        denom = max(groups.n_points[node], 1)
+        denom = max(int(groups.n_points[node]), 1)
         for target, s in _exact_sums(gm, groups.node_of[hm], cap).items():
             if target != node:
                 exact[node, target] = s
-                affinity[node, target] = _to_float(s) / groups.n_clusters[target] / denom
+                affinity[node, target] = _to_float(s) / int(groups.n_clusters[target]) / denom
 
     for c in range(k):
         fill_row(c)
@@ -307,8 +384,8 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
         others = np.flatnonzero(groups.active)
         others = others[others != new]
         exact[others, new] = exact[others, star] + exact[others, dagger]
-        affinity[others, new] = [_to_float(exact[o, new]) / groups.n_clusters[new]
-                                 / max(groups.n_points[o], 1) for o in others]
+        affinity[others, new] = [_to_float(exact[o, new]) / int(groups.n_clusters[new])
+                                 / max(int(groups.n_points[o]), 1) for o in others]
         if others.size:  # the root has nothing left to compare with
             fill_row(new)
         children[t] = star, dagger
@@ -318,7 +395,8 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
 
 
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
-        input: str = "logits", block_rows: int = 65536, progress: bool = False) -> Hierarchy:
+        input: str = "logits", block_rows: int = 65536, progress: bool = False,
+        n_jobs: int | None = None) -> Hierarchy:
     """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
 
     Parameters
@@ -335,6 +413,9 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         Maximum number of rows processed at once.
     progress : bool
         Show a tqdm progress bar over the merges.
+    n_jobs : int or None
+        Threads for the row-block computations (None = all available CPUs); results do not
+        depend on it.
 
     Returns
     -------
@@ -348,17 +429,22 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     if strategy not in STRATEGIES:
         raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     x = _as_matrix(scores)
-    h, g = assign(x, input=input, block_rows=block_rows)
-    n, k = x.shape
-    clusters = _Clusters(x, h, input, block_rows)
-    empty = int(np.count_nonzero(clusters.counts == 0))
-    if empty:
-        warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their mean "
-                      "confidence is taken as 0, so they are merged first", UserWarning, stacklevel=2)
-    groups = _Groups(clusters, g, h, aggregation)
-    with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
-        merge = _lowest_score if strategy == "lowest_score" else _all_pairs
-        children, step_scores = merge(clusters, groups, bar)
+    blocks = _Blocks(_n_threads(n_jobs))
+    try:
+        h, g = _assign(x, input, block_rows, blocks)
+        n, k = x.shape
+        clusters = _Clusters(x, h, input, block_rows, blocks)
+        empty = int(np.count_nonzero(clusters.counts == 0))
+        if empty:
+            warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
+                          "mean confidence is taken as 0, so they are merged first", UserWarning,
+                          stacklevel=2)
+        groups = _Groups(clusters, g, h, aggregation)
+        with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
+            merge = _lowest_score if strategy == "lowest_score" else _all_pairs
+            children, step_scores = merge(clusters, groups, bar)
+    finally:
+        blocks.close()
     info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
             "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name}
     return Hierarchy(children, scores=step_scores, info=info)

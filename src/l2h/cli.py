@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from l2h import __version__
 from l2h.algorithm import AGGREGATIONS, STRATEGIES, assign, l2h
 from l2h.errors import InputError
@@ -36,6 +38,9 @@ writes to DIR:
   dendrogram.png   the dendrogram (unless --no-plot)
   provenance.json  command line, options, package versions, input checksums
 
+bad input (NaN/inf, wrong shape, label count, missing key, ...) gives a one-line error,
+exit status 2, and nothing is written.
+
 examples:
   l2h tree logits.npy --out results/tree
   l2h tree preds.npz --key predictions --input probs \\
@@ -50,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tree = commands.add_parser(
         "tree", help="build the L2H hierarchy of a logits file (and score it against labels)",
-        description="Build the L2H hierarchy over the K clusters of an N x K logits (or probabilities) "
-                    "file; with labels, score it.",
+        description="Build the L2H hierarchy over the K clusters of an N x K logits (or probabilities)\n"
+                    "file; with --labels, score it (NMI, ARI, ACC, dendrogram and leaf purity).",
         epilog=TREE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     tree.add_argument("logits", metavar="LOGITS", type=Path,
                       help="N x K scores: .npy (memory-mapped), .npz, .pt/.pth or .csv")
@@ -126,12 +131,19 @@ def _read_inputs(args) -> dict:
     n, k = scores.shape
     labels = coarse = names = None
     if args.labels is not None:
-        labels = check_labels(load_labels(args.labels, key=args.labels_key), n, source=str(args.labels))
+        labels = _read_labels(args.labels, args.labels_key, n)
     if args.coarse is not None:
-        coarse = check_labels(load_labels(args.coarse, key=args.coarse_key), n, source=str(args.coarse))
+        coarse = _read_labels(args.coarse, args.coarse_key, n)
     if args.names is not None:
         names = read_names(args.names, k)
     return {"scores": scores, "labels": labels, "coarse": coarse, "names": names}
+
+
+def _read_labels(path: Path, key: str | None, n: int):
+    labels = check_labels(load_labels(path, key=key), n, source=str(path))
+    if np.unique(labels).size == labels.size:
+        raise InputError(f"{path}: no two points share a class, so dendrogram purity is undefined")
+    return labels
 
 
 def run_tree(args, argv: list[str]) -> int:
@@ -144,15 +156,10 @@ def run_tree(args, argv: list[str]) -> int:
         tree = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
                    progress=not args.quiet)
     seconds = time.perf_counter() - start
-    for warning in caught:
-        print(f"l2h: warning: {args.logits}: {warning.message}", file=sys.stderr)
     metrics = None
     if labels is not None:
         leaves, _ = assign(scores, input=args.input)
-        try:
-            metrics = evaluate(tree, leaves, labels, coarse=coarse)
-        except InputError as exc:
-            raise InputError(f"{args.labels}: {exc}") from exc
+        metrics = evaluate(tree, leaves, labels, coarse=coarse)
     inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
     options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,
                "coarse_key": args.coarse_key, "aggregation": args.aggregation, "strategy": args.strategy,
@@ -174,6 +181,8 @@ def run_tree(args, argv: list[str]) -> int:
         write_json(folder / "provenance.json", record)
 
     _write_outputs(args.out, write_all)
+    for warning in caught:  # after the last possible error, so that an error stays a single line
+        print(f"l2h: warning: {args.logits}: {warning.message}", file=sys.stderr)
     if not args.quiet:
         print(summary(tree, names, n, seconds, args.out, metrics))
     return 0
@@ -211,7 +220,7 @@ def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None
         members = tree.members(int(node))
         shown = ", ".join(label(i) for i in sorted(members)[:6]) + (", ..." if len(members) > 6 else "")
         sides.append(f"{len(members)} {{{shown}}}")
-    lines = [f"l2h tree: N = {n:,} points, K = {k} clusters, {seconds:.2f} s -> {out}",
+    lines = [f"l2h tree: N = {n:,} points, K = {k} clusters, L2H in {seconds:.2f} s -> {out}",
              f"top-level split: {sides[0]} | {sides[1]}"]
     if metrics is not None:
         lines.append("metrics: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in ("nmi", "ari", "acc", "dp", "lp")))

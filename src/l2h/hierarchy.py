@@ -170,7 +170,12 @@ class Hierarchy:
         except (ValueError, TypeError) as exc:
             raise InputError(f"linkage: {exc}") from None
         info = {**(info or {}), "linkage_heights": Z[:, 2].tolist()}
-        return cls(Z[:, :2].astype(np.int64), names=names, info=info, source="linkage")
+        tree = cls(Z[:, :2].astype(np.int64), names=names, info=info, source="linkage")
+        wrong = np.flatnonzero(Z[:, 3] != tree.sizes[tree.k:])
+        if wrong.size:
+            raise InputError(f"linkage: row {wrong[0]} says {Z[wrong[0], 3]:g} leaves, but its node has "
+                             f"{tree.sizes[tree.k + wrong[0]]}")
+        return tree
 
     def cut(self, n_groups: int) -> np.ndarray:
         """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges."""
@@ -234,7 +239,7 @@ class Hierarchy:
             if len(index) != len(names) or set(index) != set(labels):
                 raise InputError("newick: leaf labels do not match the given names")
             ids = [index[lab] for lab in labels]
-        elif sorted(labels) == [str(i) for i in range(k)]:
+        elif set(labels) == {str(i) for i in range(k)}:
             ids = [int(lab) for lab in labels]
         else:
             ids, names = list(range(k)), labels
@@ -298,7 +303,8 @@ class Hierarchy:
         names = data.get("names")
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise InputError(f"{source}: names must be a list of strings or null")
-        info = data.get("info") or {}
+        info = data.get("info")
+        info = {} if info is None else info
         if not isinstance(info, dict):
             raise InputError(f"{source}: info must be an object")
         for key in ("aggregation", "strategy"):
@@ -348,41 +354,24 @@ class Hierarchy:
         return names
 
 
+_NEWICK_TOKEN = re.compile(r"\s+|\[[^\]]*\]|'(?:[^']|'')*'|[(),:;]|[^\s(),:;\[\]']+")
+
+
 def _tokenize_newick(text: str) -> Iterator[tuple[str, str]]:
     """Yield (kind, value): kind is one of '(),:;' or 'label' (quoted labels unescaped)."""
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-        elif ch == "[":
-            end = text.find("]", i)
-            if end < 0:
-                raise InputError("newick: unterminated comment")
-            i = end + 1
-        elif ch in "(),:;":
-            yield ch, ch
-            i += 1
-        elif ch == "'":
-            parts, i = [], i + 1
-            while True:
-                end = text.find("'", i)
-                if end < 0:
-                    raise InputError("newick: unterminated quoted label")
-                parts.append(text[i:end])
-                if text.startswith("''", end):
-                    parts.append("'")
-                    i = end + 2
-                else:
-                    i = end + 1
-                    break
-            yield "label", "".join(parts)
-        else:
-            j = i
-            while j < n and text[j] not in "(),:;[" and not text[j].isspace() and text[j] != "'":
-                j += 1
-            yield "label", text[i:j]
-            i = j
+    pos = 0
+    while pos < len(text):
+        match = _NEWICK_TOKEN.match(text, pos)
+        if match is None:
+            what = "quoted label" if text[pos] == "'" else "comment" if text[pos] == "[" else "text"
+            raise InputError(f"newick: unterminated {what} at character {pos}")
+        token, pos = match.group(), match.end()
+        if token[0] in "(),:;":
+            yield token, token
+        elif token[0] == "'":
+            yield "label", token[1:-1].replace("''", "'")
+        elif not token[0].isspace() and token[0] != "[":
+            yield "label", token
 
 
 def _parse_newick(text: str) -> dict:

@@ -8,6 +8,8 @@ per-node class counts in O(nodes × classes), never over point pairs.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -35,12 +37,27 @@ def _pair(y, c, names=("labels", "clusters")) -> tuple[np.ndarray, np.ndarray]:
     return y, c
 
 
-def _contingency(y: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Non-zero cells of the class × cluster table, class sizes and cluster sizes (all int64)."""
+MAX_ACC_GROUPS = 10_000  # ACC's dense square table and Hungarian matching grow as d² and ~d³
+
+
+class _Table(NamedTuple):
+    """The class × cluster contingency table in sparse form (non-zero cells only)."""
+
+    n: int
+    cell_class: np.ndarray    # class index (0..C-1) of each non-zero cell
+    cell_cluster: np.ndarray  # cluster index (0..M-1) of each non-zero cell
+    cell_count: np.ndarray
+    class_sizes: np.ndarray   # (C,)
+    cluster_sizes: np.ndarray  # (M,)
+
+
+def _table(y, c) -> _Table:
+    y, c = _pair(y, c)
     _, yi = np.unique(y, return_inverse=True)
     _, ci = np.unique(c, return_inverse=True)
-    _, cells = np.unique(ci * (int(yi.max()) + 1) + yi, return_counts=True)
-    return cells, np.bincount(yi), np.bincount(ci)
+    n_cls = int(yi.max()) + 1
+    codes, counts = np.unique(ci * n_cls + yi, return_counts=True)
+    return _Table(y.size, codes % n_cls, codes // n_cls, counts, np.bincount(yi), np.bincount(ci))
 
 
 def _entropy(sizes: np.ndarray, n: int) -> float:
@@ -48,39 +65,52 @@ def _entropy(sizes: np.ndarray, n: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _nmi(y, c, mean: str) -> float:
-    y, c = _pair(y, c)
-    cells, a, b = _contingency(y, c)
-    if a.size == b.size == 1:
+def _nmi(t: _Table, mean: str) -> float:
+    if t.class_sizes.size == t.cluster_sizes.size == 1:
         return 1.0  # both are a single group: identical partitions
-    n = y.size
-    h_y, h_c = _entropy(a, n), _entropy(b, n)
+    h_y, h_c = _entropy(t.class_sizes, t.n), _entropy(t.cluster_sizes, t.n)
     # I(Y;C) = H(Y) + H(C) - H(Y,C), with H(Y,C) from the non-zero cells
-    mi = max(h_y + h_c - _entropy(cells, n), 0.0)
+    mi = max(h_y + h_c - _entropy(t.cell_count, t.n), 0.0)
     norm = (h_y + h_c) / 2 if mean == "arithmetic" else np.sqrt(h_y * h_c)
     return float(mi / max(norm, np.finfo(np.float64).eps))
 
 
+def _pairs(sizes: np.ndarray) -> int:
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def _ari(t: _Table) -> float:
+    both, same_y, same_c = _pairs(t.cell_count), _pairs(t.class_sizes), _pairs(t.cluster_sizes)
+    if same_y == same_c == both:
+        return 1.0  # identical pair structure (includes the degenerate one-group cases)
+    expected = same_y * same_c / (t.n * (t.n - 1) // 2)
+    return float((both - expected) / ((same_y + same_c) / 2 - expected))
+
+
+def _acc(t: _Table) -> float:
+    d = max(t.class_sizes.size, t.cluster_sizes.size)
+    if d > MAX_ACC_GROUPS:
+        raise InputError(f"clusters: {d} groups; the Hungarian matching for ACC needs a dense {d}×{d} "
+                         f"table (limit {MAX_ACC_GROUPS}); score a flat partition, not a point-level tree")
+    square = np.zeros((d, d), dtype=np.int64)
+    square[t.cell_cluster, t.cell_class] = t.cell_count
+    rows, cols = linear_sum_assignment(square, maximize=True)
+    return float(square[rows, cols].sum() / t.n)
+
+
 def nmi(y, c) -> float:
     """Normalised mutual information, arithmetic normalisation (scikit-learn's default)."""
-    return _nmi(y, c, "arithmetic")
+    return _nmi(_table(y, c), "arithmetic")
 
 
 def nmi_geometric(y, c) -> float:
     """Normalised mutual information, geometric normalisation (TURTLE's convention)."""
-    return _nmi(y, c, "geometric")
+    return _nmi(_table(y, c), "geometric")
 
 
 def ari(y, c) -> float:
     """Adjusted Rand index (Hubert & Arabie), from exact integer pair counts."""
-    y, c = _pair(y, c)
-    cells, a, b = _contingency(y, c)
-    pairs = lambda m: int((m * (m - 1) // 2).sum())  # noqa: E731
-    both, same_y, same_c, total = pairs(cells), pairs(a), pairs(b), y.size * (y.size - 1) // 2
-    if same_y == same_c == both:
-        return 1.0  # identical pair structure (includes the degenerate one-group cases)
-    expected = same_y * same_c / total
-    return float((both - expected) / ((same_y + same_c) / 2 - expected))
+    return _ari(_table(y, c))
 
 
 def acc(y, c) -> float:
@@ -89,18 +119,14 @@ def acc(y, c) -> float:
     The contingency table is padded to a square, so when there are more clusters than classes the
     unmatched clusters count as errors (and vice versa).
     """
-    y, c = _pair(y, c)
-    _, yi = np.unique(y, return_inverse=True)
-    _, ci = np.unique(c, return_inverse=True)
-    d = int(max(yi.max(), ci.max())) + 1
-    table = np.bincount(ci * d + yi, minlength=d * d).reshape(d, d)
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    return float(table[rows, cols].sum() / y.size)
+    return _acc(_table(y, c))
 
 
 def flat_metrics(y, c) -> dict[str, float]:
-    """All flat metrics of clustering ``c`` against labels ``y``."""
-    return {"nmi": nmi(y, c), "nmi_geometric": nmi_geometric(y, c), "ari": ari(y, c), "acc": acc(y, c)}
+    """All flat metrics of clustering ``c`` against labels ``y`` (one contingency table)."""
+    t = _table(y, c)
+    return {"nmi": _nmi(t, "arithmetic"), "nmi_geometric": _nmi(t, "geometric"), "ari": _ari(t),
+            "acc": _acc(t)}
 
 
 def _children(linkage) -> np.ndarray:
@@ -180,6 +206,8 @@ def evaluate(tree, leaves, labels, *, clusters=None, coarse=None) -> dict[str, f
     nmi_geometric, ari, acc) are computed on ``clusters`` (default: ``leaves``); dp and lp on the
     leaves. With ``coarse`` (a coarser label per point) it adds coarse_dp and the flat metrics of
     the tree cut into as many groups as there are coarse classes (at most K), prefixed ``coarse_``.
+    For a point-level tree (K = N) pass the flat partition as ``clusters``: ACC is limited to
+    ``MAX_ACC_GROUPS`` groups.
     """
     hierarchy = tree if isinstance(tree, Hierarchy) else Hierarchy.from_linkage(np.asarray(tree))
     linkage = hierarchy.to_linkage()

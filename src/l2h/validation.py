@@ -37,26 +37,25 @@ def check_shape(x, *, source: str = "array") -> tuple[int, int]:
 
 def check_block(block: np.ndarray, row0: int, *, input: str = "logits", source: str = "array") -> None:
     """Check the values of rows ``row0 .. row0 + len(block)`` of a score matrix (already loaded)."""
+    low = block.min(axis=1)
     if block.dtype.kind == "f":
-        sums = block.sum(axis=1, dtype=np.float64)
-        suspect = np.flatnonzero(~np.isfinite(sums))  # NaN/inf rows, or (rarely) a finite overflow
-        for r in suspect:
-            row = block[r]
-            if np.isnan(row).any():
-                raise InputError(f"{source}: row {row0 + r} contains NaN")
-            if np.isinf(row).any():
-                raise InputError(f"{source}: row {row0 + r} contains inf")
+        high = block.max(axis=1)  # min and max propagate NaN; together they catch both infinities
+        bad = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
+        if bad.size:
+            r = bad[0]
+            kind = "NaN" if np.isnan(block[r]).any() else "inf"
+            raise InputError(f"{source}: row {row0 + r} contains {kind}")
     if input == "probs":
-        neg = np.flatnonzero(block.min(axis=1) < 0)
+        neg = np.flatnonzero(low < 0)
         if neg.size:
             r = neg[0]
             raise InputError(f"{source}: row {row0 + r} has a negative probability "
-                             f"({block[r].min():.6g}); pass input='logits' for logits")
-        sums = block.sum(axis=1, dtype=np.float64)
+                             f"({low[r]:.6g}); pass input='logits' for logits")
+        sums = block.sum(axis=1)
         off = np.flatnonzero(np.abs(sums - 1.0) > PROBS_ATOL)
         if off.size:
             r = off[0]
-            raise InputError(f"{source}: row {row0 + r} sums to {sums[r]:.6g}, not 1 (tolerance "
+            raise InputError(f"{source}: row {row0 + r} sums to {float(sums[r]):.6g}, not 1 (tolerance "
                              f"{PROBS_ATOL:g}); probabilities must sum to 1 per row, or pass "
                              "input='logits'")
 

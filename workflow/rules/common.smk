@@ -34,8 +34,7 @@ def stage_command(stage):
 
     It reads the job's input files, so Snakemake does not treat it as a rerun trigger (paths and other
     values that do not change results may differ between runs); `stage_config` is the trigger."""
-    return lambda wildcards, input, threads: PLAN.command(stage, dict(wildcards), dict(input.items()),
-                                                          threads=threads)
+    return lambda wildcards, input: PLAN.command(stage, dict(wildcards), dict(input.items()))
 
 
 def stage_config(stage):

@@ -10,9 +10,14 @@
 #
 # STATE_DIR defaults to $L2H_SLURM_DIR or /tmp/l2h-slurm. Every address is 127.0.0.1 (the daemons of SLURM 22.05
 # still listen on 0.0.0.0:6817-6819; nothing here sends traffic elsewhere). Must run as root (it starts daemons).
-# Environment: L2H_SLURM_GPUS (default 1) fake GPUs the node advertises as GRES, so that jobs asking for `--gpus`
-# are scheduled; they have no device behind them, so code in such jobs falls back to the CPU.
+# Environment: L2H_SLURM_FAKE_GPU=1 (default; 0 turns it off) makes the node advertise one GPU as GRES (backed by
+# /dev/null, as SLURM wants a device file) so that jobs asking for `--gpus=1` are scheduled. There is no device behind
+# it: code in such jobs sees no CUDA and runs on the CPU.
 # The cluster is named l2h, its only partition `main`, its account `l2h`.
+# Clients find the config through /etc/slurm/slurm.conf, a symlink to STATE_DIR/etc/slurm.conf made by `start` (and
+# removed by `stop`; `start` refuses to replace a real file there): SLURM_CONF alone is not enough, because the
+# executor plugin's job step strips every SLURM_* variable before its nested srun (snakemake-executor-plugin-slurm
+# issue #164), so srun inside a job falls back to the default path.
 set -euo pipefail
 
 CLUSTER=l2h
@@ -20,6 +25,7 @@ PARTITION=main
 ACCOUNT=l2h
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order; stopped in reverse
+DEFAULT_CONF=/etc/slurm/slurm.conf
 
 die() { echo "slurm_cluster: $*" >&2; exit 1; }
 log() { echo "slurm_cluster: $*" >&2; }
@@ -58,6 +64,14 @@ is_ours() {
     [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == "$1"* ]]
 }
 
+# is_our_link PATH: PATH is a symlink to a slurm.conf written by this script (in any state dir)
+is_our_link() {
+    [[ -L $1 ]] || return 1
+    local target
+    target=$(readlink "$1")
+    [[ $target == */etc/slurm.conf ]] && { [[ ! -e $target ]] || grep -q "written by workflow/scripts/slurm_cluster.sh" "$target"; }
+}
+
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND (each try limited to 10 s) until it succeeds
 wait_for() {
     local what=$1 limit=$2 start=$SECONDS
@@ -84,8 +98,8 @@ write_configs() {
     cpus=$(nproc)
     # Leave 1 GiB (at least a quarter) of the machine to everything else.
     mem_mb=$(awk '/MemTotal/ {m = int($2 / 1024); r = m - 1024; if (r < m * 3 / 4) r = int(m * 3 / 4); print r}' /proc/meminfo)
-    local gpus=${L2H_SLURM_GPUS:-1} gres_line="" gres_types=""
-    if ((gpus > 0)); then gres_line=" Gres=gpu:$gpus"; gres_types="GresTypes=gpu"; fi
+    local gres_line="" gres_types=""
+    if [[ ${L2H_SLURM_FAKE_GPU:-1} == 1 ]]; then gres_line=" Gres=gpu:1"; gres_types="GresTypes=gpu"; fi
 
     cat >"$STATE/etc/slurm.conf" <<EOF
 # Test cluster written by workflow/scripts/slurm_cluster.sh; every address is loopback.
@@ -116,12 +130,15 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePass=$STATE/run/munge.socket
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=5
+# keep the comment (the executor plugin writes rule name + wildcards there) in the accounting records
+AccountingStoreFlags=job_comment
+AccountingStorageTRES=gres/gpu
 $gres_types
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb$gres_line State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-    if ((gpus > 0)); then
-        echo "NodeName=$host Name=gpu Count=$gpus" >"$STATE/etc/gres.conf"
+    if [[ -n $gres_line ]]; then
+        echo "NodeName=$host Name=gpu File=/dev/null" >"$STATE/etc/gres.conf"
     fi
 
     cat >"$STATE/etc/slurmdbd.conf" <<EOF
@@ -179,6 +196,9 @@ cmd_start() {
     if (exec 3<>/dev/tcp/127.0.0.1/6817) 2>/dev/null; then
         die "port 6817 is in use: another slurmctld is running on this machine"
     fi
+    if [[ -e $DEFAULT_CONF || -L $DEFAULT_CONF ]] && ! is_our_link "$DEFAULT_CONF"; then
+        die "$DEFAULT_CONF exists and is not a link made by this script: this machine has a SLURM setup of its own"
+    fi
     cmd_install
     rm -rf "$STATE"
     mkdir -p "$STATE"/{etc,pids,run,log,munge,ctld,d,mysql}
@@ -188,6 +208,8 @@ cmd_start() {
     host=$(hostname -s)
     write_configs "$host"
     export SLURM_CONF=$STATE/etc/slurm.conf
+    mkdir -p "$(dirname "$DEFAULT_CONF")"
+    ln -sfn "$SLURM_CONF" "$DEFAULT_CONF"
 
     # munge: its own key and socket inside the state dir
     dd if=/dev/urandom of="$STATE/munge/munge.key" bs=1024 count=1 status=none
@@ -254,6 +276,7 @@ cmd_stop() {
     for name in "${DAEMONS[@]}"; do
         if is_ours "$name" "$STATE/pids/$name"; then die "$name still running ($(<"$STATE/pids/$name"))"; fi
     done
+    if is_our_link "$DEFAULT_CONF"; then rm -f "$DEFAULT_CONF"; fi
     rm -rf "$STATE"
     log "stopped; removed $STATE"
 }

@@ -64,16 +64,20 @@ def _scale(x: np.ndarray, scaling: str) -> np.ndarray:
 
 def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, pretrain_epochs: int = 100,
             clustering_epochs: int = 150, batch_size: int = 256, embedding_size: int = 10,
+            hidden_layers: tuple[int, ...] | list[int] = (500, 500, 2000),
             pretrain_lr: float = 1e-3, clustering_lr: float = 1e-4, grow_interval: int = 2,
             pruning_threshold: float = 0.1, scaling: str = "znorm", device: str | None = "cpu") -> BaselineResult:
     """Train ClustPy's DeepECT on ``features`` (N × d pixels) and return its tree over its leaves.
 
     max_leaves: the most leaves DeepECT may grow (null = max(k, 20), 20 being ClustPy's default).
+    hidden_layers: the autoencoder's hidden widths between the input and the embedding (ClustPy's
+    feed-forward autoencoder, mirrored in the decoder).
     scaling: "znorm" (global mean/std), "znorm_feature" (per feature) or "none". device: "cpu"
     (bit-reproducible for a seed), "cuda", or null (ClustPy picks). ``seed`` is ClustPy's random_state,
     from which it seeds torch, numpy and its k-means. Training time is ``info["train_time_s"]``.
     """
     from clustpy.deep import DeepECT
+    from clustpy.deep.neural_networks import FeedforwardAutoencoder
 
     x = check_features(features, k=k)
     if scaling not in SCALINGS:
@@ -81,9 +85,15 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
     max_leaves = max(k, 20) if max_leaves is None else int(max_leaves)
     if max_leaves < 2:
         raise InputError(f"deepect baseline: max_leaves must be ≥ 2, got {max_leaves}")
+    hidden = [int(width) for width in hidden_layers]
+    if any(width < 1 for width in hidden) or embedding_size < 1:
+        raise InputError(f"deepect baseline: layer widths must be ≥ 1, got hidden_layers={hidden}, "
+                         f"embedding_size={embedding_size}")
+    layers = [x.shape[1], *hidden, int(embedding_size)]
     x = _scale(x, scaling)
     model = DeepECT(max_n_leaf_nodes=max_leaves, batch_size=batch_size, pretrain_epochs=pretrain_epochs,
                     clustering_epochs=clustering_epochs, embedding_size=embedding_size,
+                    neural_network=(FeedforwardAutoencoder, {"layers": layers}),
                     pretrain_optimizer_params={"lr": pretrain_lr}, clustering_optimizer_params={"lr": clustering_lr},
                     grow_interval=grow_interval, pruning_threshold=pruning_threshold, device=device,
                     random_state=seed)
@@ -92,13 +102,16 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
     train_time = time.perf_counter() - start
 
     z, cluster_ids = tree_to_linkage(model.tree_)
+    if cluster_ids.size < 2:
+        raise RuntimeError("DeepECT ended with a single leaf (its last pruning removed every split), so there is "
+                           "no tree to evaluate; use another seed or change clustering_epochs/pruning_threshold")
     labels = np.asarray(model.labels_, dtype=np.int64)
     leaves = np.searchsorted(cluster_ids, labels)
     if np.any(leaves >= cluster_ids.size) or np.any(cluster_ids[np.minimum(leaves, cluster_ids.size - 1)] != labels):
         raise RuntimeError("DeepECT assigned points to a cluster that is not a leaf of its tree")
     n_leaves = int(cluster_ids.size)
     settings = {"max_leaves": max_leaves, "pretrain_epochs": pretrain_epochs, "clustering_epochs": clustering_epochs,
-                "batch_size": batch_size, "embedding_size": embedding_size, "pretrain_lr": pretrain_lr,
+                "batch_size": batch_size, "embedding_size": embedding_size, "layers": layers, "pretrain_lr": pretrain_lr,
                 "clustering_lr": clustering_lr, "grow_interval": grow_interval,
                 "pruning_threshold": pruning_threshold, "scaling": scaling, "seed": seed}
     info = {"method": "deepect", "implementation": "clustpy.deep.DeepECT", **settings,

@@ -29,13 +29,13 @@ class BaselineResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def write(self, out_dir: str | os.PathLike) -> None:
-        """Write tree.json, linkage.npy, tree.nwk, leaves.npy, clusters.npy, info.json and, when the
-        points were subsampled, indices.npy (the evaluated rows of the input features)."""
+        """Write tree.json, linkage.npy, tree.nwk, leaves.npy, clusters.npy, indices.npy (the evaluated
+        rows of the input features; 0..n-1 when all were used) and info.json."""
         out_dir = Path(out_dir)
         self.hierarchy.write(out_dir)
         write_npy(out_dir / "leaves.npy", np.asarray(self.leaves, dtype=np.int64))
         write_npy(out_dir / "clusters.npy", np.asarray(self.clusters, dtype=np.int64))
         indices = self.info.get("indices")
-        if indices is not None:
-            write_npy(out_dir / "indices.npy", np.asarray(indices, dtype=np.int64))
+        write_npy(out_dir / "indices.npy", np.arange(len(self.leaves), dtype=np.int64) if indices is None
+                  else np.asarray(indices, dtype=np.int64))
         write_json(out_dir / "info.json", {key: value for key, value in self.info.items() if key != "indices"})

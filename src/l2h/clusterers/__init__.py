@@ -11,10 +11,11 @@ from typing import Any
 
 from l2h.clusterers.base import Clusterer
 from l2h.clusterers.kmeans import KMeansClusterer
+from l2h.clusterers.temi import TemiClusterer
 from l2h.clusterers.turtle import TurtleClusterer
 from l2h.errors import InputError
 
-REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClusterer, TurtleClusterer)}
+REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClusterer, TurtleClusterer, TemiClusterer)}
 
 
 def build_clusterer(cfg: Any) -> Clusterer:
@@ -43,4 +44,4 @@ def load_clusterer(path) -> Clusterer:
     return Clusterer.load(path)
 
 
-__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TurtleClusterer", "build_clusterer", "load_clusterer"]
+__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TemiClusterer", "TurtleClusterer", "build_clusterer", "load_clusterer"]

@@ -54,7 +54,7 @@ def _load_weights(net: nn.Module) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def build(cfg: Mapping) -> Backbone:
+def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     pretrained = cfg.get("pretrained", PRETRAINED_TAG)
@@ -65,6 +65,7 @@ def build(cfg: Mapping) -> Backbone:
         net = EfficientNet.from_name(MODEL_NAME)
     if pretrained is not None:
         _load_weights(net)
+    net.to(device)
     interp = cfg.get("interpolation", "bicubic")
     transform = T.Compose([
         T.Resize(size, interpolation=T.InterpolationMode(interp)),

@@ -25,8 +25,9 @@ def _quick_gelu(cfg: Mapping) -> bool:
     return bool(open_clip.get_pretrained_cfg(cfg["model"], cfg["pretrained"]).get("quick_gelu", False))
 
 
-def build(cfg: Mapping) -> Backbone:
+def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     import open_clip
+    import torch
 
     model_name = require(cfg, "model", "open_clip")
     pretrained = cfg.get("pretrained")
@@ -37,10 +38,10 @@ def build(cfg: Mapping) -> Backbone:
         raise InputError(f"backbone '{cfg.get('name')}': open_clip {model_name} has no pretrained tag "
                          f"{pretrained!r} (known: {tags})")
     quick_gelu = _quick_gelu(cfg)
-    with seeded(int(cfg.get("seed", 0))):
+    with seeded(int(cfg.get("seed", 0))), torch.device(device):
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, force_quick_gelu=quick_gelu,
-            force_image_size=cfg.get("image_size"), cache_dir=str(weights_dir(cfg)), device="cpu")
+            force_image_size=cfg.get("image_size"), cache_dir=str(weights_dir(cfg)), device=device)
     visual = model.visual
     size = visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)

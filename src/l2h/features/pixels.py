@@ -36,7 +36,7 @@ class PixelTransform:
                 f"scale=1/255, layout=HWC-flat)")
 
 
-def build(cfg: Mapping) -> Backbone:
+def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     size = cfg.get("image_size")
     mode = cfg.get("mode", "RGB")
     transform = PixelTransform(size, mode, cfg.get("interpolation", "bilinear"))

@@ -27,10 +27,13 @@ def _module(cfg: Mapping) -> ModuleType:
     return KINDS[kind]
 
 
-def build_backbone(cfg: Mapping | Any) -> Backbone:
-    """Build the frozen encoder described by a `backbone` config node (CPU, eval mode)."""
+def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:
+    """Build the frozen encoder described by a `backbone` config node, in eval mode on ``device``
+    (``"meta"`` builds the structure only, for ``pretrained: null`` configs)."""
     cfg = config_dict(cfg)
-    return _module(cfg).build(cfg)
+    if str(device) == "meta" and cfg.get("pretrained") is not None and cfg.get("kind") != "pixels":
+        raise InputError(f"backbone '{cfg.get('name')}': device 'meta' needs pretrained: null")
+    return _module(cfg).build(cfg, device=str(device))
 
 
 def prefetch(cfg: Mapping | Any, weights_dir_: str | os.PathLike | None = None) -> list[str]:

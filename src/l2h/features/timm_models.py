@@ -37,7 +37,7 @@ def _transform(model, cfg: Mapping):
     return timm.data.create_transform(**data_cfg, is_training=False), data_cfg
 
 
-def build(cfg: Mapping) -> Backbone:
+def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     import timm
 
     name = _full_name(cfg)
@@ -47,7 +47,7 @@ def build(cfg: Mapping) -> Backbone:
     try:
         with seeded(int(cfg.get("seed", 0))):
             model = timm.create_model(name, pretrained=cfg.get("pretrained") is not None,
-                                      cache_dir=str(weights_dir(cfg)), **kwargs)
+                                      cache_dir=str(weights_dir(cfg)), device=device, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
             raise InputError(f"backbone '{cfg.get('name')}': {exc}") from exc

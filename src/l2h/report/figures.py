@@ -27,8 +27,6 @@ def plot_dendrogram(hierarchy, path: str | os.PathLike, *, names: Sequence[str] 
     """
     z = hierarchy.to_linkage()
     k = z.shape[0] + 1
-    if k < 2:
-        raise InputError(f"{path}: a dendrogram needs at least 2 leaves")
     names = list(names if names is not None else (getattr(hierarchy, "names", None) or range(k)))
     if len(names) != k:
         raise InputError(f"{path}: {len(names)} leaf names for {k} leaves")
@@ -41,7 +39,7 @@ def plot_dendrogram(hierarchy, path: str | os.PathLike, *, names: Sequence[str] 
     ax = fig.add_subplot()
     groups = min(COLOURED_GROUPS, k)
     dendrogram(z, ax=ax, orientation="left", labels=[str(n) for n in names], no_labels=not labelled,
-               leaf_font_size=font or None, color_threshold=k - groups + 0.5, above_threshold_color="0.35")
+               leaf_font_size=font or None, color_threshold=k - groups + 0.5, above_threshold_color="black")
     ax.set_xlabel("merge step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.spines[["top", "right", "left"]].set_visible(False)

@@ -30,7 +30,6 @@ class Job:
     inputs: dict[str, Any]
     output: Path
     run: dict[str, Any]
-    threads: int | None
 
     def input(self, name: str) -> Any:
         if name not in self.inputs:
@@ -58,17 +57,6 @@ def resolved(cfg, groups) -> dict[str, Any]:
     return out
 
 
-def limit_threads(threads: int | None) -> None:
-    """Keep BLAS and torch within the job's share of the cores."""
-    if not threads:
-        return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(int(threads))
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-
-
 def remove_stale_temporaries(folder: Path, names: list[str]) -> None:
     """Delete temporaries a killed earlier attempt of this job left beside its own output files."""
     if not folder.is_dir():
@@ -89,8 +77,7 @@ def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
     def main(cfg) -> None:
         node = OmegaConf.to_container(cfg.stage, resolve=True)
         job = Job(stage=stage, inputs=dict(node.get("inputs") or {}), output=Path(node["output"]),
-                  run=dict(node.get("run") or {}), threads=node.get("threads"))
-        limit_threads(job.threads)
+                  run=dict(node.get("run") or {}))
         names = [n.format(**job.run) for n in spec.outputs]
         remove_stale_temporaries(job.output, [*names, f"{job.record_stem}.config.yaml",
                                               f"{job.record_stem}.provenance.json"])

@@ -559,8 +559,7 @@ class Plan:
             return {"runs": files}
         raise KeyError(stage)
 
-    def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any], *,
-                threads: int | None = None) -> str:
+    def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
         """The shell command of the job: ``python -m l2h.stages.<stage>`` with its Hydra overrides."""
         if stage == "report":
             named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs]}
@@ -568,8 +567,7 @@ class Plan:
         else:
             named = {key: (list(val) if not isinstance(val, str) else val) for key, val in inputs.items()}
             output = self.folder(stage, fields)
-        stage_node = {"inputs": named or None, "output": output, "run": self.descriptor(stage, fields),
-                      "threads": threads}
+        stage_node = {"inputs": named or None, "output": output, "run": self.descriptor(stage, fields)}
         args = [sys.executable, "-m", f"l2h.stages.{stage}", "--config-path", str(self.conf_dir),
                 *self.group_overrides(stage, fields),
                 *(f"stage.{key}={hydra_value(val)}" for key, val in stage_node.items())]

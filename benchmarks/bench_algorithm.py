@@ -1,0 +1,206 @@
+"""Speed and memory of l2h.algorithm.l2h on synthetic logits at paper scale.
+
+Sizes (float32 logits, default aggregation and strategy):
+
+* ``small``    N = 50,000 × K = 1,000, in memory                 target ≤ 1 s
+               (+ the literal implementation of tests/test_algorithm.py on the same data: speed-up ≥ 100×,
+               and the two merge lists must be identical)
+* ``imagenet`` N = 1,281,167 × K = 1,000, memory-mapped .npy      target ≤ 30 s
+* ``inat``     N = 2,700,000 × K = 1,103, memory-mapped .npy      target: peak RSS ≤ 20 GiB (≈ 12 GB file)
+
+Every size runs in a fresh process, so ``ru_maxrss`` is that run's peak resident memory (for memory-mapped
+input it includes the file pages the run touched). Memory-mapped data are written first (by another
+process) to ``benchmarks/bench_<size>.tmp.npy`` (git-ignored) and deleted afterwards; their pages are
+likely still in the page cache when timed. The load average is recorded before and after each run:
+on a shared machine wall times are inflated, CPU times less so.
+
+Run: ``.venv/bin/python benchmarks/bench_algorithm.py [--sizes small,imagenet,inat] [--skip-literal]``
+Writes/updates ``benchmarks/results/algorithm.json`` (one entry per size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from l2h.algorithm import assign, l2h
+from l2h.io import package_versions, write_json
+
+HERE = Path(__file__).resolve().parent
+RESULT = HERE / "results" / "algorithm.json"
+SIZES = {
+    "small": {"n": 50_000, "k": 1_000, "storage": "memory", "target_s": 1.0},
+    "imagenet": {"n": 1_281_167, "k": 1_000, "storage": "memmap", "target_s": 30.0},
+    "inat": {"n": 2_700_000, "k": 1_103, "storage": "memmap", "target_peak_rss_gib": 20.0},
+}
+LITERAL_SPEEDUP_TARGET = 100.0
+SEED = 0
+GEN_BLOCK = 65536
+
+
+def planted_logits(n: int, k: int, *, seed: int = SEED, out: np.ndarray | None = None) -> np.ndarray:
+    """Synthetic float32 logits of a confident flat model with a planted two-level class structure.
+
+    The K classes are split into consecutive superclasses of 2..20 classes (random sizes). A point of
+    true class y (uniform) gets ``z = ε + 2.5·[k in superclass(y)] + a·[k = y']`` with ε iid N(0, 1),
+    a confidence a ~ N(6, 2) per point, and y' = y except with probability 0.1, where y' is a random
+    class of the same superclass (confusion between related classes). Generated in seeded blocks of
+    65,536 rows, so the same (n, k, seed) always gives the same matrix.
+    """
+    rng = np.random.default_rng([seed, k])
+    sizes = rng.integers(2, 21, size=k)
+    superclass = np.repeat(np.arange(k), sizes)[:k]
+    first = np.searchsorted(superclass, np.arange(k))              # first class of each superclass
+    span = np.bincount(superclass, minlength=k)
+    x = np.empty((n, k), dtype=np.float32) if out is None else out
+    for b, start in enumerate(range(0, n, GEN_BLOCK)):
+        rng = np.random.default_rng([seed, k, b])
+        m = min(GEN_BLOCK, n - start)
+        y = rng.integers(k, size=m)
+        sup = superclass[y]
+        peak = np.where(rng.random(m) < 0.1, first[sup] + rng.integers(0, 1 << 30, size=m) % span[sup], y)
+        z = rng.standard_normal((m, k), dtype=np.float32)
+        z += np.float32(2.5) * (superclass[None, :] == sup[:, None])
+        z[np.arange(m), peak] += rng.normal(6.0, 2.0, size=m).astype(np.float32)
+        x[start:start + m] = z
+    return x
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
+            "platform": platform.platform(), "packages": package_versions(("l2h", "numpy", "scipy"))}
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # ru_maxrss is in KiB on Linux
+
+
+def _timed(fn) -> tuple[object, dict]:
+    load_before = os.getloadavg()
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    stats = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
+             "load_average_before": [round(v, 2) for v in load_before],
+             "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    return value, stats
+
+
+def _rows_reassigned(x: np.ndarray, tree) -> float:
+    """Σ_t |D_{G*_t}| / N: how many times the masked softmax touches each row on average."""
+    h, _ = assign(x)
+    points = np.zeros(2 * tree.k - 1)
+    points[:tree.k] = np.bincount(h, minlength=tree.k)
+    for t, (a, b) in enumerate(tree.children.tolist()):
+        points[tree.k + t] = points[a] + points[b]
+    return round(float(points[tree.children[:, 0]].sum() / x.shape[0]), 3)
+
+
+def _load_literal():
+    spec = importlib.util.spec_from_file_location("l2h_literal", HERE.parent / "tests" / "test_algorithm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.literal_l2h
+
+
+# ----------------------------------------------------------------------------- child processes
+def _child_generate(name: str, path: str) -> float:
+    from numpy.lib.format import open_memmap
+
+    spec = SIZES[name]
+    start = time.perf_counter()
+    out = open_memmap(path, mode="w+", dtype=np.float32, shape=(spec["n"], spec["k"]))
+    planted_logits(spec["n"], spec["k"], out=out)
+    out.flush()
+    del out
+    return time.perf_counter() - start
+
+
+def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool) -> dict:
+    spec = SIZES[name]
+    x = planted_logits(spec["n"], spec["k"]) if path is None else np.load(path, mmap_mode="r")
+    tree, stats = _timed(lambda: l2h(x, n_jobs=n_jobs))
+    stats["peak_rss_gib"] = round(_peak_rss_gib(), 3)
+    stats["rows_reassigned_per_point"] = _rows_reassigned(x, tree) if path is None else None
+    if literal:
+        literal_l2h = _load_literal()
+        (merges, scores), lit = _timed(lambda: literal_l2h(x))
+        stats["literal"] = {**lit, "identical_merges": merges == tree.merges,
+                            "identical_scores": bool(np.array_equal(np.array(scores), tree.scores))}
+        stats["literal"]["speedup_wall"] = round(lit["wall_s"] / stats["wall_s"], 1)
+        stats["literal"]["speedup_cpu"] = round(lit["cpu_s"] / stats["cpu_s"], 1)
+        stats["literal"]["target_speedup"] = LITERAL_SPEEDUP_TARGET
+    return stats
+
+
+def _in_child(fn, *args):
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def run_size(name: str, n_jobs: int | None, literal: bool) -> dict:
+    spec = SIZES[name]
+    print(f"[bench_algorithm] {name}: N={spec['n']:,} K={spec['k']:,} ({spec['storage']})", file=sys.stderr)
+    path = None
+    result = {"n": spec["n"], "k": spec["k"], "dtype": "float32", "storage": spec["storage"],
+              "n_jobs": n_jobs if n_jobs is not None else len(os.sched_getaffinity(0))}
+    try:
+        if spec["storage"] == "memmap":
+            path = str(HERE / f"bench_{name}.tmp.npy")
+            result["generate_s"] = round(_in_child(_child_generate, name, path), 1)
+            result["file_gib"] = round(os.path.getsize(path) / 2**30, 2)
+        result.update(_in_child(_child_run, name, path, n_jobs, literal))
+    finally:
+        if path is not None:
+            Path(path).unlink(missing_ok=True)
+    if "target_s" in spec:
+        result["target_s"] = spec["target_s"]
+        result["target_met"] = result["wall_s"] <= spec["target_s"]
+    if "target_peak_rss_gib" in spec:
+        result["target_peak_rss_gib"] = spec["target_peak_rss_gib"]
+        result["target_met"] = result["peak_rss_gib"] <= spec["target_peak_rss_gib"]
+    if "literal" in result:
+        result["literal"]["target_met"] = result["literal"]["speedup_wall"] >= LITERAL_SPEEDUP_TARGET
+    print(f"[bench_algorithm] {name}: {result}", file=sys.stderr)
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="small,imagenet,inat",
+                        help="comma-separated subset of " + ",".join(SIZES))
+    parser.add_argument("--skip-literal", action="store_true", help="skip the literal implementation")
+    parser.add_argument("--n-jobs", type=int, default=None, help="threads for l2h (default: all CPUs)")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = sorted(set(sizes) - set(SIZES))
+    if unknown:
+        parser.error(f"unknown sizes {unknown}; choose from {list(SIZES)}")
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results.setdefault("description", __doc__.split("\n\n")[0])
+    results["generator"] = " ".join(planted_logits.__doc__.split())
+    results.setdefault("runs", {})
+    for name in sizes:
+        entry = run_size(name, args.n_jobs, literal=(name == "small" and not args.skip_literal))
+        entry["machine"] = machine_info()
+        entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        results["runs"][name] = entry
+        write_json(args.out, results)   # after every size, so a long run keeps what it finished
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Flat clusterers (k-means, TURTLE, TEMI): the logits contract, determinism, persistence, checkpoints, bad
+input. Accuracy against k-means on real features is in test_clusterer_accuracy.py."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from scipy.special import log_softmax, softmax
+
+from l2h.clusterers import REGISTRY, Clusterer, build_clusterer, load_clusterer
+from l2h.clusterers import _torch as torch_helpers
+from l2h.errors import InputError
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "clusterer"
+
+# small, quick settings (the recipe's structure, few iterations)
+QUICK = {
+    "kmeans": {"n_init": 2},
+    "turtle": {"outer_steps": 30, "progress": False},
+    "temi": {"epochs": 4, "heads": 3, "batch_size": 64, "warmup_epochs": 1, "progress": False},
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn digits: the 64 pixel grey values in [0, 1]; first 600 points train, next 300 test."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    return x[:600], y[:600], x[600:900], y[600:900]
+
+
+def quick(name, **overrides):
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), QUICK[name], overrides)
+    return build_clusterer(cfg)
+
+
+def test_config_files_build_every_registered_clusterer():
+    files = sorted(CONF.glob("*.yaml"))
+    assert {f.stem for f in files} == set(REGISTRY)
+    for f in files:
+        cfg = OmegaConf.load(f)
+        assert cfg.name == f.stem
+        model = build_clusterer(cfg)
+        assert type(model) is REGISTRY[f.stem]
+        assert model.k == cfg.k and model.seed == cfg.seed
+        # every key of the file is a constructor parameter, reported back by params()
+        assert set(model.params()) == set(cfg) - {"name"}
+
+
+def test_official_defaults_in_config():
+    turtle = OmegaConf.load(CONF / "turtle.yaml")
+    assert (turtle.outer_steps, turtle.inner_steps, turtle.batch_size, turtle.inner_lr, turtle.outer_lr,
+            turtle.gamma, turtle.seed, turtle.warm_start) == (6000, 10, 10000, 1e-3, 1e-3, 10.0, 42, False)
+    temi = OmegaConf.load(CONF / "temi.yaml")
+    assert (temi.heads, temi.knn, temi.hidden_dim, temi.bottleneck_dim, temi.beta, temi.epochs, temi.batch_size,
+            temi.lr, temi.warmup_epochs, temi.weight_decay, temi.max_momentum_teacher, temi.student_temp,
+            temi.teacher_temp) == (16, 50, 512, 256, 0.6, 100, 1024, 1e-4, 20, 1e-4, 0.996, 0.1, 0.1)
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_logits_contract_and_determinism(name, digits):
+    xtr, _, xte, _ = digits
+    a = quick(name, k=10).fit([xtr])
+    b = quick(name, k=10).fit([xtr])
+    la, lb = a.logits([xte]), b.logits([xte])
+    assert la.dtype == np.float32 and la.shape == (len(xte), 10)
+    assert np.isfinite(la).all()
+    np.testing.assert_array_equal(la, lb)  # same seed, CPU → identical
+    np.testing.assert_array_equal(a.predict([xte]), la.argmax(1))
+    other = quick(name, k=10, seed=a.seed + 1).fit([xtr]).logits([xte])
+    assert not np.array_equal(la, other)
+    info = a.info()
+    train_argmax = a.logits([xtr]).argmax(1)
+    assert info["empty_clusters"] == 10 - np.unique(train_argmax).size
+    assert info["cluster_sizes"] == np.bincount(train_argmax, minlength=10).tolist()
+    assert info["n_train"] == len(xtr) and info["dims"] == [64]
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_save_load_round_trip(name, digits, tmp_path):
+    xtr, _, xte, _ = digits
+    model = quick(name, k=7).fit([xtr])
+    path = tmp_path / "model.npz"
+    model.save(path)
+    for loaded in (load_clusterer(path), type(model).load(path)):
+        assert type(loaded) is type(model)
+        assert loaded.params() == model.params()
+        assert loaded.info() == model.info()
+        np.testing.assert_array_equal(loaded.logits([xte]), model.logits([xte]))
+    wrong = next(cls for cls in REGISTRY.values() if cls is not type(model))
+    with pytest.raises(InputError, match="cannot load it as"):
+        wrong.load(path)
+
+
+def test_load_rejects_files_that_are_not_models(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(InputError, match="no header"):
+        Clusterer.load(tmp_path / "plain.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(InputError, match="junk.npz"):
+        Clusterer.load(tmp_path / "junk.npz")
+
+
+def test_kmeans_logits_are_scaled_negative_squared_distances(digits):
+    xtr, _, xte, _ = digits
+    model = quick("kmeans", k=10, normalize=False).fit([xtr])
+    info = model.info()
+    centroids = model.centroids_
+    d2 = ((xte[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(model.logits([xte]), -d2 / info["temperature"], rtol=1e-4, atol=1e-4)
+    # auto temperature = mean squared distance of the train points to their nearest centroid
+    assert info["temperature"] == pytest.approx(info["inertia"] / len(xtr))
+    # ... which makes the logits independent of the feature scale
+    scaled = quick("kmeans", k=10, normalize=False).fit([xtr * 7.0])
+    np.testing.assert_allclose(scaled.logits([xte * 7.0]), model.logits([xte]), rtol=1e-3, atol=1e-3)
+    fixed = quick("kmeans", k=10, normalize=False, temperature=2.0).fit([xtr])
+    np.testing.assert_allclose(fixed.logits([xte]) * 2.0, -d2, rtol=1e-4, atol=1e-3)
+
+
+def test_kmeans_concatenates_normalised_spaces(digits):
+    xtr, _, xte, _ = digits
+    two = quick("kmeans", k=5).fit([xtr, xtr[:, :10] * 100.0])
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    one = quick("kmeans", k=5).fit([np.hstack([norm(xtr), norm(xtr[:, :10])])])
+    np.testing.assert_allclose(two.logits([xte, xte[:, :10] * 100.0]),
+                               one.logits([np.hstack([norm(xte), norm(xte[:, :10])])]), rtol=1e-4, atol=1e-4)
+
+
+def test_empty_clusters_are_reported():
+    """Three distinct points and k=5: k-means has duplicate centroids, two clusters get no point."""
+    x = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]], dtype=np.float32), 10, axis=0)
+    with pytest.warns(Warning):  # scikit-learn: fewer distinct clusters than n_clusters
+        model = quick("kmeans", k=5, normalize=False).fit([x])
+    info = model.info()
+    assert info["empty_clusters"] == 2
+    assert sorted(info["cluster_sizes"]) == [0, 0, 10, 10, 10]
+
+
+def test_turtle_logits_are_log_mean_of_space_softmaxes(digits):
+    xtr, _, xte, _ = digits
+    spaces_tr, spaces_te = [xtr, xtr[:, ::2]], [xte, xte[:, ::2]]
+    model = quick("turtle", k=6).fit(spaces_tr)
+    per_space = model.space_logits(spaces_te)
+    assert [s.shape for s in per_space] == [(len(xte), 6)] * 2 and all(s.dtype == np.float32 for s in per_space)
+    expected = np.log(np.mean([softmax(s.astype(np.float64), axis=1) for s in per_space], axis=0))
+    logits = model.logits(spaces_te)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(softmax(logits, axis=1).sum(1), 1.0, rtol=1e-5)  # already normalised
+    np.testing.assert_allclose(log_softmax(logits, axis=1), logits, atol=1e-5)
+    with pytest.raises(InputError, match="dimensions"):
+        model.logits([xte])
+
+
+def test_turtle_warm_start_changes_the_trajectory(digits):
+    xtr, _, xte, _ = digits
+    cold = quick("turtle", k=5).fit([xtr]).logits([xte])
+    warm = quick("turtle", k=5, warm_start=True).fit([xtr]).logits([xte])
+    assert not np.array_equal(cold, warm)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("name, length, every", [("turtle", "outer_steps", 10), ("temi", "epochs", 2)])
+def test_checkpoint_resume_reproduces_an_uninterrupted_run(name, length, every, digits, tmp_path, monkeypatch):
+    xtr, _, xte, _ = digits
+    reference = quick(name, k=5).fit([xtr])
+    total = reference.params()[length]
+
+    # crash right after the first checkpoint has been written
+    original_save = torch_helpers.Checkpointer.save
+
+    def save_then_crash(self, state):
+        original_save(self, state)
+        raise _Crash
+
+    monkeypatch.setattr(torch_helpers.Checkpointer, "save", save_then_crash)
+    with pytest.raises(_Crash):
+        quick(name, k=5, checkpoint_dir=str(tmp_path), checkpoint_every=every).fit([xtr])
+    monkeypatch.setattr(torch_helpers.Checkpointer, "save", original_save)
+    assert len(list(tmp_path.glob("*.ckpt.pt"))) == 1
+
+    resumed = quick(name, k=5, checkpoint_dir=str(tmp_path), checkpoint_every=every).fit([xtr])
+    info = resumed.info()
+    key = "resumed_from_step" if name == "turtle" else "resumed_from_epoch"
+    assert info[key] == every
+    assert info["steps_run" if name == "turtle" else "epochs_run"] == total - every
+    np.testing.assert_array_equal(resumed.logits([xte]), reference.logits([xte]))
+
+    # a checkpoint of other data is not resumed (warned, training starts afresh)
+    with pytest.warns(UserWarning, match="other data or parameters"):
+        fresh = quick(name, k=5, checkpoint_dir=str(tmp_path), checkpoint_every=every).fit([xtr[:500]])
+    assert fresh.info()[key] is None
+
+
+def test_turtle_checkpoint_extends_a_shorter_run(digits, tmp_path):
+    xtr, _, xte, _ = digits
+    quick("turtle", k=5, outer_steps=20, checkpoint_dir=str(tmp_path)).fit([xtr])
+    longer = quick("turtle", k=5, outer_steps=30, checkpoint_dir=str(tmp_path)).fit([xtr])
+    assert longer.info()["resumed_from_step"] == 20
+    np.testing.assert_array_equal(longer.logits([xte]), quick("turtle", k=5).fit([xtr]).logits([xte]))
+
+
+def test_temi_logits_are_best_teacher_head_over_temperature(digits):
+    xtr, _, xte, _ = digits
+    model = quick("temi", k=6).fit([xtr])
+    info = model.info()
+    assert info["best_head"] == int(np.argmin(info["head_losses"]))
+    assert len(info["head_losses"]) == 3
+    assert info["knn"] == min(50, len(xtr) // 6)
+    # head output = cosine-type similarity scaled by the last layer's norms g; logits = output / 0.1
+    g = model.head_["g"][:, 0]
+    logits = model.logits([xte])
+    assert np.all(np.abs(logits) <= g[None, :] / 0.1 + 1e-3)
+
+
+def test_temi_knn_excludes_self_and_finds_nearest():
+    from l2h.clusterers.temi import knn_indices
+
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [-1, 0]], dtype=np.float32)
+    nn = knn_indices(x, 2, device=torch.device("cpu"), block_rows=2).numpy()
+    assert (nn != np.arange(5)[:, None]).all()
+    assert nn[0, 0] == 1 and nn[2, 0] == 3 and nn[3, 0] == 2
+
+
+def test_cosine_schedule_matches_the_official_shape():
+    from l2h.clusterers.temi import cosine_schedule
+
+    s = cosine_schedule(1.0, 0.0, epochs=4, iters_per_epoch=5, warmup_epochs=2)
+    assert s.shape == (20,)
+    np.testing.assert_allclose(s[:10], np.linspace(0, 1, 10))
+    assert s[10] == pytest.approx(1.0) and np.all(np.diff(s[10:]) < 0)
+    np.testing.assert_allclose(cosine_schedule(0.996, 0.996, 3, 4), 0.996)
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_bad_input_raises_input_error(name, digits):
+    xtr, _, xte, _ = digits
+    model = quick(name, k=4)
+    with pytest.raises(InputError, match="list of arrays"):
+        model.fit(xtr)
+    with pytest.raises(InputError, match="2-D"):
+        model.fit([xtr[:, 0]])
+    bad = xtr.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        model.fit([bad])
+    with pytest.raises(InputError, match="different numbers of rows"):
+        model.fit([xtr, xtr[:-1]])
+    with pytest.raises(InputError, match="fewer than k"):
+        model.fit([xtr[:3]])
+    with pytest.raises(RuntimeError, match="fit"):
+        model.logits([xte])
+    model.fit([xtr])
+    with pytest.raises(InputError, match="dimensions"):
+        model.logits([xte[:, :10]])
+
+
+def test_bad_config_raises_input_error():
+    with pytest.raises(InputError, match="unknown name"):
+        build_clusterer({"name": "dbscan", "k": 3})
+    with pytest.raises(InputError, match="unexpected keyword"):
+        build_clusterer({"name": "kmeans", "k": 3, "n_clusters": 4})
+    with pytest.raises(InputError, match="k must be"):
+        build_clusterer({"name": "turtle", "k": 1})
+    with pytest.raises(InputError, match="outer_steps"):
+        build_clusterer({"name": "turtle", "k": 3, "outer_steps": 0})
+    with pytest.raises(InputError, match="beta"):
+        build_clusterer({"name": "temi", "k": 3, "beta": 0})
+    with pytest.raises(InputError, match="temperature"):
+        build_clusterer({"name": "kmeans", "k": 3, "temperature": -1})
+    with pytest.raises(InputError, match="device"):
+        build_clusterer({"name": "temi", "k": 3, "device": "no-such-device"})
