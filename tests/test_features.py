@@ -109,7 +109,7 @@ def test_open_clip_random_end_to_end(cifar10_images):
     images = cifar10_images.subset([0, 100, 200, 300, 400])
     feats = extract_features(backbone, images, batch_size=2, progress=False)
     assert feats.dtype == np.float32 and feats.shape == (5, backbone.dim) and np.isfinite(feats).all()
-    np.testing.assert_array_equal(feats, extract_features(build_backbone(cfg), images, progress=False))
+    np.testing.assert_array_equal(feats, extract_features(build_backbone(cfg), images, batch_size=2, progress=False))
 
 
 @pytest.mark.parametrize("model", ["test_vit", "resnet18"])

@@ -104,21 +104,23 @@ class Hierarchy:
     def sizes(self) -> np.ndarray:
         """Number of leaves under every node (length 2K−1)."""
         if self._sizes is None:
-            sizes = np.ones(2 * self.k - 1, dtype=np.int64)
-            for t, (a, b) in enumerate(self.children.tolist()):
-                sizes[self.k + t] = sizes[a] + sizes[b]
-            self._sizes = sizes
+            sizes = [1] * self.k
+            for a, b in self.children.tolist():
+                sizes.append(sizes[a] + sizes[b])
+            self._sizes = np.array(sizes, dtype=np.int64)
         return self._sizes
 
     def _leaf_layout(self) -> tuple[np.ndarray, np.ndarray]:
         """(leaf order, start): node v's leaves are ``order[start[v] : start[v] + sizes[v]]``."""
         if self._layout is None:
-            k, sizes = self.k, self.sizes
-            start = np.zeros(2 * k - 1, dtype=np.int64)
-            for t in range(k - 2, -1, -1):
-                a, b = self.children[t]
+            k, sizes = self.k, self.sizes.tolist()
+            start = [0] * (2 * k - 1)
+            children = self.children.tolist()
+            for t in range(k - 2, -1, -1):   # parents before children
+                a, b = children[t]
                 start[a] = start[k + t]
                 start[b] = start[k + t] + sizes[a]
+            start = np.array(start, dtype=np.int64)
             order = np.empty(k, dtype=np.int64)
             order[start[:k]] = np.arange(k)
             self._layout = order, start
@@ -183,10 +185,12 @@ class Hierarchy:
         if not 1 <= int(n_groups) <= k:
             raise InputError(f"cut: n_groups must be in 1..{k}, got {n_groups}")
         n_merges = k - int(n_groups)
-        root = np.arange(2 * k - 1)
+        root = list(range(2 * k - 1))
+        children = self.children[:n_merges].tolist()
         for t in range(n_merges - 1, -1, -1):   # parents before children
-            root[self.children[t]] = root[k + t]
-        return _relabel_by_first_appearance(root[:k])
+            a, b = children[t]
+            root[a] = root[b] = root[k + t]
+        return _relabel_by_first_appearance(np.array(root[:k]))
 
     # ------------------------------------------------------------------ Newick
     def to_newick(self, names=None) -> str:

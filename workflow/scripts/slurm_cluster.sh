@@ -94,10 +94,7 @@ spawn() {
 }
 
 write_configs() {
-    local host=$1 cpus mem_mb
-    cpus=$(nproc)
-    # Leave 1 GiB (at least a quarter) of the machine to everything else.
-    mem_mb=$(awk '/MemTotal/ {m = int($2 / 1024); r = m - 1024; if (r < m * 3 / 4) r = int(m * 3 / 4); print r}' /proc/meminfo)
+    local host=$1 cpus=${L2H_SLURM_CPUS:-16} mem_mb=${L2H_SLURM_MEM_MB:-131072}
     local gres_line="" gres_types=""
     if [[ ${L2H_SLURM_FAKE_GPU:-1} == 1 ]]; then gres_line=" Gres=gpu:1"; gres_types="GresTypes=gpu"; fi
 
@@ -115,6 +112,8 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
+# The node advertises the CPUs and memory written below, not what the machine has (nothing enforces them).
+SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
 SelectType=select/cons_tres
