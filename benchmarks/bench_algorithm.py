@@ -29,6 +29,7 @@ import platform
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +148,9 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool) -
 
 
 def _in_child(fn, *args):
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    """Run ``fn(*args)`` in a fresh process (its own ru_maxrss) and return its result."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def run_size(name: str, n_jobs: int | None, literal: bool) -> dict:

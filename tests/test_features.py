@@ -96,8 +96,9 @@ def test_efficientnet_clusters_cifar10_far_better_than_pixels(cifar10_images, ci
     acc_eff, nmi_eff = kmeans_scores(feats[idx], y)
     print(f"k-means on 500 CIFAR-10 images: pixels ACC {acc_pix:.3f} NMI {nmi_pix:.3f}; "
           f"efficientnet_lite0 ACC {acc_eff:.3f} NMI {nmi_eff:.3f}")
+    # measured (k-means seeds 0-4): pixels ACC 0.20-0.23 / NMI 0.10-0.13, efficientnet ACC 0.42-0.47 / NMI 0.37-0.41
     assert acc_eff - acc_pix >= 0.15
-    assert nmi_eff - nmi_pix >= 0.15
+    assert nmi_eff - nmi_pix >= 0.20 and nmi_eff >= 0.30
 
 
 def test_open_clip_random_end_to_end(cifar10_images):

@@ -10,9 +10,11 @@
 #
 # STATE_DIR defaults to $L2H_SLURM_DIR or /tmp/l2h-slurm. Every address is 127.0.0.1 (the daemons of SLURM 22.05
 # still listen on 0.0.0.0:6817-6819; nothing here sends traffic elsewhere). Must run as root (it starts daemons).
-# Environment: L2H_SLURM_FAKE_GPU=1 (default; 0 turns it off) makes the node advertise one GPU as GRES (backed by
-# /dev/null, as SLURM wants a device file) so that jobs asking for `--gpus=1` are scheduled. There is no device behind
-# it: code in such jobs sees no CUDA and runs on the CPU.
+# Environment (read by `start`): the one node advertises L2H_SLURM_CPUS (default 16) CPUs, L2H_SLURM_MEM_MB
+# (default 131072) MB and L2H_SLURM_GPUS (default 2) GPUs, whatever the machine has (SlurmdParameters=
+# config_overrides; nothing enforces them), so that the pipeline's real per-rule requests (threads, mem_mb, gpu) can
+# be scheduled here unchanged. The GPUs are empty files standing in for device files: jobs get CUDA_VISIBLE_DEVICES
+# but no device, and code in them runs on the CPU.
 # The cluster is named l2h, its only partition `main`, its account `l2h`.
 # Clients find the config through /etc/slurm/slurm.conf, a symlink to STATE_DIR/etc/slurm.conf made by `start` (and
 # removed by `stop`; `start` refuses to replace a real file there): SLURM_CONF alone is not enough, because the
@@ -56,12 +58,13 @@ cmd_install() {
     installed || die "packages missing after apt-get install"
 }
 
-# is_ours NAME PIDFILE: the recorded PID is alive and still runs the expected program
+# is_ours NAME PIDFILE: the recorded PID is alive (not a zombie) and still runs the expected program
 is_ours() {
-    local pidfile=$2 pid
+    local pidfile=$2 pid stat
     [[ -s $pidfile ]] || return 1
     pid=$(<"$pidfile")
-    [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == "$1"* ]]
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    [[ ${stat#*) } != Z* ]] && [[ $(<"/proc/$pid/comm") == "$1"* ]]
 }
 
 # is_our_link PATH: PATH is a symlink to a slurm.conf written by this script (in any state dir)
@@ -95,8 +98,8 @@ spawn() {
 
 write_configs() {
     local host=$1 cpus=${L2H_SLURM_CPUS:-16} mem_mb=${L2H_SLURM_MEM_MB:-131072}
-    local gres_line="" gres_types=""
-    if [[ ${L2H_SLURM_FAKE_GPU:-1} == 1 ]]; then gres_line=" Gres=gpu:1"; gres_types="GresTypes=gpu"; fi
+    local gpus=${L2H_SLURM_GPUS:-2} gres_line="" gres_types=""
+    if ((gpus > 0)); then gres_line=" Gres=gpu:$gpus"; gres_types="GresTypes=gpu"; fi
 
     cat >"$STATE/etc/slurm.conf" <<EOF
 # Test cluster written by workflow/scripts/slurm_cluster.sh; every address is loopback.
@@ -136,8 +139,11 @@ $gres_types
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb$gres_line State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-    if [[ -n $gres_line ]]; then
-        echo "NodeName=$host Name=gpu File=/dev/null" >"$STATE/etc/gres.conf"
+    if ((gpus > 0)); then
+        # SLURM wants one device file per GPU: empty regular files stand in for them
+        local i
+        for ((i = 0; i < gpus; i++)); do : >"$STATE/etc/fakegpu$i"; done
+        echo "NodeName=$host Name=gpu File=$STATE/etc/fakegpu[0-$((gpus - 1))]" >"$STATE/etc/gres.conf"
     fi
 
     cat >"$STATE/etc/slurmdbd.conf" <<EOF

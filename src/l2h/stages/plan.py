@@ -152,10 +152,11 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        if "'" in value or "\\" in value:
-            raise InputError(f"cannot pass {value!r} to a stage: quotes and backslashes are not supported in paths "
-                             f"or names")
-        return f"'{value}'"
+        if "${" in value:
+            raise InputError(f"cannot pass {value!r} to a stage: '${{' would be read as an interpolation")
+        # Hydra's quoted strings: escape the quote, and double the backslashes that precede a quote or the end
+        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+        return f"'{escaped}'"
     if isinstance(value, Mapping):
         for key in value:
             if not re.fullmatch(r"[A-Za-z_]\w*", str(key)):

@@ -1,0 +1,212 @@
+"""The Hydra configs and the experiment plan built from them (no jobs run here)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from l2h.errors import InputError
+from l2h.report.tables import markdown_table, method_label, table_rows, to_csv
+from l2h.stages.plan import (GRID_KEYS, L2H, STAGES, UNTRACKED, Overrides, Plan, Run, group_options,
+                             hydra_value)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = group_options(CONF, "experiment")
+GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name != "hydra")
+
+
+def test_the_paper_experiments_are_there():
+    assert {"demo", "table1", "ablation_aggregation", "ablation_strategy", "robustness_k", "inat21_levels",
+            "imagenet_case_study", "weak_backbone"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_group_file_name_matches(path):
+    assert yaml.safe_load(path.read_text())["name"] == path.stem
+
+
+def test_root_defaults():
+    from l2h.stages.plan import _compose
+
+    cfg = _compose(str(CONF), ())
+    chosen = {g: cfg[g].name for g in ("dataset", "backbone", "clusterer", "l2h", "baseline", "paths", "experiment")}
+    assert chosen == {"dataset": "digits", "backbone": "pixels", "clusterer": "kmeans", "l2h": "default",
+                      "baseline": "agglomerative", "paths": "default", "experiment": "demo"}
+    hydra = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]
+    assert hydra["job"]["chdir"] is False and hydra["output_subdir"] is None
+    assert hydra["run"]["dir"] == "${oc.select:stage.output,.}"  # each job's Hydra run dir = its output folder
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name):
+    """Each experiment composes and names only existing options and valid values (= Plan builds)."""
+    plan = Plan(CONF, experiment=name)
+    assert plan.name == name
+    assert set(plan.experiment["grid"]) == set(GRID_KEYS)
+    assert plan.runs
+    for run in plan.runs:
+        assert run.k >= 2
+        assert plan.run_of(run.folder) == run
+    for stage, fields in plan.jobs():
+        plan.command(stage, fields, plan.inputs(stage, fields))  # every job's command line can be built
+
+
+def test_demo_plan():
+    plan = Plan(CONF)
+    assert plan.name == "demo"
+    l2h = sorted((r.backbone, r.method) for r in plan.runs if r.kind == "l2h")
+    assert ("pixels", "kmeans") in l2h and ("efficientnet_lite0", "kmeans") in l2h
+    assert {(r.backbone, r.method) for r in plan.runs if r.kind == "baseline"} >= {("pixels", "agglomerative")}
+    assert all(r.k == 10 for r in plan.runs)  # K null = digits' 10 classes
+    assert plan.runs[0].folder == "digits/pixels/kmeans_k10_s0/l2h_sum_of_cluster_means_lowest_score"
+    assert "results/tables/demo.csv" in plan.report_outputs()
+
+
+def test_sweep_over_k_and_aggregation_is_one_override():
+    plan = Plan(CONF, overrides="backbone=pixels clusterer.k=5,10,20 l2h.aggregation=sum_all,sum_of_cluster_means")
+    trees = {(r.k, r.aggregation) for r in plan.runs if r.kind == "l2h"}
+    assert trees == {(k, a) for k in (5, 10, 20) for a in ("sum_all", "sum_of_cluster_means")}
+    assert {r.k for r in plan.runs if r.kind == "baseline"} == {5, 10, 20}
+    assert len([j for j in plan.jobs() if j[0] == "train_clusterer"]) == 3  # one model per K, shared by both Λ
+
+
+def test_range_list_and_glob_sweeps():
+    plan = Plan(CONF, overrides=["backbone=pixels", "k=range(4,9,2)", "baseline=[]", "seed=[0,1]"])
+    assert {(r.k, r.seed) for r in plan.runs} == {(k, s) for k in (4, 6, 8) for s in (0, 1)}
+    assert all(r.kind == "l2h" for r in plan.runs)
+    plan = Plan(CONF, overrides="backbone=glob(pix*) baseline=[]")
+    assert {r.backbone for r in plan.runs} == {"pixels"}
+
+
+def test_passthrough_override_reaches_only_its_stage():
+    base = Plan(CONF, overrides="backbone=pixels")
+    edited = Plan(CONF, overrides="backbone=pixels clusterer.n_init=3")
+    run = base.runs[0]
+    train = {k: run.fields()[k] for k in ("dataset", "backbone", "clusterer", "k", "seed")}
+    assert base.tracked("train_clusterer", train) != edited.tracked("train_clusterer", train)
+    assert edited.tracked("train_clusterer", train)["clusterer"]["n_init"] == 3
+    for stage, fields in base.jobs():
+        if stage not in ("train_clusterer", "report"):
+            assert base.tracked(stage, fields) == edited.tracked(stage, fields), stage
+    assert "clusterer.n_init=3" in edited.command("train_clusterer", train, edited.inputs("train_clusterer", train))
+
+
+def test_paths_and_runtime_keys_do_not_trigger_reruns():
+    base = Plan(CONF, overrides="backbone=efficientnet_lite0")
+    moved = Plan(CONF, overrides="backbone=efficientnet_lite0 paths.data=/elsewhere backbone.batch_size=7")
+    fields = {"dataset": "digits", "backbone": "efficientnet_lite0", "split": "test"}
+    assert base.tracked("extract_features", fields) == moved.tracked("extract_features", fields)
+    assert "paths.data=/elsewhere" in moved.command("extract_features", fields, {"classes": "x"})
+
+
+def test_untracked_backbone_keys_are_the_feature_cache_runtime_keys():
+    from l2h.features.backbone import RUNTIME_KEYS
+
+    assert set(UNTRACKED["backbone"]) == set(RUNTIME_KEYS)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("dataset=nope", "unknown dataset 'nope'"),
+    ("backbone=pixels+nope", "unknown backbone 'nope'"),
+    ("clusterer=nope", "unknown clusterer 'nope'"),
+    ("clusterer.k=1", "K must be an integer >= 2"),
+    ("k=2.5", "K must be an integer >= 2"),
+    ("l2h.aggregation=median", "unknown aggregation 'median'"),
+    ("l2h.strategy=random", "unknown strategy 'random'"),
+    ("seed=-1", "seed must be a non-negative integer"),
+    ("clusterer.n_init=1,2", "sweeps a value that is not part of the result paths"),
+    ("clusterer.no_such_key=1", "does not compose"),
+    ("experiment=table1", "--config experiment=NAME"),
+    ("stage.output=x", "the pipeline sets stage"),
+    ("nogroup.x=1", "does not name a config group"),
+    ("dataset=", "unknown dataset ''"),
+    ("dataset=[", "cannot parse"),
+])
+def test_bad_overrides_fail_at_composition(overrides, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        Plan(CONF, overrides=overrides)
+
+
+def test_unknown_experiment_and_tag():
+    with pytest.raises(InputError, match="unknown experiment 'nope'"):
+        Plan(CONF, experiment="nope")
+    with pytest.raises(InputError, match="tag"):
+        Plan(CONF, tag="a/b")
+    assert Plan(CONF, tag="k-sweep").report_outputs()[0] == "results/tables/demo+k-sweep.csv"
+
+
+def test_paths_override_moves_every_output():
+    plan = Plan(CONF, overrides="paths.results=out/elsewhere")
+    assert all(p.startswith("out/elsewhere/") for p in plan.report_outputs())
+    assert plan.output_patterns("build_tree")[0] == f"out/elsewhere/{L2H}/tree.json"
+
+
+def test_hydra_value_round_trips_through_hydras_parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = {"a": "results/x+y/z_k10.npy", "b": ["p", "q r"], "k": 10, "f": 0.5, "n": None, "t": True}
+    parsed = OverridesParser.create().parse_overrides([f"x={hydra_value(value)}"])[0].value()
+    assert parsed == value
+    for text in ("it's", 'say "hi"', "back\\slash", "end\\", "quote\\'d", "a,b c=d"):
+        assert OverridesParser.create().parse_overrides([f"x={hydra_value(text)}"])[0].value() == text
+    with pytest.raises(InputError):
+        hydra_value("${oc.env:HOME}")
+
+
+def test_overrides_parser_splits_like_a_shell():
+    parsed = Overrides.parse("'clusterer.k=5,10' clusterer.n_init=3", options={})
+    assert parsed.grid == {"k": ["5", "10"]}
+    assert parsed.passthrough == [("clusterer", "clusterer.n_init=3")]
+
+
+def test_wildcard_constraints_match_run_folders():
+    plan = Plan(CONF)
+    patterns = plan.wildcard_constraints()
+    for run in plan.runs:
+        assert re.fullmatch(patterns["run"], run.folder)
+    assert not re.fullmatch(patterns["run"], "digits/pixels/kmeans_k10_s0")
+    assert re.fullmatch(patterns["backbone"], "clip_vitl14+dinov2_vitg14")
+    assert plan.run_of("cifar100/clip_vitl14+dinov2_vitg14/kmeans_k90_s1/l2h_sum_all_all_pairs") == \
+        Run("l2h", "cifar100", "clip_vitl14+dinov2_vitg14", "kmeans", 90, 1, "sum_all", "all_pairs")
+
+
+def test_every_stage_has_a_module_and_a_rule():
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    for name in STAGES:
+        assert (REPO / "src" / "l2h" / "stages" / f"{name}.py").is_file()
+        assert f"rule {name}:" in rules
+        assert f'stage_config("{name}")' in rules  # every rule has its rerun trigger
+
+
+def test_method_labels():
+    assert method_label("l2h", "turtle", {}) == "L2H-TURTLE"
+    assert method_label("l2h", "kmeans", {}) == "L2H-kmeans"
+    assert method_label("baseline", "agglomerative", {"linkage": "ward"}) == "Agglomerative (ward)"
+    assert method_label("baseline", "deepect", {}) == "DeepECT"
+
+
+def test_tables_average_over_seeds():
+    def record(seed, acc, coarse=None):
+        metrics = {"nmi": 0.5, "ari": 0.4, "acc": acc, "dp": 0.3, "lp": 0.9}
+        if coarse is not None:
+            metrics.update(coarse_nmi=coarse, coarse_ari=coarse, coarse_acc=coarse, coarse_dp=coarse)
+        return {"run": {"method": "L2H-kmeans", "dataset": "d", "backbone": "b", "k": 10, "seed": seed,
+                        "aggregation": "sum_all", "strategy": "lowest_score"},
+                "labels": {"classes": 10, "coarse": 2 if coarse is not None else None}, "n_points": 5,
+                "metrics": metrics}
+
+    rows = table_rows([record(0, 0.5, 0.7), record(1, 0.7, 0.9)])
+    csv_text = to_csv(rows)
+    assert csv_text.splitlines()[0].startswith("method,dataset,backbone,k,seed")
+    assert "coarse_dp" in csv_text.splitlines()[0] and len(csv_text.splitlines()) == 3
+    md = markdown_table(rows, title="t")
+    line = [l for l in md.splitlines() if l.startswith("| L2H-kmeans")]
+    assert len(line) == 1 and "| 2 |" in line[0] and "0.600 ± 0.141" in line[0] and "10 classes; coarse: 2" in line[0]
+    single = markdown_table(table_rows([record(0, 0.5)]), title="t")
+    assert "coarse" not in single and "| 0.500 |" in single
+    assert json.loads(json.dumps(rows))  # plain data

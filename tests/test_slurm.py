@@ -1,0 +1,322 @@
+"""The pipeline on a real SLURM cluster: workflow/scripts/slurm_cluster.sh starts a single-node cluster (loopback
+only, with accounting) for the session; the reduced demo runs through snakemake-executor-plugin-slurm with the
+shipped profile (workflow/profiles/slurm, its two EDIT values filled in) while one job is cancelled with scancel,
+and is compared with a local run of the same experiment. A Hydra multirun of one stage goes through the
+hydra-submitit-launcher config (conf/hydra/launcher/slurm.yaml) to the same cluster.
+
+Needs root (it starts daemons), Debian's SLURM packages (the script installs them when missing) and a machine on
+which no other slurmctld runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+CONF = REPO / "conf"
+
+# The reduced demo: the demo experiment with its raw-pixel backbone only (7 SLURM jobs, 2 local ones).
+REDUCED = ["--config", "experiment=demo", "overrides=backbone=pixels"]
+LOCAL_RULES = {"prepare_data", "report", "all"}      # localrules: downloads and reports stay on the login node
+GPU_RULES = {"extract_features", "train_clusterer"}  # rules that ask SLURM for a GPU
+FAULT_RULE = "train_clusterer"                       # its first job is cancelled while its stage runs
+PARTITION, ACCOUNT = "main", "l2h"                   # what slurm_cluster.sh creates
+RUN_LIMIT_S = 480                                    # SIGKILL for a snakemake run (the plugin can hang)
+DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Cluster:
+    state: Path
+    env: dict
+
+
+def _alive(pid: int) -> bool:
+    """PID exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A running test cluster; stopped (and checked to be gone) at the end of the session, whatever happened."""
+    if os.geteuid() != 0:
+        pytest.skip("starting a SLURM cluster needs root (CI runs the suite as root)")
+    state = tmp_path_factory.mktemp("slurm-cluster")
+    start = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=900)
+    pids = {p.name: int(p.read_text()) for p in (state / "pids").glob("*")} if (state / "pids").is_dir() else {}
+    try:
+        if start.returncode != 0:
+            pytest.fail(f"the test cluster did not start:\n{start.stderr[-6000:]}")
+        assert set(pids) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
+        yield Cluster(state, {**os.environ, "SLURM_CONF": str(state / "etc" / "slurm.conf")})
+    finally:
+        stop = subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True,
+                              timeout=300)
+        alive = sorted(name for name, pid in pids.items() if _alive(pid))
+        assert stop.returncode == 0, stop.stderr
+        assert not alive, f"still running after stop: {alive}"
+        assert not state.exists() and not DEFAULT_CONF.is_symlink()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------
+
+def snakemake(workdir: Path, *args: str, env: dict, log: Path) -> subprocess.Popen:
+    """Start snakemake on the repository's workflow in `workdir`, killed after RUN_LIMIT_S."""
+    cmd = ["timeout", "-s", "KILL", str(RUN_LIMIT_S), sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE),
+           "--directory", str(workdir), *args]
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def edited_profile(tmp: Path) -> Path:
+    """The shipped profile with its two EDIT values set for the test cluster, as a user would edit it."""
+    text = PROFILE.read_text()
+    for key, value in (("slurm_partition", PARTITION), ("slurm_account", ACCOUNT)):
+        assert text.count(f"{key}=CHANGE_ME") == 1, f"{PROFILE}: no '{key}=CHANGE_ME' to edit"
+        text = text.replace(f"{key}=CHANGE_ME", f"{key}={value}")
+    out = tmp / "profile"
+    out.mkdir()
+    (out / "config.yaml").write_text(text)
+    return out
+
+
+
+def logged_jobs(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(kind, rule, wildcard values) of every job block in a snakemake log; kind is 'rule' or 'localrule'."""
+    jobs: list[list] = []
+    for line in text.splitlines():
+        head = re.fullmatch(r"(localrule|rule) (\w+):", line.strip())
+        if head:
+            jobs.append([head[1], head[2], ()])
+        elif jobs and line.strip().startswith("wildcards: "):
+            pairs = line.strip()[len("wildcards: "):].split(", ")
+            jobs[-1][2] = tuple(pair.split("=", 1)[1] for pair in pairs)
+    return [tuple(job) for job in jobs]
+
+
+def slurm_comment(rule: str, values: tuple[str, ...]) -> str:
+    """The --comment the executor plugin gives a job: rule name, then wildcard values joined by '_'."""
+    return f"rule_{rule}" + (f"_wildcards_{'_'.join(values).replace('/', '_')}" if values else "")
+
+
+def sacct(env: dict) -> list[dict]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "-o", "JobID,JobName,State,Comment,AllocTRES"],
+                         capture_output=True, text=True, env=env, check=True, timeout=60).stdout
+    keys = ("id", "name", "state", "comment", "tres")
+    return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+def cancel_when_running(rule: str, workdir: Path, env: dict, done: threading.Event, found: dict) -> None:
+    """scancel the first job of `rule` once it is RUNNING and its stage has started (its log file exists)."""
+    prefix = f"rule_{rule}_"
+    while not done.is_set():
+        queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True,
+                               env=env, timeout=30).stdout
+        for line in queue.splitlines():
+            jobid, comment = line.strip().split("|", 1)
+            if comment.startswith(prefix) and any((workdir / "results" / "logs" / rule).rglob("*.log")):
+                time.sleep(0.5)
+                subprocess.run(["scancel", jobid], env=env, check=True, timeout=30)
+                found.update(jobid=jobid, comment=comment, at=time.monotonic())
+                return
+        time.sleep(0.25)
+
+
+_TIMING_KEY = re.compile(r"(^|_)(time|seconds|elapsed)(_s)?$")
+
+
+def _drop_timings(obj):
+    """A JSON value without wall-clock measurements (keys such as fit_time_s), which differ between runs."""
+    if isinstance(obj, dict):
+        return {k: _drop_timings(v) for k, v in obj.items() if not _TIMING_KEY.search(k)}
+    if isinstance(obj, list):
+        return [_drop_timings(v) for v in obj]
+    return obj
+
+
+def same_result(a: Path, b: Path) -> bool:
+    """Equal content; JSON (also inside .npz headers) compared without timing fields, .npz array by array."""
+    if a.suffix == ".json":
+        return _drop_timings(json.loads(a.read_text())) == _drop_timings(json.loads(b.read_text()))
+    if a.suffix == ".npz":
+        with np.load(a) as za, np.load(b) as zb:
+            if sorted(za.files) != sorted(zb.files):
+                return False
+            for key in za.files:
+                x, y = za[key], zb[key]
+                if x.dtype == np.uint8 and x.ndim == 1 and key.startswith("__"):
+                    x, y = (_drop_timings(json.loads(bytes(v).decode())) for v in (x, y))
+                    if x != y:
+                        return False
+                elif not np.array_equal(x, y):
+                    return False
+        return True
+    return a.read_bytes() == b.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the runs: local reference and SLURM (with one job cancelled), side by side
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Runs:
+    local: Path
+    slurm: Path
+    local_log: str
+    slurm_log: str
+    cancelled: dict
+    slurm_seconds: float
+    env: dict
+
+
+@pytest.fixture(scope="session")
+def runs(slurm_cluster, tmp_path_factory) -> Runs:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    local, slurm = tmp / "local", tmp / "slurm"
+    local.mkdir()
+    slurm.mkdir()
+    env = slurm_cluster.env
+    profile = edited_profile(tmp)
+    t0 = time.monotonic()
+    slurm_proc = snakemake(slurm, "--workflow-profile", str(profile), *REDUCED,
+                           "--slurm-init-seconds-before-status-checks", "5", env=env, log=tmp / "slurm.log")
+    local_proc = snakemake(local, *REDUCED, "--cores", "2", env=env, log=tmp / "local.log")
+    done, cancelled = threading.Event(), {}
+    watcher = threading.Thread(target=cancel_when_running, args=(FAULT_RULE, slurm, env, done, cancelled),
+                               daemon=True)
+    watcher.start()
+    try:
+        local_rc = local_proc.wait()
+        slurm_rc = slurm_proc.wait()
+    finally:
+        done.set()
+        for proc in (local_proc, slurm_proc):
+            if proc.poll() is None:
+                proc.kill()
+        watcher.join(timeout=60)
+    seconds = time.monotonic() - t0
+    local_log, slurm_log = (tmp / "local.log").read_text(), (tmp / "slurm.log").read_text()
+    assert local_rc == 0, f"local run failed (rc {local_rc}):\n{local_log[-5000:]}"
+    assert slurm_rc == 0, f"SLURM run failed (rc {slurm_rc}; -9 = killed at {RUN_LIMIT_S} s):\n{slurm_log[-8000:]}"
+    print(f"SLURM run: {seconds:.0f} s", file=sys.stderr)
+    return Runs(local, slurm, local_log, slurm_log, cancelled, seconds, env)
+
+
+def test_every_job_ran_on_slurm(runs):
+    """Each non-local job of the experiment is in SLURM's accounting records under its rule and wildcards,
+    completed once; localrules never went to SLURM; the GPU rules got a GPU and the others none."""
+    jobs = set(logged_jobs(runs.local_log))
+    rules = {rule for _, rule, _ in jobs}
+    assert {"prepare_data", "extract_features", "train_clusterer", "build_tree", "run_baseline", "evaluate",
+            "report"} <= rules, sorted(rules)
+    expected = {slurm_comment(rule, values) for _, rule, values in jobs if rule not in LOCAL_RULES}
+    records = sacct(runs.env)
+    completed = [r["comment"] for r in records if r["state"] == "COMPLETED" and r["comment"].startswith("rule_")]
+    assert sorted(completed) == sorted(expected)  # every job once, nothing else
+    sent = {r["comment"] for r in records}
+    for rule in LOCAL_RULES:
+        assert not any(c == f"rule_{rule}" or c.startswith(f"rule_{rule}_") for c in sent), rule
+    kinds = {(kind, rule) for kind, rule, _ in logged_jobs(runs.slurm_log)}
+    assert {("localrule", "prepare_data"), ("localrule", "report")} <= kinds
+    for r in records:
+        if r["state"] == "COMPLETED" and r["comment"].startswith("rule_"):
+            rule = next(x for x in rules if r["comment"] == f"rule_{x}" or r["comment"].startswith(f"rule_{x}_wildcards_"))
+            assert ("gres/gpu=1" in r["tres"]) == (rule in GPU_RULES), r
+
+
+def test_slurm_results_equal_local_run(runs):
+    """Every result file of the SLURM run equals the local run's (timings aside); the table is identical."""
+    files = sorted(p.relative_to(runs.local) for p in (runs.local / "results").rglob("*")
+                   if p.is_file() and "logs" not in p.relative_to(runs.local).parts)
+    assert Path("results/tables/demo.csv") in files
+    theirs = sorted(p.relative_to(runs.slurm) for p in (runs.slurm / "results").rglob("*")
+                    if p.is_file() and "logs" not in p.relative_to(runs.slurm).parts)
+    assert files == theirs
+    different = [str(f) for f in files if not same_result(runs.local / f, runs.slurm / f)]
+    assert not different
+    assert (runs.local / "results/tables/demo.csv").read_text() == (runs.slurm / "results/tables/demo.csv").read_text()
+
+
+def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
+    """The job cancelled while its stage ran is CANCELLED in SLURM, Snakemake resubmitted it (retries), the rerun
+    completed, and no temporary or incomplete output remains: a dry run finds nothing to do."""
+    assert runs.cancelled, f"no {FAULT_RULE} job was seen running, so none was cancelled"
+    records = sacct(runs.env)
+    by_id = {r["id"]: r for r in records}
+    victim = by_id[runs.cancelled["jobid"]]
+    assert victim["state"].startswith("CANCELLED") and victim["comment"] == runs.cancelled["comment"]
+    reruns = [r for r in records if r["comment"] == victim["comment"] and int(r["id"]) > int(victim["id"])]
+    assert [r["state"] for r in reruns] == ["COMPLETED"]
+    assert "Trying to restart job" in runs.slurm_log
+    results = runs.slurm / "results"
+    assert not list(results.rglob("*.tmp")), "temporaries of the cancelled attempt remain"
+    incomplete = runs.slurm / ".snakemake" / "incomplete"
+    assert not incomplete.exists() or not any(incomplete.iterdir())
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(runs.slurm),
+                          "--cores", "1", "--dry-run", *REDUCED], capture_output=True, text=True, env=runs.env,
+                         timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hydra sweeps of one stage outside Snakemake (hydra-submitit-launcher)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.partition == "gpu" and launcher.account is None
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0 and launcher.array_parallelism > 0
+
+
+def test_hydra_multirun_of_a_stage_on_slurm(slurm_cluster, tmp_path):
+    """`python -m l2h.stages.build_tree -m hydra/launcher=slurm ...` runs each sweep value as a task of one SLURM
+    job array; each task's tree equals L2H computed here."""
+    from l2h.algorithm import l2h
+    from l2h.hierarchy import Hierarchy
+
+    logits = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    np.save(tmp_path / "logits.npy", logits)
+    aggregations = ["sum_all", "mean_of_cluster_means"]
+    cmd = ["timeout", "-s", "KILL", "240", sys.executable, "-m", "l2h.stages.build_tree", "-m",
+           "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", f"hydra.launcher.account={ACCOUNT}",
+           "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+           "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+           f"l2h.aggregation={','.join(aggregations)}", f"stage.inputs={{logits:'{tmp_path / 'logits.npy'}'}}",
+           f"stage.output={tmp_path / 'out'}/${{l2h.aggregation}}"]
+    before = {r["id"] for r in sacct(slurm_cluster.env)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=slurm_cluster.env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tasks = [r for r in sacct(slurm_cluster.env) if r["id"] not in before]
+    assert len(tasks) == len(aggregations) and all(r["state"] == "COMPLETED" for r in tasks), tasks
+    assert len({r["id"].split("_")[0] for r in tasks}) == 1  # one job array
+    for aggregation in aggregations:
+        tree = Hierarchy.load(tmp_path / "out" / aggregation / "tree.json")
+        expected = l2h(logits, aggregation=aggregation)
+        assert np.array_equal(tree.children, expected.children), aggregation
