@@ -24,8 +24,12 @@ QUICK = {
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def _one_thread():
+    """Small problems: one thread is fastest and immune to CPU oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ CONF = REPO / "conf"
 REDUCED = ["--config", "experiment=demo", "overrides=backbone=pixels"]
 LOCAL_RULES = {"prepare_data", "report", "all"}      # localrules: downloads and reports stay on the login node
 GPU_RULES = {"extract_features", "train_clusterer"}  # rules that ask SLURM for a GPU
-FAULT_RULE = "train_clusterer"                       # its first job is cancelled while its stage runs
+FAULT_RULE = "run_baseline"                          # its first job is cancelled halfway through its writes
 PARTITION, ACCOUNT = "main", "l2h"                   # what slurm_cluster.sh creates
 RUN_LIMIT_S = 480                                    # SIGKILL for a snakemake run (the plugin can hang)
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
@@ -126,19 +126,53 @@ def sacct(env: dict) -> list[dict]:
     return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
-def cancel_when_running(rule: str, workdir: Path, env: dict, done: threading.Event, found: dict) -> None:
-    """scancel the first job of `rule` once it is RUNNING and its stage has started (its log file exists)."""
+# Imported by every Python process of the SLURM run (PYTHONPATH): in the stage process of FAULT_RULE, and only
+# until the marker file exists, the first .npy the stage writes is followed by a long pause, during which the test
+# cancels the job. So the cancelled attempt has written part of its outputs, and its retry runs normally.
+PAUSE_HOOK = """
+import os, sys
+if "l2h.stages." + os.environ["L2H_TEST_PAUSE_STAGE"] in sys.orig_argv:
+    marker = os.environ["L2H_TEST_PAUSE_MARKER"]
+    if not os.path.exists(marker):
+        import time
+        import l2h.io
+        _write_npy = l2h.io.write_npy
+        def write_npy(path, obj):
+            _write_npy(path, obj)
+            if not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(os.path.abspath(path))
+                time.sleep(120)
+        l2h.io.write_npy = write_npy
+"""
+
+
+def pause_hook(tmp: Path, env: dict) -> tuple[dict, Path]:
+    """The environment that makes FAULT_RULE's first attempt pause after its first .npy (see PAUSE_HOOK)."""
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    marker = tmp / "paused"
+    path = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "L2H_TEST_PAUSE_STAGE": FAULT_RULE,
+            "L2H_TEST_PAUSE_MARKER": str(marker)}, marker
+
+
+def cancel_when_paused(rule: str, marker: Path, env: dict, done: threading.Event, found: dict) -> None:
+    """Once the paused stage wrote `marker`, scancel the RUNNING job of `rule`; note which outputs it had written."""
     prefix = f"rule_{rule}_"
     while not done.is_set():
-        queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True,
-                               env=env, timeout=30).stdout
-        for line in queue.splitlines():
-            jobid, comment = line.strip().split("|", 1)
-            if comment.startswith(prefix) and any((workdir / "results" / "logs" / rule).rglob("*.log")):
-                time.sleep(0.5)
-                subprocess.run(["scancel", jobid], env=env, check=True, timeout=30)
-                found.update(jobid=jobid, comment=comment, at=time.monotonic())
-                return
+        if marker.exists():
+            queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True,
+                                   text=True, env=env, timeout=30).stdout
+            for line in queue.splitlines():
+                jobid, comment = line.strip().split("|", 1)
+                if comment.startswith(prefix):
+                    folder = Path(marker.read_text()).parent
+                    written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+                    subprocess.run(["scancel", jobid], env=env, check=True, timeout=30)
+                    found.update(jobid=jobid, comment=comment, folder=folder, written=written)
+                    return
         time.sleep(0.25)
 
 
@@ -196,13 +230,14 @@ def runs(slurm_cluster, tmp_path_factory) -> Runs:
     local.mkdir()
     slurm.mkdir()
     env = slurm_cluster.env
+    slurm_env, marker = pause_hook(tmp, env)
     profile = edited_profile(tmp)
     t0 = time.monotonic()
     slurm_proc = snakemake(slurm, "--workflow-profile", str(profile), *REDUCED,
-                           "--slurm-init-seconds-before-status-checks", "5", env=env, log=tmp / "slurm.log")
+                           "--slurm-init-seconds-before-status-checks", "5", env=slurm_env, log=tmp / "slurm.log")
     local_proc = snakemake(local, *REDUCED, "--cores", "2", env=env, log=tmp / "local.log")
     done, cancelled = threading.Event(), {}
-    watcher = threading.Thread(target=cancel_when_running, args=(FAULT_RULE, slurm, env, done, cancelled),
+    watcher = threading.Thread(target=cancel_when_paused, args=(FAULT_RULE, marker, env, done, cancelled),
                                daemon=True)
     watcher.start()
     try:
@@ -258,9 +293,12 @@ def test_slurm_results_equal_local_run(runs):
 
 
 def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
-    """The job cancelled while its stage ran is CANCELLED in SLURM, Snakemake resubmitted it (retries), the rerun
-    completed, and no temporary or incomplete output remains: a dry run finds nothing to do."""
-    assert runs.cancelled, f"no {FAULT_RULE} job was seen running, so none was cancelled"
+    """The job cancelled halfway through writing its outputs is CANCELLED in SLURM, Snakemake resubmitted it
+    (retries), the rerun completed, and no temporary or incomplete output remains: a dry run finds nothing to do.
+    (That its outputs equal the local run's is checked with all the others above.)"""
+    assert runs.cancelled, f"no {FAULT_RULE} job was seen paused, so none was cancelled"
+    written = runs.cancelled["written"]
+    assert written and "info.json" not in written, f"not a partial output when cancelled: {written}"
     records = sacct(runs.env)
     by_id = {r["id"]: r for r in records}
     victim = by_id[runs.cancelled["jobid"]]

@@ -224,9 +224,9 @@ class TemiClusterer(Clusterer):
                 pair = neighbours[idx, pick[it * batch:(it + 1) * batch].to(device)]
                 xb = torch.cat([x[idx], x[pair]])
                 for i, group in enumerate(opt.param_groups):
-                    group["lr"] = lr_sched[step]
+                    group["lr"] = float(lr_sched[step])
                     if i == 0:
-                        group["weight_decay"] = wd_sched[step]
+                        group["weight_decay"] = float(wd_sched[step])
                 with torch.no_grad():
                     teacher_out = teacher(xb)
                 losses, prior = self._loss(student(xb), teacher_out, prior)
@@ -236,7 +236,7 @@ class TemiClusterer(Clusterer):
                     student.t["v"].grad = student.t["g"].grad = None
                 opt.step()
                 with torch.no_grad():
-                    m = mom_sched[step]
+                    m = float(mom_sched[step])
                     for name in _Heads.NAMES:
                         teacher.t[name].mul_(m).add_(student.t[name].detach(), alpha=1 - m)
                 epoch_losses += losses.detach().cpu().double()

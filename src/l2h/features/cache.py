@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from l2h.errors import InputError
 from l2h.features.backbone import config_dict, config_digest
@@ -82,6 +83,12 @@ def _mismatch(npy: Path, meta_path: Path, expected: dict) -> str | None:
     return None
 
 
+def _probe_dim(backbone, image, device) -> int:
+    """Feature dimension of a backbone whose dim depends on the input (pixels at native size)."""
+    with torch.inference_mode():
+        return int(backbone.encode(backbone.transform(image)[None].to(device)).shape[1])
+
+
 def extract_to_cache(backbone_cfg: Mapping | Any, images: Sequence, out_dir: str | os.PathLike, split: str, *,
                      batch_size: int | None = None, num_workers: int | None = None, device: str = "auto",
                      precision: str | None = None, progress: bool = True, dataset: Mapping | None = None,
@@ -103,9 +110,9 @@ def extract_to_cache(backbone_cfg: Mapping | Any, images: Sequence, out_dir: str
         log.warning("feature cache %s is stale (%s): rebuilding", npy, reason)
     meta_path.unlink(missing_ok=True)
 
-    backbone = build_backbone(cfg)
-    dim = backbone.dim or int(backbone.encode(backbone.transform(images[0])[None]).shape[1])
     dev = resolve_device(device)
+    backbone = build_backbone(cfg, device=str(dev))
+    dim = backbone.dim or _probe_dim(backbone, images[0], dev)
     precision = precision or cfg.get("precision", "auto")
     with atomic_path(npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))

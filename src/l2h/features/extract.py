@@ -79,16 +79,19 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 feats = backbone.encode(batch)
             feats = feats.float().cpu().numpy()
-            if out is None:
-                out = np.empty((n, feats.shape[1]), dtype=np.float32)
-            _check_out(out, n, feats.shape[1])
+            if pos == 0:
+                out = _output(out, n, feats.shape[1])
             out[pos:pos + len(feats)] = feats
             pos += len(feats)
             bar.update(len(feats))
     return out
 
 
-def _check_out(out: Any, n: int, dim: int) -> None:
+def _output(out: Any, n: int, dim: int) -> np.ndarray:
+    """A new float32 (n, dim) array, or the caller's ``out`` once checked to be one."""
+    if out is None:
+        return np.empty((n, dim), dtype=np.float32)
     if out.shape != (n, dim) or out.dtype != np.float32:
         raise InputError(f"extract_features: `out` must be float32 of shape ({n}, {dim}), "
                          f"got {out.dtype} {tuple(out.shape)}")
+    return out

@@ -39,11 +39,13 @@ def _transform(model, cfg: Mapping):
 
 def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     import timm
+    import timm.models
 
     name = _full_name(cfg)
     kwargs = {"num_classes": 0}
-    if cfg.get("image_size") is not None and cfg.get("set_model_img_size", True):
-        kwargs["img_size"] = int(cfg["image_size"])
+    pcfg = timm.models.get_pretrained_cfg(name)
+    if cfg.get("image_size") is not None and pcfg is not None and pcfg.fixed_input_size:
+        kwargs["img_size"] = int(cfg["image_size"])  # e.g. ViT position embeddings (resampled from the weights)
     try:
         with seeded(int(cfg.get("seed", 0))):
             model = timm.create_model(name, pretrained=cfg.get("pretrained") is not None,

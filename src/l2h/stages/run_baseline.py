@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from l2h.io import write_npy
-from l2h.stages.app import stage_main
+from l2h.stages.app import stage_main, without_timings
 
 
 def run(cfg, job):
@@ -17,6 +17,7 @@ def run(cfg, job):
     spaces = [np.load(path) for path in job.input("features")]
     features = spaces[0] if len(spaces) == 1 else np.concatenate([l2_normalize(x) for x in spaces], axis=1)
     result = run_baseline(cfg.baseline, features, k=int(job.run["k"]), seed=int(job.run["seed"]))
+    result.info = without_timings(result.info, str(cfg.baseline.name))
     result.write(job.output)
     indices = result.info.get("indices")
     write_npy(job.output / "indices.npy",

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from l2h.io import write_json, write_npy
-from l2h.stages.app import stage_main
+from l2h.stages.app import stage_main, without_timings
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def run(cfg, job):
     test = [np.load(path, mmap_mode="r") for path in job.input("test")]
     model = build_clusterer(cfg.clusterer).fit(train)
     logits = model.logits(test)
-    info = model.info()
+    model.info_ = info = without_timings(model.info(), model.name)
     if info["empty_clusters"]:
         log.warning("%d of %d clusters are empty on the train split", info["empty_clusters"], model.k)
     model.save(job.output / "model.npz")
