@@ -107,7 +107,7 @@ def test_paths_and_runtime_keys_do_not_trigger_reruns():
 def test_untracked_backbone_keys_are_the_feature_cache_runtime_keys():
     from l2h.features.backbone import RUNTIME_KEYS
 
-    assert set(UNTRACKED["backbone"]) == set(RUNTIME_KEYS)
+    assert set(UNTRACKED["extract_features"]["backbone"]) == set(RUNTIME_KEYS)
 
 
 @pytest.mark.parametrize("overrides, message", [

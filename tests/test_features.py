@@ -17,7 +17,6 @@ from conftest import backbone_config
 from PIL import Image
 from sklearn.cluster import KMeans
 
-from l2h.data.imageset import ImageSet
 from l2h.errors import InputError
 from l2h.features import build_backbone, extract_features, extract_to_cache, prefetch
 from l2h.features.extract import autocast_dtype

@@ -1,3 +1,15 @@
+rule prefetch_weights:
+    output:
+        PLAN.output_patterns("prefetch_weights"),
+    params:
+        config=stage_config("prefetch_weights"),
+        command=stage_command("prefetch_weights"),
+    log:
+        PLAN.log_pattern("prefetch_weights"),
+    shell:
+        "{params.command} > {log} 2>&1"
+
+
 rule extract_features:
     input:
         unpack(stage_inputs("extract_features")),

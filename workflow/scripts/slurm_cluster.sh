@@ -26,13 +26,17 @@ CLUSTER=l2h
 PARTITION=main
 ACCOUNT=l2h
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
-DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order; stopped in reverse
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order
 DEFAULT_CONF=/etc/slurm/slurm.conf
 
 die() { echo "slurm_cluster: $*" >&2; exit 1; }
 log() { echo "slurm_cluster: $*" >&2; }
 
 state_dir() { realpath -m "${1:-${L2H_SLURM_DIR:-/tmp/l2h-slurm}}"; }
+MARK="written by workflow/scripts/slurm_cluster.sh"
+
+# is_our_state DIR: DIR holds a cluster state written by this script (so it may be deleted)
+is_our_state() { [[ -f $1/etc/slurm.conf ]] && grep -q "$MARK" "$1/etc/slurm.conf"; }
 
 installed() {
     local p
@@ -72,7 +76,7 @@ is_our_link() {
     [[ -L $1 ]] || return 1
     local target
     target=$(readlink "$1")
-    [[ $target == */etc/slurm.conf ]] && { [[ ! -e $target ]] || grep -q "written by workflow/scripts/slurm_cluster.sh" "$target"; }
+    [[ $target == */etc/slurm.conf ]] && { [[ ! -e $target ]] || grep -q "$MARK" "$target"; }
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND (each try limited to 10 s) until it succeeds
@@ -102,7 +106,7 @@ write_configs() {
     if ((gpus > 0)); then gres_line=" Gres=gpu:$gpus"; gres_types="GresTypes=gpu"; fi
 
     cat >"$STATE/etc/slurm.conf" <<EOF
-# Test cluster written by workflow/scripts/slurm_cluster.sh; every address is loopback.
+# Test cluster $MARK; every address is loopback.
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
@@ -204,6 +208,9 @@ cmd_start() {
     if [[ -e $DEFAULT_CONF || -L $DEFAULT_CONF ]] && ! is_our_link "$DEFAULT_CONF"; then
         die "$DEFAULT_CONF exists and is not a link made by this script: this machine has a SLURM setup of its own"
     fi
+    if [[ -e $STATE ]] && ! is_our_state "$STATE" && [[ -n $(ls -A "$STATE") ]]; then
+        die "$STATE is not empty and holds no cluster state of this script: give an empty or new folder"
+    fi
     cmd_install
     rm -rf "$STATE"
     mkdir -p "$STATE"/{etc,pids,run,log,munge,ctld,d,mysql}
@@ -250,11 +257,30 @@ cmd_start() {
     echo "export SLURM_CONF=$SLURM_CONF"
 }
 
+# terminate NAME...: SIGTERM the recorded daemons, wait up to 10 s for them to end, SIGKILL what is left
+terminate() {
+    local name i pids=()
+    for name in "$@"; do
+        is_ours "$name" "$STATE/pids/$name" && { kill -TERM "$(<"$STATE/pids/$name")" 2>/dev/null || true; }
+    done
+    for ((i = 0; i < 40; i++)); do
+        pids=()
+        for name in "$@"; do is_ours "$name" "$STATE/pids/$name" && pids+=("$name"); done
+        ((${#pids[@]} == 0)) && return 0
+        sleep 0.25
+    done
+    for name in "${pids[@]}"; do
+        log "$name ($(<"$STATE/pids/$name")) ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$(<"$STATE/pids/$name")" 2>/dev/null || true
+    done
+    sleep 0.5
+}
+
 cmd_stop() {
     STATE=$(state_dir "${1:-}")
-    [[ -d $STATE/pids ]] || { log "nothing recorded in $STATE"; return 0; }
+    is_our_state "$STATE" || { log "no cluster state in $STATE"; return 0; }
     export SLURM_CONF=$STATE/etc/slurm.conf
-    local i j name pid alive
+    local i name
     # Cancel every job first: job steps run in slurmstepd processes that outlive slurmd.
     if is_ours slurmctld "$STATE/pids/slurmctld"; then
         scancel --full --quiet "--user=$(id -un)" 2>/dev/null || true
@@ -263,21 +289,10 @@ cmd_stop() {
             sleep 0.5
         done
     fi
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-        name=${DAEMONS[i]}
-        is_ours "$name" "$STATE/pids/$name" || continue
-        pid=$(<"$STATE/pids/$name")
-        kill -TERM "$pid" 2>/dev/null || true
-        alive=1
-        for ((j = 0; j < 40; j++)); do
-            kill -0 "$pid" 2>/dev/null || { alive=0; break; }
-            sleep 0.25
-        done
-        if ((alive)); then
-            log "$name ($pid) ignored SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
+    # in dependency order; the daemons within a group stop together
+    terminate slurmd slurmctld
+    terminate slurmdbd
+    terminate mariadbd munged
     for name in "${DAEMONS[@]}"; do
         if is_ours "$name" "$STATE/pids/$name"; then die "$name still running ($(<"$STATE/pids/$name"))"; fi
     done

@@ -57,10 +57,8 @@ def describe_transform(transform: Callable) -> str:
 
 def config_dict(cfg: Mapping | Any) -> dict:
     """A plain dict from a Hydra/OmegaConf node or a mapping (interpolations resolved)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a hard dependency
-        DictConfig = ()
+    from omegaconf import DictConfig, OmegaConf
+
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):

@@ -49,8 +49,7 @@ def make_loader(backbone: Backbone, images: Sequence, *, batch_size: int, num_wo
                 device: torch.device) -> DataLoader:
     """The DataLoader used by :func:`extract_features` (ordered; pinned memory on CUDA)."""
     return DataLoader(TransformedImages(images, backbone.transform), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=device.type == "cuda",
-                      prefetch_factor=4 if num_workers > 0 else None, persistent_workers=False)
+                      num_workers=num_workers, pin_memory=device.type == "cuda")
 
 
 def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 256, num_workers: int = 0,

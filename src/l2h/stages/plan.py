@@ -52,6 +52,7 @@ class Stage:
 # Layout templates, relative to ``paths.results``; placeholders are the Snakemake wildcards.
 DATA = "data/{dataset}"
 FEATURES = "features/{dataset}/{backbone}"
+WEIGHTS = "weights"
 CLUSTERER = "{dataset}/{backbone}/{clusterer}_k{k}_s{seed}"
 L2H = CLUSTERER + "/l2h_{aggregation}_{strategy}"
 BASELINE = "{dataset}/{backbone}/baseline_{baseline}_k{k}_s{seed}"
@@ -61,6 +62,7 @@ LOGS = "logs"
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prepare_data", ("dataset",), DATA, ("labels.npz", "classes.json")),
+    Stage("prefetch_weights", ("backbone",), WEIGHTS, ("{backbone}.json",), record="{backbone}"),
     Stage("extract_features", ("dataset", "backbone"), FEATURES, ("{split}.npy", "{split}.meta.json"),
           record="{split}"),
     Stage("train_clusterer", ("clusterer",), CLUSTERER, ("model.npz", "logits.npy", "info.json")),
@@ -77,11 +79,12 @@ GRID_KEYS = ("dataset", "backbone", "clusterer", "k", "aggregation", "strategy",
 GRID_OVERRIDES = {"dataset": "dataset", "backbone": "backbone", "clusterer": "clusterer", "baseline": "baseline",
                   "clusterer.k": "k", "k": "k", "clusterer.seed": "seed", "seed": "seed",
                   "l2h.aggregation": "aggregation", "l2h.strategy": "strategy"}
-#: Keys that change how a stage runs but not its results: left out of the rerun trigger. The backbone's
-#: are ``l2h.features.backbone.RUNTIME_KEYS`` (not imported: that would load torch into Snakemake).
-UNTRACKED = {"backbone": ("batch_size", "num_workers", "weights_dir")}
+#: Per stage and group, keys that change how the stage runs but not its results: left out of its rerun
+#: trigger. Feature extraction's are ``l2h.features.backbone.RUNTIME_KEYS`` (not imported: that would load
+#: torch into Snakemake); prefetching does depend on ``weights_dir``.
+UNTRACKED = {"extract_features": {"backbone": ("batch_size", "num_workers", "weights_dir")}}
 #: Folder names at the top of the results tree that a dataset may not take.
-RESERVED = {"data", "features", "tables", "figures", "logs"}
+RESERVED = {"data", "features", "weights", "tables", "figures", "logs"}
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
 
 
@@ -380,8 +383,9 @@ class Plan:
         """Every (stage, wildcard values) job of the plan, without duplicates, in DAG order."""
         seen: dict[tuple, None] = {}
         for run in self.runs:
+            seen[("prepare_data", (("dataset", run.dataset),))] = None
             for space in run.spaces:
-                seen[("prepare_data", (("dataset", run.dataset),))] = None
+                seen[("prefetch_weights", (("backbone", space),))] = None
                 for split in SPLITS:
                     seen[("extract_features", (("dataset", run.dataset), ("backbone", space),
                                                ("split", split)))] = None
@@ -447,7 +451,7 @@ class Plan:
         out: dict[str, Any] = {}
         for group in STAGES[stage].groups:
             node = OmegaConf.to_container(cfg[group], resolve=True)
-            node = {k: v for k, v in node.items() if k not in UNTRACKED.get(group, ())}
+            node = {k: v for k, v in node.items() if k not in UNTRACKED.get(stage, {}).get(group, ())}
             out[group] = node
         out["run"] = self.descriptor(stage, fields)
         return out
@@ -504,7 +508,7 @@ class Plan:
         st = STAGES[stage]
         if stage == "report":
             return self.path(LOGS, stage, f"{self.table_name}.log")
-        stem = st.folder + ("/{split}" if stage == "extract_features" else "")
+        stem = st.folder + {"extract_features": "/{split}", "prefetch_weights": "/{backbone}"}.get(stage, "")
         return self.path(LOGS, stage, stem + ".log")
 
     def wildcard_constraints(self) -> dict[str, str]:
@@ -529,10 +533,11 @@ class Plan:
     # -- per-job inputs and command lines -------------------------------------------------------------------
     def inputs(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Named input files of the job (for the rule's ``input:`` via ``unpack``)."""
-        if stage == "prepare_data":
+        if stage in ("prepare_data", "prefetch_weights"):
             return {}
         if stage == "extract_features":
-            return {"classes": self.path(DATA.format(**fields), "classes.json")}
+            return {"classes": self.path(DATA.format(**fields), "classes.json"),
+                    "weights": self.path(WEIGHTS, f"{fields['backbone']}.json")}
         if stage == "train_clusterer":
             spaces = fields["backbone"].split("+")
             feats = [self.path(FEATURES.format(dataset=fields["dataset"], backbone=b)) for b in spaces]
