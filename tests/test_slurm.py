@@ -120,12 +120,19 @@ def slurm_comment(rule: str, values: tuple[str, ...]) -> str:
     return f"rule_{rule}" + (f"_wildcards_{'_'.join(values).replace('/', '_')}" if values else "")
 
 
-def sacct(env: dict) -> list[dict]:
-    """Every job allocation in the cluster's accounting records."""
+def sacct(env: dict, settle_s: float = 60) -> list[dict]:
+    """Every job allocation in the cluster's accounting records, once none is still pending or running there
+    (slurmdbd learns a job's end from slurmctld a moment after squeue shows it)."""
     cmd = ["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "-o", "JobID,JobName,State,Comment,AllocTRES"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=60).stdout
     keys = ("id", "name", "state", "comment", "tres")
-    return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=60).stdout
+        records = [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+        active = [r for r in records if r["state"] in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")]
+        if not active or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
 
 
 # Imported by every Python process of the SLURM run (PYTHONPATH): in the stage process of FAULT_RULE, and only
@@ -189,7 +196,6 @@ class Runs:
     local_log: str
     slurm_log: str
     cancelled: dict
-    slurm_seconds: float
     env: dict
 
 
@@ -221,12 +227,11 @@ def runs(slurm_cluster, tmp_path_factory) -> Runs:
                     proc.kill()
                     proc.wait()
             watcher.join(timeout=60)
-    seconds = time.monotonic() - t0
     local_log, slurm_log = (tmp / "local.log").read_text(), (tmp / "slurm.log").read_text()
     assert local_rc == 0, f"local run failed (rc {local_rc}):\n{local_log[-5000:]}"
     assert slurm_rc == 0, f"SLURM run failed (rc {slurm_rc}; 137 = killed at {RUN_LIMIT_S} s):\n{slurm_log[-8000:]}"
-    print(f"SLURM run: {seconds:.0f} s", file=sys.stderr)
-    return Runs(local, slurm, local_log, slurm_log, cancelled, seconds, env)
+    print(f"local and SLURM runs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return Runs(local, slurm, local_log, slurm_log, cancelled, env)
 
 
 def test_every_job_ran_on_slurm(runs):
@@ -275,6 +280,7 @@ def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
     assert victim["state"].startswith("CANCELLED") and victim["comment"] == runs.cancelled["comment"]
     reruns = [r for r in records if r["comment"] == victim["comment"] and int(r["id"]) > int(victim["id"])]
     assert [r["state"] for r in reruns] == ["COMPLETED"]
+    assert f"Removing output files of failed job {FAULT_RULE}" in runs.slurm_log
     assert "Trying to restart job" in runs.slurm_log
     results = runs.slurm / "results"
     assert not list(results.rglob("*.tmp")), "temporaries of the cancelled attempt remain"
@@ -321,7 +327,10 @@ def test_hydra_multirun_of_a_stage_on_slurm(slurm_cluster, tmp_path):
     before = {r["id"] for r in sacct(slurm_cluster.env)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=slurm_cluster.env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    tasks = [r for r in sacct(slurm_cluster.env) if r["id"] not in before]
+    deadline = time.monotonic() + 60  # the records reach slurmdbd a moment after the jobs end
+    while len(tasks := [r for r in sacct(slurm_cluster.env) if r["id"] not in before]) < len(aggregations):
+        assert time.monotonic() < deadline, tasks
+        time.sleep(0.5)
     assert len(tasks) == len(aggregations) and all(r["state"] == "COMPLETED" for r in tasks), tasks
     assert len({r["id"].split("_")[0] for r in tasks}) == 1  # one job array
     for aggregation in aggregations:

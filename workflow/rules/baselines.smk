@@ -9,5 +9,9 @@ rule run_baseline:
     log:
         PLAN.log_pattern("run_baseline"),
     threads: 4
+    resources:
+        gpu=lambda wildcards: int(wildcards.baseline in ("deepect", "treevae")),
+        mem_mb=64000,
+        runtime=720,
     shell:
         "{params.command} > {log} 2>&1"

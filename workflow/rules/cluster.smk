@@ -9,5 +9,9 @@ rule train_clusterer:
     log:
         PLAN.log_pattern("train_clusterer"),
     threads: 4
+    resources:
+        gpu=1,
+        mem_mb=lambda wildcards, input: max(16000, 4 * int(input.size_mb)),
+        runtime=480,
     shell:
         "{params.command} > {log} 2>&1"

@@ -25,13 +25,8 @@ wildcard_constraints:
 
 
 def stage_inputs(stage):
-    """The named input files of a job of `stage` (use with unpack). The prefetched-weights record only
-    orders the jobs: its timestamp never re-runs feature extraction (ancient)."""
-    def named(wildcards):
-        files = PLAN.inputs(stage, dict(wildcards))
-        return {key: ancient(val) if key == "weights" else val for key, val in files.items()}
-
-    return named
+    """The named input files of a job of `stage` (use with unpack)."""
+    return lambda wildcards: PLAN.inputs(stage, dict(wildcards))
 
 
 def stage_command(stage):

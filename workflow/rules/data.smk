@@ -1,4 +1,5 @@
 rule prepare_data:
+    localrule: True
     output:
         PLAN.output_patterns("prepare_data"),
     params:

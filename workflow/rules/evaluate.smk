@@ -8,5 +8,8 @@ rule evaluate:
         command=stage_command("evaluate"),
     log:
         PLAN.log_pattern("evaluate"),
+    resources:
+        mem_mb=8000,
+        runtime=60,
     shell:
         "{params.command} > {log} 2>&1"

@@ -1,4 +1,5 @@
 rule prefetch_weights:
+    localrule: True
     output:
         PLAN.output_patterns("prefetch_weights"),
     params:
@@ -21,5 +22,9 @@ rule extract_features:
     log:
         PLAN.log_pattern("extract_features"),
     threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=720,
     shell:
         "{params.command} > {log} 2>&1"

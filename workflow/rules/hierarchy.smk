@@ -8,5 +8,8 @@ rule build_tree:
         command=stage_command("build_tree"),
     log:
         PLAN.log_pattern("build_tree"),
+    resources:
+        mem_mb=lambda wildcards, input: max(4000, 3 * int(input.size_mb)),
+        runtime=120,
     shell:
         "{params.command} > {log} 2>&1"

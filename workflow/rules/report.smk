@@ -1,4 +1,5 @@
 rule report:
+    localrule: True
     input:
         unpack(stage_inputs("report")),
     output:

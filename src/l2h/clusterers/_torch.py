@@ -61,9 +61,10 @@ class Checkpointer:
     a stale one is ignored with a warning and overwritten at the next save.
     """
 
-    def __init__(self, directory: str | os.PathLike | None, name: str, fingerprint: str):
+    def __init__(self, directory: str | os.PathLike | None, name: str, arrays: Sequence[np.ndarray],
+                 params: dict[str, Any]):
         self.path = None if directory is None else Path(directory) / f"{name}.ckpt.pt"
-        self.fingerprint = fingerprint
+        self.fingerprint = None if self.path is None else fingerprint(arrays, params)
 
     def load(self) -> dict[str, Any] | None:
         if self.path is None or not self.path.is_file():

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from l2h.clusterers._torch import Checkpointer, fingerprint, resolve_device, weight_normed
+from l2h.clusterers._torch import Checkpointer, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, l2_normalize
 from l2h.errors import InputError
 
@@ -197,7 +197,7 @@ class TemiClusterer(Clusterer):
         prior = torch.full((self.heads, self.k), 1.0 / self.k, device=device)
         head_losses = torch.full((self.heads,), math.nan)
 
-        ckpt = Checkpointer(self.checkpoint_dir, "temi", fingerprint(spaces, self._trajectory_params()))
+        ckpt = Checkpointer(self.checkpoint_dir, "temi", spaces, self._trajectory_params())
         start, resumed_from = 0, None
         state = ckpt.load()
         if state is not None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from l2h.clusterers._torch import Checkpointer, fingerprint, linear_init, resolve_device, weight_normed
+from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
 from l2h.errors import InputError
 
@@ -100,7 +100,7 @@ class TurtleClusterer(Clusterer):
             return params, torch.optim.Adam(params, lr=self.inner_lr, betas=(0.9, 0.999))
 
         inner, inner_opt = new_inner()
-        ckpt = Checkpointer(self.checkpoint_dir, "turtle", fingerprint(spaces, self._trajectory_params()))
+        ckpt = Checkpointer(self.checkpoint_dir, "turtle", spaces, self._trajectory_params())
         start, resumed_from = 0, None
         state = ckpt.load()
         if state is not None and int(state["step"]) > self.outer_steps:

@@ -8,6 +8,7 @@ inputs, command line and rerun-trigger config from it, and the stages read the s
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -82,7 +83,8 @@ GRID_OVERRIDES = {"dataset": "dataset", "backbone": "backbone", "clusterer": "cl
 #: Per stage and group, keys that change how the stage runs but not its results: left out of its rerun
 #: trigger. Feature extraction's are ``l2h.features.backbone.RUNTIME_KEYS`` (not imported: that would load
 #: torch into Snakemake); prefetching does depend on ``weights_dir``.
-UNTRACKED = {"extract_features": {"backbone": ("batch_size", "num_workers", "weights_dir")}}
+UNTRACKED = {"extract_features": {"backbone": ("batch_size", "num_workers", "weights_dir")},
+             "prefetch_weights": {"backbone": ("batch_size", "num_workers")}}
 #: Folder names at the top of the results tree that a dataset may not take.
 RESERVED = {"data", "features", "weights", "tables", "figures", "logs"}
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
@@ -328,7 +330,7 @@ class Plan:
 
     def _k(self, dataset: str, k: Any) -> int:
         if k is None or str(k).lower() in ("null", "none"):
-            num = self.compose((f"dataset={dataset}",)).dataset.get("num_classes")
+            num = self.group_config("dataset", dataset).get("num_classes")
             if num is None:
                 raise InputError(f"dataset {dataset}: K is null but the dataset config has no num_classes; "
                                  f"set clusterer.k")
@@ -370,7 +372,7 @@ class Plan:
                 for c, a, s in itertools.product(clusterers, block["aggregation"], block["strategy"]):
                     runs[Run("l2h", d, b, c, k, seed, a, s)] = None
                 for base in baselines:
-                    own = self.compose((f"baseline={base}",)).baseline.get("features_backbone")
+                    own = self.group_config("baseline", base).get("features_backbone")
                     if own is not None:
                         self._check_name("backbone", own)
                     runs[Run("baseline", d, str(own or b), base, k, seed)] = None
@@ -412,47 +414,54 @@ class Plan:
                            g.get("aggregation"), g.get("strategy"))
         raise InputError(f"{folder}: not a run folder ({L2H} or {BASELINE})")
 
+    def _selection(self, group: str, fields: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+        """The option a job selects in ``group`` and the plain values it sets there, from its wildcards."""
+        if group == "clusterer":
+            return fields["clusterer"], (f"clusterer.k={int(fields['k'])}", f"clusterer.seed={int(fields['seed'])}")
+        if group == "l2h":
+            return None, (f"l2h.aggregation={fields['aggregation']}", f"l2h.strategy={fields['strategy']}")
+        if group == "experiment":
+            return self.name, ()
+        return fields[group], ()
+
+    def _extras(self, group: str, option: str | None) -> list[str]:
+        """The experiment's settings and the user's pass-through overrides for ``group`` (and ``option``)."""
+        out = list(self.settings.get(group, []))
+        if option is not None:
+            out += self.settings.get(f"{group}/{option}", [])
+        return out + [text for g, text in self.overrides.passthrough if g == group]
+
     def group_overrides(self, stage: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
         """The Hydra overrides that configure ``stage`` for the job with wildcard values ``fields``:
-        group options, the experiment's settings, the user's pass-through overrides, then the job's values."""
-        groups = STAGES[stage].groups
-        chosen: dict[str, str] = {}
-        values: list[str] = []
-        if "dataset" in groups:
-            chosen["dataset"] = fields["dataset"]
-        if "backbone" in groups:
-            chosen["backbone"] = fields["backbone"]
-        if "clusterer" in groups:
-            chosen["clusterer"] = fields["clusterer"]
-            values += [f"clusterer.k={int(fields['k'])}", f"clusterer.seed={int(fields['seed'])}"]
-        if "baseline" in groups:
-            chosen["baseline"] = fields["baseline"]
-        if "l2h" in groups:
-            values += [f"l2h.aggregation={fields['aggregation']}", f"l2h.strategy={fields['strategy']}"]
-        out = [f"{g}={o}" for g, o in chosen.items()]
-        if "experiment" in groups:
-            out.append(f"experiment={self.name}")
-        for group in (*groups, "paths"):
-            out += self.settings.get(group, [])
-            if group in chosen:
-                out += self.settings.get(f"{group}/{chosen[group]}", [])
-            out += [text for g, text in self.overrides.passthrough if g == group]
-        return tuple(out + values)
+        per group its option, the experiment's settings, the user's pass-through overrides and the job's
+        values; then the paths overrides."""
+        out: list[str] = []
+        for group in STAGES[stage].groups:
+            option, values = self._selection(group, fields)
+            out += ([f"{group}={option}"] if option is not None else []) + self._extras(group, option) + list(values)
+        return tuple(out + self._extras("paths", None))
+
+    def group_config(self, group: str, option: str | None = None, values: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The resolved ``group`` node as a job with ``option`` and ``values`` sees it (composed once per
+        option and overrides; ``values`` are plain ``key=value`` overrides applied afterwards, as Hydra does).
+
+        Groups are composed separately, with the other groups at their defaults: a group that interpolated
+        a value of another selectable group would be resolved against that group's default here (no config
+        does); the stage itself always composes the job's full config."""
+        base = ([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
+        try:
+            return copy.deepcopy(_group_node(str(self.conf_dir), group, tuple(base + self._extras("paths", None)),
+                                             tuple(values)))
+        except InputError as exc:
+            raise InputError(f"{group}{'=' + option if option else ''}: {exc}") from None
 
     def tracked(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """The resolved config ``stage`` depends on for this job: its groups (paths and the backbone's
-        runtime-only keys left out) and its run descriptor. A change in it re-runs the job."""
-        from omegaconf import OmegaConf
-
-        try:
-            cfg = self.compose(self.group_overrides(stage, fields))
-        except InputError as exc:
-            raise InputError(f"{stage} {dict(fields)}: {exc}") from None
+        """The resolved config ``stage`` depends on for this job: its groups (runtime-only keys left out)
+        and its run descriptor. A change in it re-runs the job."""
         out: dict[str, Any] = {}
         for group in STAGES[stage].groups:
-            node = OmegaConf.to_container(cfg[group], resolve=True)
-            node = {k: v for k, v in node.items() if k not in UNTRACKED.get(stage, {}).get(group, ())}
-            out[group] = node
+            node = self.group_config(group, *self._selection(group, fields))
+            out[group] = {k: v for k, v in node.items() if k not in UNTRACKED.get(stage, {}).get(group, ())}
         out["run"] = self.descriptor(stage, fields)
         return out
 
@@ -464,9 +473,7 @@ class Plan:
         if stage == "evaluate":
             run = self.run_of(fields["run"])
             group = "clusterer" if run.kind == "l2h" else "baseline"
-            node = self.compose((f"{group}={run.method}",
-                                 *self.settings.get(group, []), *self.settings.get(f"{group}/{run.method}", []),
-                                 *(t for g, t in self.overrides.passthrough if g == group)))[group]
+            node = self.group_config(group, run.method)
             return {**run.descriptor(), "method": method_label(run.kind, run.method, node)}
         if stage == "report":
             return {"experiment": self.name, "table": self.table_name,
@@ -578,6 +585,24 @@ class Plan:
                 *self.group_overrides(stage, fields),
                 *(f"stage.{key}={hydra_value(val)}" for key, val in stage_node.items())]
         return shlex.join(args)
+
+
+@lru_cache(maxsize=None)
+def _group_node(conf_dir: str, group: str, base: tuple[str, ...], values: tuple[str, ...]) -> dict[str, Any]:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = _compose(conf_dir, base)
+    try:
+        if values:
+            cfg = copy.deepcopy(cfg)
+            ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(list(values)), cfg)
+        return OmegaConf.to_container(cfg[group], resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise InputError(f"the config does not compose with overrides {[*base, *values]}: {exc}") from None
 
 
 @lru_cache(maxsize=None)
