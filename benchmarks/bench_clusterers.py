@@ -2,7 +2,8 @@
 available: seconds per TURTLE outer step (two spaces, 768 + 1,536 dims, as CLIP ViT-L/14 + DINOv2 ViT-g/14)
 and per TEMI epoch (768 dims, 16 heads, batch 1,024 → 48 iterations), plus the TEMI kNN graph.
 
-Features are random Gaussian (speed does not depend on their values). Writes benchmarks/results/clusterers.json.
+Features are random Gaussian (speed does not depend on their values). Writes benchmarks/results/clusterers.json
+with the machine's description and its load average (other work on a shared machine slows every number).
 
     python benchmarks/bench_clusterers.py [--threads 2] [--turtle-steps 3] [--temi-epochs 1] [--temi-points 50000]
 """
@@ -12,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from l2h.clusterers import build_clusterer
-from l2h.clusterers.temi import knn_indices
 from l2h.io import package_versions, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clusterers.json"
@@ -32,7 +31,8 @@ def machine_info() -> dict:
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal"))
     info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
-            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
+            "platform": platform.platform(),
             "packages": package_versions(("numpy", "torch", "scikit-learn"))}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
@@ -41,14 +41,8 @@ def machine_info() -> dict:
 
 def bench_turtle(device: str, steps: int, rng: np.random.Generator) -> dict:
     spaces = [rng.standard_normal((N, d), dtype=np.float32) for d in TURTLE_DIMS]
-    timings = {}
-    for n_steps in (1, 1 + steps):  # the first step includes allocation / warm-up: time the difference
-        model = build_clusterer({"name": "turtle", "k": K, "outer_steps": n_steps, "device": device,
-                                 "progress": False})
-        start = time.perf_counter()
-        model.fit(spaces)
-        timings[n_steps] = time.perf_counter() - start
-    per_step = (timings[1 + steps] - timings[1]) / steps
+    model = build_clusterer({"name": "turtle", "k": K, "outer_steps": steps, "device": device, "progress": False})
+    per_step = model.fit(spaces).info()["fit_time_s"] / steps  # the training loop only
     return {"points": N, "dims": list(TURTLE_DIMS), "k": K, "batch_size": 10_000, "inner_steps": 10,
             "steps_timed": steps, "seconds_per_outer_step": per_step,
             "projected_seconds_for_6000_steps": per_step * 6000}
@@ -56,15 +50,13 @@ def bench_turtle(device: str, steps: int, rng: np.random.Generator) -> dict:
 
 def bench_temi(device: str, epochs: int, points: int, rng: np.random.Generator) -> dict:
     x = rng.standard_normal((points, TEMI_DIM), dtype=np.float32)
-    start = time.perf_counter()
-    knn_indices(x, 50, device=torch.device(device))
-    knn_s = time.perf_counter() - start
     model = build_clusterer({"name": "temi", "k": K, "epochs": epochs, "device": device, "progress": False})
     model.fit([x])
     info = model.info()
     per_epoch = info["train_time_s"] / epochs
     return {"points": points, "dim": TEMI_DIM, "k": K, "heads": 16, "batch_size": 1024,
-            "iterations_per_epoch": info["iters_per_epoch"], "epochs_timed": epochs, "knn_graph_seconds": knn_s,
+            "iterations_per_epoch": info["iters_per_epoch"], "epochs_timed": epochs,
+            "knn_graph_seconds": info["knn_time_s"],
             "seconds_per_epoch": per_epoch, "projected_seconds_for_100_epochs": per_epoch * 100}
 
 
@@ -87,6 +79,7 @@ def main() -> None:
         print("turtle", device, results["turtle"][device], flush=True)
         results["temi"][device] = bench_temi(device, args.temi_epochs, args.temi_points, rng)
         print("temi", device, results["temi"][device], flush=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

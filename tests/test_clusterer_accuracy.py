@@ -20,13 +20,13 @@ from l2h.metrics import acc
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "clusterer"
 
-# Reduced budgets. TURTLE: 600 of the official 6,000 outer steps. TEMI: the official schedule is made for
+# Reduced budgets. TURTLE: 400 of the official 6,000 outer steps. TEMI: the official schedule is made for
 # ~4,800 iterations (CIFAR: 100 epochs of 48 batches); 20 epochs of 1,000 points are ~150 iterations, over which
 # a teacher EMA momentum of 0.996 (time constant ~250 iterations) leaves the teacher at its initialisation, so the
 # short run uses momentum 0.9, a constant rate 2e-3 (per 256 points), batch 128 and 4 heads instead of 16.
 # knn=10: the official 50 neighbours are 1% of a CIFAR class of 5,000 images, here they are half a class of 100
 # (50-NN label agreement on the CIFAR features 0.38, 10-NN 0.48; measured TEMI ACC with knn=50: 0.445 vs k-means 0.469).
-TURTLE_TEST = {"outer_steps": 600, "progress": False}
+TURTLE_TEST = {"outer_steps": 400, "progress": False}
 TEMI_TEST = {"epochs": 20, "heads": 4, "batch_size": 128, "warmup_epochs": 2, "lr": 2e-3, "min_lr": 2e-3,
              "momentum_teacher": 0.9, "max_momentum_teacher": 0.9, "knn": 10, "progress": False}
 
@@ -73,8 +73,8 @@ def turtle_fit(cases, case):
 
 PIXELS_SHORTFALL = pytest.mark.xfail(strict=True, reason=(
     "measured: digits pixels in [0, 1] (norm ~3.9, 64 dims) with the official learning rates: the 10 inner Adam "
-    "steps at 1e-3 barely fit (inner CE stays ~ln K), TURTLE ACC 0.34 at T=600 and 0.37 at T=1000 against k-means "
-    "0.778; with both rates at 1e-2 it plateaus at 0.77-0.78 (T=1000-2000), level with k-means, never above"))
+    "steps at 1e-3 barely fit (inner CE stays ~ln K): TURTLE ACC 0.33-0.34 at T=400-600, 0.37 at T=1000, against "
+    "k-means 0.778; with both rates at 1e-2 it plateaus at 0.77-0.78 (T=1000-2000), level with k-means, not above"))
 CASES = ["digits-pixels", "digits-efficientnet_lite0", "cifar10-efficientnet_lite0"]
 
 

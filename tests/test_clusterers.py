@@ -285,3 +285,18 @@ def test_bad_config_raises_input_error():
         build_clusterer({"name": "kmeans", "k": 3, "temperature": -1})
     with pytest.raises(InputError, match="device"):
         build_clusterer({"name": "temi", "k": 3, "device": "no-such-device"})
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_memory_mapped_features(name, digits, tmp_path):
+    """The pipeline passes read-only memory-mapped .npy files: same results, no warning."""
+    import warnings
+
+    xtr, _, xte, _ = digits
+    np.save(tmp_path / "train.npy", xtr)
+    np.save(tmp_path / "test.npy", xte)
+    mtr, mte = np.load(tmp_path / "train.npy", mmap_mode="r"), np.load(tmp_path / "test.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logits = quick(name, k=5).fit([mtr]).logits([mte])
+    np.testing.assert_array_equal(logits, quick(name, k=5).fit([xtr]).logits([xte]))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from l2h.clusterers.base import Clusterer
 from l2h.clusterers.kmeans import KMeansClusterer
 from l2h.clusterers.temi import TemiClusterer
@@ -20,13 +22,8 @@ REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClustere
 
 def build_clusterer(cfg: Any) -> Clusterer:
     """A new (unfitted) clusterer from the ``clusterer`` config node."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
         raise InputError(f"clusterer config: expected a mapping, got {type(cfg).__name__}")
     params = dict(cfg)
@@ -44,4 +41,5 @@ def load_clusterer(path) -> Clusterer:
     return Clusterer.load(path)
 
 
-__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TemiClusterer", "TurtleClusterer", "build_clusterer", "load_clusterer"]
+__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TemiClusterer", "TurtleClusterer", "build_clusterer",
+           "load_clusterer"]

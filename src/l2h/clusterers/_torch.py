@@ -31,6 +31,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A float array as a tensor on ``device`` (read-only arrays, e.g. memory-mapped features, are copied)."""
+    return torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device)
+
+
 def linear_init(n_out: int, n_in: int, gen: torch.Generator, *, bias: bool = True):
     """PyTorch's default ``nn.Linear`` initialisation, U(−1/√n_in, 1/√n_in) for weight and bias,
     drawn from ``gen`` (on CPU, so the same seed gives the same weights on every device)."""

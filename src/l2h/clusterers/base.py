@@ -83,6 +83,8 @@ class Clusterer:
         self.dims_ = [x.shape[1] for x in spaces]
         self.info_ = {"n_train": spaces[0].shape[0], "dims": list(self.dims_), **self._fit(spaces)}
         train_logits = self._logits(spaces)
+        if not np.isfinite(train_logits).all():
+            raise FloatingPointError(f"{self.name}: non-finite logits on the train split (training diverged)")
         sizes = np.bincount(np.argmax(train_logits, axis=1), minlength=self.k)
         self.info_["empty_clusters"] = int((sizes == 0).sum())
         self.info_["cluster_sizes"] = sizes.tolist()

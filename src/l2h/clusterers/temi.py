@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from l2h.clusterers._torch import Checkpointer, resolve_device, weight_normed
+from l2h.clusterers._torch import Checkpointer, resolve_device, to_device, weight_normed
 from l2h.clusterers.base import Clusterer, l2_normalize
 from l2h.errors import InputError
 
@@ -47,9 +47,12 @@ def cosine_schedule(base: float, final: float, epochs: int, iters_per_epoch: int
     return np.concatenate([warmup, final + 0.5 * (base - final) * (1 + np.cos(np.pi * rest / max(rest.size, 1)))])
 
 
-def knn_indices(x: np.ndarray, k: int, *, device: torch.device, block_rows: int = 4096) -> torch.Tensor:
-    """int64 (N, k): the k most cosine-similar other rows of ``x`` for each row (self excluded)."""
+def knn_indices(x: np.ndarray, k: int, *, device: torch.device, block_rows: int | None = None) -> torch.Tensor:
+    """int64 (N, k): the k most cosine-similar other rows of ``x`` for each row (self excluded).
+
+    Similarities are computed ``block_rows`` rows at a time (default: blocks of ~2^27 entries, 512 MiB)."""
     z = torch.from_numpy(l2_normalize(x)).to(device)
+    block_rows = block_rows or max(1, 2**27 // z.shape[0])
     out = torch.empty((z.shape[0], k), dtype=torch.int64)
     for lo in range(0, z.shape[0], block_rows):
         sim = z[lo:lo + block_rows] @ z.T
@@ -181,7 +184,7 @@ class TemiClusterer(Clusterer):
         t0 = time.perf_counter()
         neighbours = knn_indices(x_np, knn, device=device).to(device)
         knn_time = time.perf_counter() - t0
-        x = torch.from_numpy(x_np).to(device)
+        x = to_device(x_np, device)
 
         student = _Heads.init(self.heads, x.shape[1], self.hidden_dim, self.bottleneck_dim, self.k, gen, device)
         for p in student.params():
@@ -191,7 +194,8 @@ class TemiClusterer(Clusterer):
         opt = torch.optim.AdamW([{"params": decayed}, {"params": [student.t["b1"], student.t["b2"]],
                                                         "weight_decay": 0.0}])
         scale = batch / 256.0  # the official linear scaling rule
-        lr_sched = cosine_schedule(self.lr * scale, self.min_lr * scale, self.epochs, iters, self.warmup_epochs)
+        lr_sched = cosine_schedule(self.lr * scale, self.min_lr * scale, self.epochs, iters,
+                                   min(self.warmup_epochs, self.epochs))
         wd_sched = cosine_schedule(self.weight_decay, self.weight_decay_end, self.epochs, iters)
         mom_sched = cosine_schedule(self.momentum_teacher, self.max_momentum_teacher, self.epochs, iters)
         prior = torch.full((self.heads, self.k), 1.0 / self.k, device=device)
@@ -240,6 +244,8 @@ class TemiClusterer(Clusterer):
                     for name in _Heads.NAMES:
                         teacher.t[name].mul_(m).add_(student.t[name].detach(), alpha=1 - m)
                 epoch_losses += losses.detach().cpu().double()
+            if not torch.isfinite(epoch_losses).all():
+                raise FloatingPointError(f"TEMI: non-finite loss in epoch {epoch} (training diverged)")
             head_losses = (epoch_losses / iters).float()
             bar.set_postfix(loss=f"{head_losses.min().item():.4f}")
             if (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
@@ -263,7 +269,7 @@ class TemiClusterer(Clusterer):
         out = np.empty((x.shape[0], self.k), dtype=np.float32)
         with torch.no_grad():
             for lo in range(0, x.shape[0], block_rows):
-                out[lo:lo + block_rows] = (head(torch.from_numpy(x[lo:lo + block_rows]))[0]
+                out[lo:lo + block_rows] = (head(to_device(x[lo:lo + block_rows], torch.device("cpu")))[0]
                                            / self.teacher_temp).numpy()
         return out
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
+from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, to_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
 from l2h.errors import InputError
 
@@ -80,7 +80,7 @@ class TurtleClusterer(Clusterer):
         gen = torch.Generator().manual_seed(self.seed)
         n, dims, k = spaces[0].shape[0], [x.shape[1] for x in spaces], self.k
         batch = min(self.batch_size, n)
-        zs = [torch.from_numpy(x).to(device) for x in spaces]
+        zs = [to_device(x, device) for x in spaces]
 
         # task encoders: weight-normalised linear layers, initialised like nn.Linear (g = ||v|| row-wise)
         enc_v, enc_g, enc_b = [], [], []

@@ -37,7 +37,7 @@ class Job:
         return self.inputs[name]
 
     def files(self) -> list[str]:
-        """Every input file, in a stable order (folders are expanded to the files the stage reads)."""
+        """Every input file, in a stable order."""
         out: list[str] = []
         for value in self.inputs.values():
             out += [value] if isinstance(value, str) else list(value)
