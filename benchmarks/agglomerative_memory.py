@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 CHILD = r"""
 import json, resource, sys, time
@@ -37,12 +36,7 @@ print(json.dumps({"n": n, "dim": d, "linkage": method, "rss_before": before, "pe
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "python": platform.python_version()}
+    return describe_machine(("numpy", "scipy"))
 
 
 def main() -> None:

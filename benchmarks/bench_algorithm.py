@@ -25,7 +25,6 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import time
@@ -35,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from l2h.algorithm import assign, l2h
-from l2h.io import package_versions, write_json
+from l2h.io import write_json
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "algorithm.json"
@@ -78,12 +78,7 @@ def planted_logits(n: int, k: int, *, seed: int = SEED, out: np.ndarray | None =
 
 
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "platform": platform.platform(), "packages": package_versions(("l2h", "numpy", "scipy"))}
+    return describe_machine(("l2h", "numpy", "scipy"))
 
 
 def _peak_rss_gib() -> float:

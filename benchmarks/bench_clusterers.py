@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from l2h.clusterers import build_clusterer
-from l2h.io import package_versions, write_json
+from l2h.io import write_json
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clusterers.json"
 N, K, TURTLE_DIMS, TEMI_DIM = 50_000, 100, (768, 1536), 768
 
 
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
-    info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
-            "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
-            "platform": platform.platform(),
-            "packages": package_versions(("numpy", "torch", "scikit-learn"))}
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info
+    return describe_machine(("numpy", "torch", "scikit-learn"))
 
 
 def bench_turtle(device: str, steps: int, rng: np.random.Generator) -> dict:

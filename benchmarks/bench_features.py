@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,20 +27,12 @@ from omegaconf import OmegaConf  # noqa: E402
 from l2h.data.imageset import ImageSet  # noqa: E402
 from l2h.features import build_backbone, extract_features  # noqa: E402
 from l2h.features.extract import autocast_dtype, resolve_device  # noqa: E402
-from l2h.io import package_versions, write_json  # noqa: E402
+from l2h.io import write_json  # noqa: E402
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
-    info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
-            "torch_threads": torch.get_num_threads(), "load_average_1min_at_start": os.getloadavg()[0],
-            "packages": package_versions()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return describe_machine(("l2h", "numpy", "torch", "torchvision", "open-clip-torch", "timm"))
 
 
 def random_cifar_like(n: int, seed: int = 0) -> ImageSet:

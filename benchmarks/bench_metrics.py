@@ -7,8 +7,6 @@ Writes benchmarks/results/metrics.json.   Run: .venv/bin/python benchmarks/bench
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 import tracemalloc
 from pathlib import Path
@@ -16,21 +14,16 @@ from pathlib import Path
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 
-from l2h.io import package_versions, write_json
+from l2h.io import write_json
 from l2h.metrics import dendrogram_purity, flat_metrics, leaf_purity
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 RESULT = Path(__file__).resolve().parent / "results" / "metrics.json"
 DP_TARGET_S = 2.0
 
 
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1),
-            "load_average_1m": os.getloadavg()[0],  # the machine is shared: high load inflates times
-            "platform": platform.platform(), "packages": package_versions(("numpy", "scipy"))}
+    return describe_machine(("numpy", "scipy"))
 
 
 def timed(fn, *args, repeats: int) -> dict:
