@@ -170,7 +170,8 @@ def test_outputs_and_records(demo):
     assert prov["inputs"] == {logits: sha256_file(workdir / logits)}
     assert prov["config"]["l2h"]["aggregation"] == "sum_of_cluster_means"
     assert "aggregation: sum_of_cluster_means" in (workdir / L2H_RUN / "build_tree.config.yaml").read_text()
-    for rec in ("data/digits/prepare_data", "features/digits/pixels/test", "tables/demo"):
+    for rec in ("data/digits/prepare_data", "features/digits/pixels/extract_features", "tables/demo",
+                "weights/pixels"):
         assert (res / f"{rec}.config.yaml").is_file() and (res / f"{rec}.provenance.json").is_file()
     figures = list((res / "figures" / "demo").glob("*.png"))
     assert len(figures) == 1 and figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

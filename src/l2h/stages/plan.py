@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 import shlex
 import sys
@@ -64,8 +63,8 @@ LOGS = "logs"
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prepare_data", ("dataset",), DATA, ("labels.npz", "classes.json")),
     Stage("prefetch_weights", ("backbone",), WEIGHTS, ("{backbone}.json",), record="{backbone}"),
-    Stage("extract_features", ("dataset", "backbone"), FEATURES, ("{split}.npy", "{split}.meta.json"),
-          record="{split}"),
+    Stage("extract_features", ("dataset", "backbone"), FEATURES,
+          tuple(f"{split}{ext}" for split in SPLITS for ext in (".npy", ".meta.json"))),
     Stage("train_clusterer", ("clusterer",), CLUSTERER, ("model.npz", "logits.npy", "info.json")),
     Stage("build_tree", ("l2h",), L2H, TREE_FILES),
     Stage("run_baseline", ("baseline",), BASELINE, TREE_FILES + ("indices.npy", "info.json")),
@@ -388,9 +387,7 @@ class Plan:
             seen[("prepare_data", (("dataset", run.dataset),))] = None
             for space in run.spaces:
                 seen[("prefetch_weights", (("backbone", space),))] = None
-                for split in SPLITS:
-                    seen[("extract_features", (("dataset", run.dataset), ("backbone", space),
-                                               ("split", split)))] = None
+                seen[("extract_features", (("dataset", run.dataset), ("backbone", space)))] = None
             f = run.fields()
             if run.kind == "l2h":
                 seen[("train_clusterer", tuple((k, f[k]) for k in ("dataset", "backbone", "clusterer", "k",
@@ -515,7 +512,7 @@ class Plan:
         st = STAGES[stage]
         if stage == "report":
             return self.path(LOGS, stage, f"{self.table_name}.log")
-        stem = st.folder + {"extract_features": "/{split}", "prefetch_weights": "/{backbone}"}.get(stage, "")
+        stem = st.folder + ("/{backbone}" if stage == "prefetch_weights" else "")
         return self.path(LOGS, stage, stem + ".log")
 
     def wildcard_constraints(self) -> dict[str, str]:
@@ -525,7 +522,6 @@ class Plan:
         patterns = {
             "dataset": NAME_RE,
             "backbone": rf"{NAME_RE}(?:\+{NAME_RE})*",
-            "split": _never(SPLITS),
             "clusterer": _never(self.options["clusterer"]),
             "baseline": _never(self.options["baseline"]),
             "k": r"\d+",
