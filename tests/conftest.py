@@ -108,3 +108,14 @@ def digits_features(tmp_path_factory):
                  for split, images in (("train", train), ("test", test))]
         out[name] = (feats[0], train.labels, feats[1], test.labels)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small problems: one torch thread is fastest and immune to CPU oversubscription; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from l2h.clusterers import build_clusterer
@@ -31,12 +30,7 @@ TEMI_TEST = {"epochs": 20, "heads": 4, "batch_size": 128, "warmup_epochs": 2, "l
              "momentum_teacher": 0.9, "max_momentum_teacher": 0.9, "knn": 10, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ QUICK = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one thread is fastest and immune to CPU oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
