@@ -340,6 +340,14 @@ def test_assign_matches_softmax():
     np.testing.assert_allclose(gp, g, rtol=1e-12)
 
 
+def test_return_assignment_is_assign():
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(700, 11)).astype(np.float32) * 3
+    tree, h = l2h(z, block_rows=50, return_assignment=True)
+    assert tree.merges == l2h(z).merges
+    assert np.array_equal(h, assign(z)[0])
+
+
 def test_all_strategies_produce_complete_trees():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 9))
@@ -358,6 +366,8 @@ def test_bad_input_and_options(tmp_path):
     np.save(tmp_path / "logits.npy", x)
     with pytest.raises(InputError, match="logits.npy: row 2 contains NaN"):
         l2h(np.load(tmp_path / "logits.npy", mmap_mode="r"))
+    with pytest.raises(InputError, match="my_model.pt: row 2 contains NaN"):
+        l2h(x, source="my_model.pt")
     with pytest.raises(InputError, match="aggregation"):
         l2h(np.zeros((4, 3)), aggregation="median")
     with pytest.raises(InputError, match="strategy"):

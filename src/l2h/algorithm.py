@@ -58,7 +58,7 @@ _UNIT = 1100                 # exact sums are Python ints counting units of 2**-
 _SCALE = 1 << _UNIT
 _LIMB = 26                   # bits per limb: a bincount of < 2**27 limbs sums exactly in float64
 _BINCOUNT_CHUNK = 1 << 26
-_CHUNK_ELEMENTS = 1 << 21    # rows per internal block ≈ this / K (cache-sized; capped by block_rows)
+_CHUNK_ELEMENTS = 1 << 18    # rows per internal block ≈ this / K (cache-sized; capped by block_rows)
 
 
 # ----------------------------------------------------------------------------- exact arithmetic
@@ -177,9 +177,10 @@ class _Blocks:
             self.pool.shutdown()
 
 
-def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks) -> tuple[np.ndarray, np.ndarray]:
+def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
+            source: str | None) -> tuple[np.ndarray, np.ndarray]:
     check_input_kind(input)
-    source = _source_name(x)
+    source = source or _source_name(x)
     n, k = check_shape(x, source=source)
     work = _compute_dtype(x.dtype)
     h = np.empty(n, dtype=np.int64)
@@ -197,15 +198,16 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks) -> tupl
 
 
 def assign(scores, *, input: str = "logits", block_rows: int = 65536,
-           n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           n_jobs: int | None = None, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hard assignment ``h`` (int64, argmax) and confidence ``g`` (float64, max softmax) per row.
 
     ``scores``: N×K logits (or probabilities with ``input="probs"``), ndarray or ``np.memmap``;
     validated and processed in row blocks (``n_jobs`` threads; None = all available CPUs).
+    ``source`` names the matrix in error messages (default: the memmap's file name, else "scores").
     """
     blocks = _Blocks(_n_threads(n_jobs))
     try:
-        return _assign(_as_matrix(scores), input, block_rows, blocks)
+        return _assign(_as_matrix(scores), input, block_rows, blocks, source)
     finally:
         blocks.close()
 
@@ -232,12 +234,13 @@ class _Clusters:
         hm = np.empty(rows.size, dtype=np.int64)
         gm = np.empty(rows.size, dtype=np.float64)
         mask = np.asarray(members)
+        step = self.step
 
         def one(start: int) -> None:
-            block = np.asarray(self.x[rows[start:start + self.step]], dtype=self.work, order="C")
-            hm[start:start + self.step], gm[start:start + self.step] = _row_stats(block, self.input, mask)
+            block = np.asarray(self.x[rows[start:start + step]], dtype=self.work, order="C")
+            hm[start:start + step], gm[start:start + step] = _row_stats(block, self.input, mask)
 
-        self.blocks.run(one, range(0, rows.size, self.step))
+        self.blocks.run(one, range(0, rows.size, step))
         return hm, gm
 
 
@@ -396,7 +399,7 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
 
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
         input: str = "logits", block_rows: int = 65536, progress: bool = False,
-        n_jobs: int | None = None) -> Hierarchy:
+        n_jobs: int | None = None, source: str | None = None, return_assignment: bool = False):
     """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
 
     Parameters
@@ -416,10 +419,15 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     n_jobs : int or None
         Threads for the row-block computations (None = all available CPUs); results do not
         depend on it.
+    source : str or None
+        Name of the matrix in error messages (default: the memmap's file name, else "scores").
+    return_assignment : bool
+        Also return ``h``, each point's argmax cluster (= its leaf), from the same single pass
+        over the scores, so callers need not call :func:`assign` (a second read of the input).
 
     Returns
     -------
-    Hierarchy
+    Hierarchy, or (Hierarchy, h) with ``return_assignment=True``
         ``children[t] = [id(G*), id(G†)]`` for each of the K−1 steps, ``scores[t] = [score of G*,
         affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``info`` with the
         options, N, K and the number of empty clusters. Empty clusters trigger a warning.
@@ -431,7 +439,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     x = _as_matrix(scores)
     blocks = _Blocks(_n_threads(n_jobs))
     try:
-        h, g = _assign(x, input, block_rows, blocks)
+        h, g = _assign(x, input, block_rows, blocks, source)
         n, k = x.shape
         clusters = _Clusters(x, h, input, block_rows, blocks)
         empty = int(np.count_nonzero(clusters.counts == 0))
@@ -447,4 +455,5 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         blocks.close()
     info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
             "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name}
-    return Hierarchy(children, scores=step_scores, info=info)
+    tree = Hierarchy(children, scores=step_scores, info=info)
+    return (tree, h) if return_assignment else tree

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from l2h import __version__
-from l2h.algorithm import AGGREGATIONS, STRATEGIES, assign, l2h
+from l2h.algorithm import AGGREGATIONS, STRATEGIES, l2h
 from l2h.errors import InputError
 from l2h.io import load_array, load_labels, provenance, write_json
 from l2h.metrics import evaluate
-from l2h.validation import INPUTS, check_labels, check_scores
+from l2h.validation import INPUTS, check_input_kind, check_labels, check_shape
 
 OUTPUTS = ("tree.json", "linkage.npy", "tree.nwk", "metrics.json", "dendrogram.png", "provenance.json")
 
@@ -127,8 +127,8 @@ def _read_inputs(args) -> dict:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"{args.out}: exists and is not a directory")
     scores = load_array(args.logits, key=args.key)
-    check_scores(scores, input=args.input, source=str(args.logits))
-    n, k = scores.shape
+    check_input_kind(args.input)
+    n, k = check_shape(scores, source=str(args.logits))  # the values are checked as l2h() reads them
     labels = coarse = names = None
     if args.labels is not None:
         labels = _read_labels(args.labels, args.labels_key, n)
@@ -153,12 +153,11 @@ def run_tree(args, argv: list[str]) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tree = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
-                   progress=not args.quiet)
+        tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
+                           progress=not args.quiet, source=str(args.logits), return_assignment=True)
     seconds = time.perf_counter() - start
     metrics = None
     if labels is not None:
-        leaves, _ = assign(scores, input=args.input)
         metrics = evaluate(tree, leaves, labels, coarse=coarse)
     inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
     options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,

@@ -10,14 +10,14 @@ from l2h.stages.app import stage_main
 
 
 def run(cfg, job):
-    from l2h.algorithm import assign, l2h
+    from l2h.algorithm import l2h
 
     path = job.input("logits")
     scores = np.load(path, mmap_mode="r")
-    opts = {"input": str(cfg.l2h.input), "block_rows": int(cfg.l2h.block_rows)}
-    tree = l2h(scores, aggregation=str(cfg.l2h.aggregation), strategy=str(cfg.l2h.strategy), progress=True, **opts)
+    tree, leaves = l2h(scores, aggregation=str(cfg.l2h.aggregation), strategy=str(cfg.l2h.strategy),
+                       input=str(cfg.l2h.input), block_rows=int(cfg.l2h.block_rows), progress=True,
+                       source=str(path), return_assignment=True)
     tree.info["source_sha256"] = sha256_file(path)
-    leaves, _ = assign(scores, **opts)
     tree.write(job.output)
     write_npy(job.output / "leaves.npy", leaves)
     write_npy(job.output / "clusters.npy", leaves)
