@@ -125,6 +125,7 @@ def main() -> None:
         results["target_met"] = results["runs"][-1]["pipeline_over_forward"] >= 0.8
     else:
         results["note"] = "no CUDA device on this machine: the clip_vitl14 GPU run was not made"
+    results["load_average_1m_at_end"] = os.getloadavg()[0]  # the machine may be shared: load before and after
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -506,3 +508,73 @@ def test_every_dataset_config_is_complete():
         source = get_dataset(cfg)
         for _, entry in getattr(source, "archive_entries", lambda: [])():
             assert entry["url"].startswith("http") and (entry.get("md5") or entry.get("sha256"))
+
+
+# ---------------------------------------------------------------- the paper experiments' data jobs
+# What each paper experiment must prepare and encode (paper.md §4): the datasets, and the backbones whose
+# features are extracted (TURTLE's two spaces CLIP ViT-L/14 + DINOv2 ViT-g/14; DeepECT trains on pixels;
+# the weak-backbone runs use EfficientNet-Lite0 and pixels).
+PAPER_SPACES = {"clip_vitl14", "dinov2_vitg14"}
+PAPER_DATA_JOBS = {
+    "table1": ({"cifar10", "cifar100", "food101"}, PAPER_SPACES | {"pixels"}),
+    "ablation_aggregation": ({"cifar10", "cifar100"}, PAPER_SPACES),
+    "ablation_strategy": ({"cifar10", "cifar100"}, PAPER_SPACES),
+    "robustness_k": ({"cifar100"}, PAPER_SPACES),
+    "inat21_levels": ({"inat21"}, PAPER_SPACES),
+    "imagenet_case_study": ({"imagenet"}, PAPER_SPACES),
+    "weak_backbone": ({"cifar10", "cifar100"}, {"efficientnet_lite0", "pixels"}),
+}
+DOWNLOADED = {"cifar10", "cifar100", "food101", "inat21"}   # imagenet: a local copy, never downloaded
+
+
+def dry_run_jobs(experiment: str, workdir: Path) -> list[dict]:
+    """The jobs `snakemake -n -p --config experiment=...` lists: rule, wildcards, input, output, command."""
+    import subprocess
+    import sys
+
+    snakefile = next(p for p in (REPO / "Snakefile", REPO / "workflow" / "Snakefile") if p.is_file())
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run([str(snakemake), "-s", str(snakefile), "--directory", str(workdir), "--cores", "2",
+                           "-n", "-p", "--config", f"experiment={experiment}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", proc.stdout + proc.stderr, flags=re.M)[1:]:
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
+        command = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        jobs.append({"rule": re.match(r"(?:local)?rule (\w+):", block).group(1),
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv),
+                     "input": set(fields.get("input", "").split(", ")) - {""},
+                     "output": set(fields.get("output", "").split(", ")) - {""},
+                     "command": command.group(1) if command else ""})
+    return jobs
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER_DATA_JOBS))
+def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment, tmp_path):
+    datasets, backbones = PAPER_DATA_JOBS[experiment]
+    jobs = dry_run_jobs(experiment, tmp_path)
+    by_rule: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+
+    prepare = {job["wildcards"]["dataset"]: job for job in by_rule["prepare_data"]}
+    assert sorted(prepare) == sorted(datasets) and len(by_rule["prepare_data"]) == len(datasets)
+    for name, job in prepare.items():        # the download + verify + extract stage of that dataset config
+        assert "-m l2h.stages.prepare_data" in job["command"] and f"dataset={name}" in job["command"]
+        cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{name}.yaml")
+        urls = [entry.url for entry in (cfg.get("archives") or {}).values()]
+        assert (name in DOWNLOADED) == bool(urls) and all(url.startswith("http") for url in urls)
+
+    weights = {job["wildcards"]["backbone"]: job for job in by_rule["prefetch_weights"]}
+    assert sorted(weights) == sorted(backbones)
+    extract = {(job["wildcards"]["dataset"], job["wildcards"]["backbone"]): job for job in by_rule["extract_features"]}
+    assert sorted(extract) == sorted(itertools.product(datasets, backbones))
+    for (name, backbone), job in extract.items():   # after the dataset's and the backbone's jobs
+        assert job["input"] & prepare[name]["output"] and job["input"] & weights[backbone]["output"]
+        assert {f"results/features/{name}/{backbone}/{split}.npy" for split in ("train", "test")} <= job["output"]
+        assert f"backbone={backbone}" in job["command"]
+    features = set().union(*(job["output"] for job in extract.values()))
+    consumers = by_rule.get("train_clusterer", []) + by_rule.get("run_baseline", [])
+    assert consumers and all(job["input"] & features for job in consumers)   # ... → clusterers / baselines
+    assert len(by_rule["report"]) == 1

@@ -172,6 +172,34 @@ def test_extraction_input_checks(cifar10_images):
         extract_features(backbone, cifar10_images.subset([0, 1]), out=np.zeros((2, 5), np.float32), progress=False)
 
 
+def test_images_of_different_sizes_need_a_fixed_size(tmp_path):
+    """Native-size pixels of differently sized images (Food-101, iNat21) never mix: within a batch, across
+    batches, and also when only the orientation differs (same number of values); image_size fixes it."""
+    sizes = [(12, 10), (12, 10), (10, 12), (8, 8)]
+    images = [Image.new("RGB", size, (10 * i, 0, 0)) for i, size in enumerate(sizes)]
+    native = build_backbone(backbone_config("pixels"))
+    for subset, batch_size in (([0, 2], 2), ([0, 1, 2], 2), ([0, 3], 1)):
+        with pytest.raises(InputError, match="differ in shape.*image_size"):
+            extract_features(native, [images[i] for i in subset], batch_size=batch_size, progress=False)
+    with pytest.raises(InputError, match="differ in shape"):   # also from DataLoader worker processes
+        extract_features(native, images[:3], batch_size=3, num_workers=1, progress=False)
+    fixed = extract_features(build_backbone(backbone_config("pixels", image_size=6)), images, batch_size=3,
+                             progress=False)
+    assert fixed.shape == (4, 6 * 6 * 3)
+    np.testing.assert_array_equal(extract_features(native, images[:2], progress=False)[0],
+                                  np.asarray(images[0], dtype=np.float32).reshape(-1) / np.float32(255))
+
+
+def test_importing_the_packages_loads_no_heavy_library():
+    """Every pipeline job imports l2h: torch, model libraries, scikit-learn and ClustPy load only when used."""
+    heavy = ("torch", "torchvision", "open_clip", "timm", "clustpy", "sklearn", "scipy.cluster")
+    code = (f"import sys, l2h.data, l2h.features, l2h.baselines; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_autocast_dtype_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cuda) is None

@@ -26,8 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage as scipy_linkage
-from sklearn.preprocessing import normalize as l2_normalize
 
 from l2h.baselines._common import check_features
 from l2h.baselines.result import BaselineResult
@@ -96,6 +94,10 @@ def agglomerative(features, *, k: int, linkage: str = "ward", normalize: bool = 
             f"{peak_bytes(n, d) / GIB:.1f} GiB (16 bytes per point pair), over the limit of {memory_limit_gib} GiB "
             f"(at most {max_points(memory_limit_gib, d)} points): subsample the points, e.g. "
             f"baseline.subsample={max_points(memory_limit_gib, d)}, or raise baseline.memory_limit_gib")
+    # imported here so that `import l2h.baselines` stays fast (scikit-learn alone takes seconds)
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+    from sklearn.preprocessing import normalize as l2_normalize
+
     x = np.asarray(x, dtype=np.float64)
     if normalize:
         x = l2_normalize(x, norm="l2")

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from l2h.data.download import prepare_archive
@@ -19,6 +18,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def as_dict(cfg: Any) -> dict:
     """A plain, resolved dict from an OmegaConf node or any mapping."""
+    from omegaconf import DictConfig, OmegaConf
+
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):

@@ -8,12 +8,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from l2h.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `import l2h.features` stays fast
+    import torch
+    from torch import nn
 
 #: Config keys that change how features are computed but not their values (excluded from the digest).
 RUNTIME_KEYS = ("batch_size", "num_workers", "weights_dir")
@@ -81,6 +82,8 @@ def require(cfg: Mapping, key: str, kind: str) -> Any:
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block under a fixed torch CPU seed without disturbing the caller's random state."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from l2h.errors import InputError
 from l2h.features.backbone import config_dict, config_digest
@@ -85,6 +84,8 @@ def _mismatch(npy: Path, meta_path: Path, expected: dict) -> str | None:
 
 def _probe_dim(backbone, image, device) -> int:
     """Feature dimension of a backbone whose dim depends on the input (pixels at native size)."""
+    import torch
+
     with torch.inference_mode():
         return int(backbone.encode(backbone.transform(image)[None].to(device)).shape[1])
 

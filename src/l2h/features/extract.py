@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone
 
+if TYPE_CHECKING:  # torch is imported inside the functions: `import l2h.features` stays fast
+    import torch
+    from torch.utils.data import DataLoader
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-class TransformedImages(Dataset):
-    """``images[i]`` (a PIL image) passed through ``transform``; picklable for DataLoader workers."""
+class TransformedImages:
+    """Map-style dataset: ``images[i]`` (a PIL image) passed through ``transform``; picklable for DataLoader
+    workers."""
 
     def __init__(self, images: Sequence, transform):
         self.images, self.transform = images, transform
@@ -29,6 +32,8 @@ class TransformedImages(Dataset):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -36,6 +41,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None = plain fp32. 'auto' = bf16/fp16 on CUDA, fp32 on CPU."""
+    import torch
+
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
@@ -48,8 +55,26 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def make_loader(backbone: Backbone, images: Sequence, *, batch_size: int, num_workers: int,
                 device: torch.device) -> DataLoader:
     """The DataLoader used by :func:`extract_features` (ordered; pinned memory on CUDA)."""
+    from torch.utils.data import DataLoader
+
     return DataLoader(TransformedImages(images, backbone.transform), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=device.type == "cuda")
+                      num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=stack_images)
+
+
+def stack_images(batch: list[torch.Tensor]) -> torch.Tensor:
+    """PyTorch's default collation (in shared memory inside workers), after checking that the transformed
+    images have one shape: images whose tensors differ in shape are an InputError."""
+    from torch.utils.data import default_collate
+
+    _check_shape(batch[0].shape, {tuple(t.shape) for t in batch})
+    return default_collate(batch)
+
+
+def _check_shape(first: Sequence[int], shapes: set[tuple[int, ...]]) -> None:
+    others = sorted(s for s in shapes if s != tuple(first))
+    if others:
+        raise InputError(f"extract_features: the preprocessed images differ in shape ({tuple(first)} and "
+                         f"{others[0]}): images of different sizes need a fixed size (set backbone.image_size)")
 
 
 def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 256, num_workers: int = 0,
@@ -60,6 +85,8 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
     Runs under ``torch.inference_mode`` with autocast on CUDA (``precision``); rows are in input order.
     ``out`` (e.g. a ``np.memmap`` of shape (N, d)) receives the rows instead of a new array.
     """
+    import torch
+
     n = len(images)
     if n == 0:
         raise InputError("extract_features: the image set is empty")
@@ -70,10 +97,12 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
     amp = autocast_dtype(precision, dev)
     loader = make_loader(backbone, images, batch_size=batch_size, num_workers=num_workers, device=dev)
     backbone.to(dev)
-    pos = 0
+    pos, shape = 0, None
     with torch.inference_mode(), tqdm(total=n, unit="img", desc=f"features[{backbone.name}]",
                                       disable=not progress) as bar:
         for batch in loader:
+            shape = shape or tuple(batch.shape[1:])
+            _check_shape(shape, {tuple(batch.shape[1:])})
             batch = batch.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 feats = backbone.encode(batch)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone
+
+if TYPE_CHECKING:
+    import torch
 
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 class PixelTransform:
-    """PIL image → flat float32 tensor in [0, 1] (H×W×C order), optionally resized to ``size``×``size``."""
+    """PIL image → float32 (H, W, C) tensor in [0, 1], optionally resized to ``size``×``size``; the backbone
+    flattens it (H×W×C order). Kept 3-d so that images of different shapes never stack into one batch."""
 
     def __init__(self, size: int | None = None, mode: str = "RGB", interpolation: str = "bilinear"):
         if mode not in ("RGB", "L"):
@@ -26,10 +28,13 @@ class PixelTransform:
         self.size, self.mode, self.interpolation = size, mode, interpolation
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        import torch
+
         img = img.convert(self.mode)
         if self.size is not None and img.size != (self.size, self.size):
             img = img.resize((self.size, self.size), _RESAMPLE[self.interpolation])
-        return torch.from_numpy(np.asarray(img, dtype=np.float32).reshape(-1) / np.float32(255.0))
+        pixels = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, -1)
+        return torch.from_numpy(pixels / np.float32(255.0))
 
     def __repr__(self) -> str:
         return (f"PixelTransform(size={self.size}, mode={self.mode}, interpolation={self.interpolation}, "
@@ -37,6 +42,8 @@ class PixelTransform:
 
 
 def build(cfg: Mapping, device: str = "cpu") -> Backbone:
+    from torch import nn
+
     size = cfg.get("image_size")
     mode = cfg.get("mode", "RGB")
     transform = PixelTransform(size, mode, cfg.get("interpolation", "bilinear"))

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
 from l2h.errors import InputError
-from l2h.features import efficientnet, openclip, pixels, timm_models
 from l2h.features.backbone import Backbone, config_dict, weights_dir
 
-KINDS: dict[str, ModuleType] = {
-    "pixels": pixels,
-    "efficientnet_lite": efficientnet,
-    "open_clip": openclip,
-    "timm": timm_models,
+#: backbone kind → the module implementing it (``build``, optional ``prefetch``), imported on first use so
+#: that importing l2h.features loads neither torch nor any model library.
+KINDS: dict[str, str] = {
+    "pixels": "l2h.features.pixels",
+    "efficientnet_lite": "l2h.features.efficientnet",
+    "open_clip": "l2h.features.openclip",
+    "timm": "l2h.features.timm_models",
 }
 
 
@@ -24,7 +26,7 @@ def _module(cfg: Mapping) -> ModuleType:
     if kind not in KINDS:
         raise InputError(f"backbone config '{cfg.get('name', '?')}': kind must be one of {sorted(KINDS)}, "
                          f"got {kind!r}")
-    return KINDS[kind]
+    return importlib.import_module(KINDS[kind])
 
 
 def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
-import torch
-
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, require, seeded, weights_dir
 
@@ -83,6 +81,8 @@ def prefetch(cfg: Mapping, directory: Path) -> list[str]:
                 if i == len(candidates) - 1:
                     raise
     if pcfg.url:  # timm reads these through torch.hub.load_state_dict_from_url(model_dir=cache_dir)
+        import torch.hub
+
         target = Path(directory) / Path(urlparse(pcfg.url).path).name
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
