@@ -32,7 +32,7 @@ def machine_info() -> dict:
 def bench_turtle(device: str, steps: int, rng: np.random.Generator) -> dict:
     spaces = [rng.standard_normal((N, d), dtype=np.float32) for d in TURTLE_DIMS]
     model = build_clusterer({"name": "turtle", "k": K, "outer_steps": steps, "device": device, "progress": False})
-    per_step = model.fit(spaces).info()["fit_time_s"] / steps  # the training loop only
+    per_step = model.fit(spaces).run_info_["train_time_s"] / steps  # the training loop only
     return {"points": N, "dims": list(TURTLE_DIMS), "k": K, "batch_size": 10_000, "inner_steps": 10,
             "steps_timed": steps, "seconds_per_outer_step": per_step,
             "projected_seconds_for_6000_steps": per_step * 6000}
@@ -42,11 +42,11 @@ def bench_temi(device: str, epochs: int, points: int, rng: np.random.Generator) 
     x = rng.standard_normal((points, TEMI_DIM), dtype=np.float32)
     model = build_clusterer({"name": "temi", "k": K, "epochs": epochs, "device": device, "progress": False})
     model.fit([x])
-    info = model.info()
-    per_epoch = info["train_time_s"] / epochs
+    run = model.run_info_
+    per_epoch = run["train_time_s"] / epochs
     return {"points": points, "dim": TEMI_DIM, "k": K, "heads": 16, "batch_size": 1024,
-            "iterations_per_epoch": info["iters_per_epoch"], "epochs_timed": epochs,
-            "knn_graph_seconds": info["knn_time_s"],
+            "iterations_per_epoch": model.info()["iters_per_epoch"], "epochs_timed": epochs,
+            "knn_graph_seconds": run["knn_time_s"],
             "seconds_per_epoch": per_epoch, "projected_seconds_for_100_epochs": per_epoch * 100}
 
 

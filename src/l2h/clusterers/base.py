@@ -3,11 +3,16 @@
 A clusterer is fitted on one array per representation space (train split) and turns the same spaces of
 any split into float32 N×K logits for L2H. Models are saved as a pickle-free ``.npz``: named float/int
 arrays plus a JSON header (class, parameters, fit info), so a model file can be read without executing code.
+
+``info()`` holds only what the config and seed determine (it is saved with the model and written by the
+pipeline, whose outputs must be identical when a job is re-run); how a particular fit ran (wall-clock seconds,
+resumption from a checkpoint) is in ``run_info_`` and logged, never saved.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, ClassVar, Sequence
 
@@ -18,6 +23,8 @@ from l2h.io import atomic_path
 
 FORMAT_VERSION = 1
 _HEADER_KEY = "__header__"
+
+log = logging.getLogger(__name__)
 
 
 def check_spaces(spaces: Sequence[np.ndarray], *, dims: Sequence[int] | None = None,
@@ -73,6 +80,7 @@ class Clusterer:
         self.seed = int(seed)
         self.dims_: list[int] | None = None
         self.info_: dict[str, Any] = {}
+        self.run_info_: dict[str, Any] = {}  # how the last fit ran (timings, resumption): logged, not saved
 
     # -- public API -------------------------------------------------------------------------------
     def fit(self, spaces: Sequence[np.ndarray]) -> "Clusterer":
@@ -81,6 +89,7 @@ class Clusterer:
         if spaces[0].shape[0] < self.k:
             raise InputError(f"{self.name}.fit: {spaces[0].shape[0]} points is fewer than k={self.k} clusters")
         self.dims_ = [x.shape[1] for x in spaces]
+        self.run_info_ = {}
         self.info_ = {"n_train": spaces[0].shape[0], "dims": list(self.dims_), **self._fit(spaces)}
         train_logits = self._logits(spaces)
         if not np.isfinite(train_logits).all():
@@ -88,6 +97,9 @@ class Clusterer:
         sizes = np.bincount(np.argmax(train_logits, axis=1), minlength=self.k)
         self.info_["empty_clusters"] = int((sizes == 0).sum())
         self.info_["cluster_sizes"] = sizes.tolist()
+        if self.run_info_:
+            log.info("%s fit: %s", self.name, ", ".join(f"{key}={val:.3g}" if isinstance(val, float) else
+                                                        f"{key}={val}" for key, val in self.run_info_.items()))
         return self
 
     def logits(self, spaces: Sequence[np.ndarray]) -> np.ndarray:
@@ -104,7 +116,8 @@ class Clusterer:
         return np.argmax(self.logits(spaces), axis=1).astype(np.int64)
 
     def info(self) -> dict[str, Any]:
-        """Fit diagnostics; always contains ``empty_clusters`` (clusters with no argmax point on train)."""
+        """Fit diagnostics fixed by the config and seed; always contains ``empty_clusters`` (clusters with no
+        argmax point on train). Wall-clock timings are in ``run_info_``."""
         self._check_fitted()
         return dict(self.info_)
 

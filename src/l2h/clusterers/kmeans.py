@@ -47,7 +47,7 @@ class KMeansClusterer(Clusterer):
         start = time.perf_counter()
         km = _SkKMeans(n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                        random_state=self.seed).fit(x)
-        fit_time = time.perf_counter() - start
+        self.run_info_ = {"fit_time_s": time.perf_counter() - start}
         self.centroids_ = km.cluster_centers_.astype(np.float64)
         inertia = float(km.inertia_)
         if self.temperature == "auto":
@@ -55,8 +55,7 @@ class KMeansClusterer(Clusterer):
             self.temperature_ = inertia / x.shape[0] if inertia > 0 else 1.0
         else:
             self.temperature_ = float(self.temperature)
-        return {"inertia": inertia, "n_iter": int(km.n_iter_), "temperature": self.temperature_,
-                "fit_time_s": fit_time}
+        return {"inertia": inertia, "n_iter": int(km.n_iter_), "temperature": self.temperature_}
 
     def _logits(self, spaces: list[np.ndarray]) -> np.ndarray:
         x = self._features(spaces)

@@ -191,8 +191,9 @@ class TemiClusterer(Clusterer):
             p.requires_grad_()
         teacher = _Heads({name: t.detach().clone() for name, t in student.t.items()})
         decayed = [student.t[name] for name in ("w1", "w2", "v", "g")]
+        # fused: one kernel per step instead of ~10 passes over the weights (same update rule)
         opt = torch.optim.AdamW([{"params": decayed}, {"params": [student.t["b1"], student.t["b2"]],
-                                                        "weight_decay": 0.0}])
+                                                        "weight_decay": 0.0}], fused=True)
         scale = batch / 256.0  # the official linear scaling rule
         lr_sched = cosine_schedule(self.lr * scale, self.min_lr * scale, self.epochs, iters,
                                    min(self.warmup_epochs, self.epochs))
@@ -257,10 +258,10 @@ class TemiClusterer(Clusterer):
 
         best = int(torch.argmin(head_losses))
         self.head_ = {name: teacher.t[name][best].detach().cpu().numpy() for name in _Heads.NAMES}
-        return {"fit_time_s": time.perf_counter() - t0, "knn_time_s": knn_time,
-                "train_time_s": time.perf_counter() - t1, "device": str(device), "batch_size": batch,
-                "iters_per_epoch": iters, "knn": knn, "epochs_run": self.epochs - start,
-                "resumed_from_epoch": resumed_from, "best_head": best, "head_losses": head_losses.tolist()}
+        self.run_info_ = {"knn_time_s": knn_time, "train_time_s": time.perf_counter() - t1,
+                          "epochs_run": self.epochs - start, "resumed_from_epoch": resumed_from}
+        return {"device": str(device), "batch_size": batch, "iters_per_epoch": iters, "knn": knn,
+                "best_head": best, "head_losses": head_losses.tolist()}
 
     # -- prediction -------------------------------------------------------------------------------
     def _logits(self, spaces: list[np.ndarray], block_rows: int = 65536) -> np.ndarray:

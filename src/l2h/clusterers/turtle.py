@@ -1,21 +1,26 @@
 """TURTLE (Gadetsky et al., ICML 2024): unsupervised transfer by searching for the labeling that linear
 classifiers in every representation space learn best; recipe of the official mlbio-epfl/turtle code.
 
-Model: per space s a weight-normalised linear task encoder θ_s (d_s→K); the labeling of a point is the mean
-over spaces of softmax(θ_s z_s). Each outer step draws a batch (without replacement), trains freshly
-initialised linear heads w_s (one per space; kept across steps with ``warm_start``) for ``inner_steps``
-Adam steps on the detached labeling, then takes one Adam step of the task encoders on
+Model: per space s a weight-normalised linear task encoder θ_s (d_s→K, with bias, initialised like
+``nn.Linear``); the labeling of a point is the mean over spaces of softmax(θ_s z_s). Features are used as
+given (the official code feeds the raw embeddings, without normalisation). Each outer step draws a batch
+(without replacement; all points when N ≤ batch size), trains freshly initialised linear heads w_s (one per
+space, ``nn.Linear`` initialisation; kept across steps with ``warm_start``) for ``inner_steps`` Adam steps on
+the cross-entropy to the detached labeling, then takes one Adam step of the task encoders on
 
     Σ_s CE(w_s(z_s), labeling) − γ · Σ_s H(batch mean of softmax(θ_s z_s))
 
-(the official code's entropy term: the entropy of each space's batch-mean prediction, summed over spaces).
+(the official first-order hypergradient: the inner heads' outputs are constants of the outer step; the
+entropy term is that of each space's batch-mean prediction, summed over spaces).
 
-Logits for L2H: ``log(mean_s softmax(θ_s z_s))``, so that L2H's softmax reproduces TURTLE's probabilities
-exactly; ``space_logits`` gives the per-space logits θ_s z_s.
+The inner loop runs without autograd: the cross-entropy gradient of a linear head is (softmax − target)ᵀ z / B,
+and Adam is PyTorch's update rule, applied in place. Logits for L2H: ``log(mean_s softmax(θ_s z_s))``, so that
+L2H's softmax reproduces TURTLE's probabilities exactly; ``space_logits`` gives the per-space logits θ_s z_s.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, Sequence
@@ -25,9 +30,60 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, to_device, weight_normed
+from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
 from l2h.errors import InputError
+
+#: Bumped when the checkpoint layout changes, so that an older checkpoint is ignored instead of misread.
+_CHECKPOINT_VERSION = 2
+
+
+def adam_(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """One in-place Adam step of ``param`` (PyTorch's update rule, no weight decay); ``step`` counts from 1."""
+    m.lerp_(grad, 1 - betas[0])
+    v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+    denom = (v.sqrt() / math.sqrt(1 - betas[1] ** step)).add_(eps)
+    param.addcdiv_(m, denom, value=-lr / (1 - betas[0] ** step))
+
+
+def with_ones(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 (N, d + 1) tensor [x | 1] on ``device``: a linear layer with bias is then one product.
+    ``x`` is read once (a memory-mapped array in place)."""
+    out = torch.empty((x.shape[0], x.shape[1] + 1), dtype=torch.float32)
+    out.numpy()[:, :-1] = x
+    out[:, -1] = 1.0
+    return out.to(device)
+
+
+class _InnerHeads:
+    """The inner linear heads [w_s | b_s] (K, d_s + 1) and their Adam state."""
+
+    def __init__(self, dims: list[int], k: int, gen: torch.Generator, device: torch.device):
+        self.heads = [torch.cat([w, b[:, None]], 1).to(device) for w, b in (linear_init(k, d, gen) for d in dims)]
+        self.m = [torch.zeros_like(a) for a in self.heads]
+        self.v = [torch.zeros_like(a) for a in self.heads]
+        self.step = 0
+
+    def fit(self, zs: list[torch.Tensor], targets_t: torch.Tensor, steps: int, lr: float) -> None:
+        """``steps`` Adam steps on the mean cross-entropy to the soft targets (``targets_t``: (K, B))."""
+        batch = targets_t.shape[1]
+        for _ in range(steps):
+            self.step += 1
+            for z, a, m, v in zip(zs, self.heads, self.m, self.v):
+                residual_t = torch.softmax(a @ z.T, dim=0).sub_(targets_t).div_(batch)  # dCE/dlogits, (K, B)
+                adam_(a, residual_t @ z, m, v, self.step, lr)
+
+    def logits_t(self, zs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [a @ z.T for z, a in zip(zs, self.heads)]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.heads, *self.m, *self.v]
+
+    def load(self, tensors: Sequence[torch.Tensor], step: int) -> None:
+        for own, saved in zip(self.tensors(), tensors):
+            own.copy_(saved)
+        self.step = int(step)
 
 
 class TurtleClusterer(Clusterer):
@@ -80,7 +136,7 @@ class TurtleClusterer(Clusterer):
         gen = torch.Generator().manual_seed(self.seed)
         n, dims, k = spaces[0].shape[0], [x.shape[1] for x in spaces], self.k
         batch = min(self.batch_size, n)
-        zs = [to_device(x, device) for x in spaces]
+        zs = [with_ones(x, device) for x in spaces]
 
         # task encoders: weight-normalised linear layers, initialised like nn.Linear (g = ||v|| row-wise)
         enc_v, enc_g, enc_b = [], [], []
@@ -91,16 +147,10 @@ class TurtleClusterer(Clusterer):
             enc_b.append(b.to(device).requires_grad_())
         encoder = [*enc_v, *enc_g, *enc_b]
         outer_opt = torch.optim.Adam(encoder, lr=self.outer_lr, betas=(0.9, 0.999))
+        inner = _InnerHeads(dims, k, gen, device)
 
-        def new_inner():
-            params = []
-            for d in dims:
-                w, b = linear_init(k, d, gen)
-                params += [w.to(device).requires_grad_(), b.to(device).requires_grad_()]
-            return params, torch.optim.Adam(params, lr=self.inner_lr, betas=(0.9, 0.999))
-
-        inner, inner_opt = new_inner()
-        ckpt = Checkpointer(self.checkpoint_dir, "turtle", spaces, self._trajectory_params())
+        ckpt = Checkpointer(self.checkpoint_dir, "turtle", spaces,
+                            {**self._trajectory_params(), "checkpoint_version": _CHECKPOINT_VERSION})
         start, resumed_from = 0, None
         state = ckpt.load()
         if state is not None and int(state["step"]) > self.outer_steps:
@@ -111,43 +161,39 @@ class TurtleClusterer(Clusterer):
             with torch.no_grad():
                 for p, saved in zip(encoder, state["encoder"]):
                     p.copy_(saved)
-                for p, saved in zip(inner, state["inner"]):
-                    p.copy_(saved)
+            inner.load(state["inner"], state["inner_step"])
             outer_opt.load_state_dict(state["outer_opt"])
-            inner_opt.load_state_dict(state["inner_opt"])
             gen.set_state(state["rng"])
             start = resumed_from = int(state["step"])
 
         def snapshot(step: int) -> dict[str, Any]:
             return {"step": step, "encoder": [p.detach().cpu() for p in encoder],
-                    "inner": [p.detach().cpu() for p in inner], "outer_opt": outer_opt.state_dict(),
-                    "inner_opt": inner_opt.state_dict(), "rng": gen.get_state()}
+                    "inner": [t.cpu() for t in inner.tensors()], "inner_step": inner.step,
+                    "outer_opt": outer_opt.state_dict(), "rng": gen.get_state()}
 
         t0 = time.perf_counter()
         pred_error = entropy = float("nan")
         bar = tqdm(range(start, self.outer_steps), initial=start, total=self.outer_steps, desc="TURTLE",
                    disable=not self.progress, leave=False)
         for step in bar:
-            idx = torch.randperm(n, generator=gen)[:batch].to(device)
-            zb = [z[idx] for z in zs]
-            probs = [F.softmax(F.linear(z, weight_normed(v, g), b), dim=1)
-                     for z, v, g, b in zip(zb, enc_v, enc_g, enc_b)]
-            labels = torch.stack(probs).mean(0)
+            if batch < n:
+                idx = torch.randperm(n, generator=gen)[:batch].to(device)
+                zb = [z.index_select(0, idx) for z in zs]
+            else:  # the whole train set: a permutation would change nothing
+                zb = zs
+            # (K, B) layout throughout: the products a @ zᵀ and r @ z are the fast ones for thin K
+            probs_t = [torch.softmax(torch.cat([weight_normed(v, g), b[:, None]], 1) @ z.T, dim=0)
+                       for z, v, g, b in zip(zb, enc_v, enc_g, enc_b)]
+            labels_t = torch.stack(probs_t).mean(0)
 
             if not self.warm_start:
-                inner, inner_opt = new_inner()
-            target = labels.detach()
-            for _ in range(self.inner_steps):
-                inner_opt.zero_grad()
-                loss = sum(F.cross_entropy(F.linear(z, inner[2 * s], inner[2 * s + 1]), target)
-                           for s, z in enumerate(zb))
-                loss.backward()
-                inner_opt.step()
+                inner = _InnerHeads(dims, k, gen, device)
+            inner.fit(zb, labels_t.detach(), self.inner_steps, self.inner_lr)
 
             with torch.no_grad():
-                inner_out = [F.linear(z, inner[2 * s], inner[2 * s + 1]) for s, z in enumerate(zb)]
-            pred = sum(F.cross_entropy(out, labels) for out in inner_out)
-            entr = sum(torch.special.entr(p.mean(0)).sum() for p in probs)
+                log_q = [torch.log_softmax(out, dim=0) for out in inner.logits_t(zb)]
+            pred = -sum((labels_t * lq).sum() for lq in log_q) / batch
+            entr = sum(torch.special.entr(p.mean(1)).sum() for p in probs_t)
             outer_opt.zero_grad()
             (pred - self.gamma * entr).backward()
             outer_opt.step()
@@ -162,9 +208,10 @@ class TurtleClusterer(Clusterer):
         with torch.no_grad():
             self.weights_ = [weight_normed(v, g).cpu().numpy().astype(np.float32) for v, g in zip(enc_v, enc_g)]
             self.biases_ = [b.detach().cpu().numpy().astype(np.float32) for b in enc_b]
-        return {"fit_time_s": time.perf_counter() - t0, "device": str(device), "batch_size": batch,
-                "steps_run": self.outer_steps - start, "resumed_from_step": resumed_from,
-                "final_pred_error": pred_error, "final_entropy": entropy}
+        self.run_info_ = {"train_time_s": time.perf_counter() - t0, "steps_run": self.outer_steps - start,
+                          "resumed_from_step": resumed_from}
+        return {"device": str(device), "batch_size": batch, "final_pred_error": pred_error,
+                "final_entropy": entropy}
 
     # -- prediction -------------------------------------------------------------------------------
     def _space_logits(self, spaces: list[np.ndarray]) -> list[np.ndarray]:
