@@ -57,14 +57,48 @@ def test_experiment_composes(name):
 
 
 def test_demo_plan():
+    """The default experiment: L2H-kmeans per space, L2H-TURTLE on both spaces, Ward per space, DeepECT on pixels,
+    with TURTLE and DeepECT at demo scale and one thread per job."""
     plan = Plan(CONF)
     assert plan.name == "demo"
-    l2h = sorted((r.backbone, r.method) for r in plan.runs if r.kind == "l2h")
-    assert ("pixels", "kmeans") in l2h and ("efficientnet_lite0", "kmeans") in l2h
-    assert {(r.backbone, r.method) for r in plan.runs if r.kind == "baseline"} >= {("pixels", "agglomerative")}
+    l2h = {(r.backbone, r.method) for r in plan.runs if r.kind == "l2h"}
+    assert l2h == {("pixels", "kmeans"), ("efficientnet_lite0", "kmeans"), ("pixels+efficientnet_lite0", "turtle")}
+    baselines = {(r.backbone, r.method) for r in plan.runs if r.kind == "baseline"}
+    assert baselines == {("pixels", "agglomerative"), ("efficientnet_lite0", "agglomerative"), ("pixels", "deepect")}
     assert all(r.k == 10 for r in plan.runs)  # K null = digits' 10 classes
     assert plan.runs[0].folder == "digits/pixels/kmeans_k10_s0/l2h_sum_of_cluster_means_lowest_score"
     assert "results/tables/demo.csv" in plan.report_outputs()
+    assert len(plan.figures()) == 3  # a dendrogram per L2H run
+
+    turtle = {"dataset": "digits", "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle", "k": 10, "seed": 0}
+    assert plan.tracked("train_clusterer", turtle)["clusterer"]["outer_steps"] == 300
+    assert plan.inputs("train_clusterer", turtle)["test"] == [
+        "results/features/digits/pixels/test.npy", "results/features/digits/efficientnet_lite0/test.npy"]
+    deepect = plan.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",
+                                            "k": 10, "seed": 0})["baseline"]
+    assert (deepect["pretrain_epochs"], deepect["clustering_epochs"], deepect["grow_interval"]) == (20, 20, 1)
+    assert {s: plan.threads(s, 4) for s in ("extract_features", "train_clusterer", "run_baseline")} == \
+        {"extract_features": 1, "train_clusterer": 1, "run_baseline": 1}
+    assert Plan(CONF, experiment="table1").threads("train_clusterer", 4) == 4  # the rule's own default
+
+
+@pytest.mark.parametrize("threads, message", [
+    ("{train: 1}", "threads key 'train' is not a stage"),
+    ("{train_clusterer: 0}", "must be an integer >= 1, got 0"),
+    ("{train_clusterer: two}", "must be an integer >= 1, got 'two'"),
+    ("{train_clusterer: true}", "must be an integer >= 1, got True"),
+])
+def test_bad_experiment_threads(tmp_path, threads, message):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    demo = (conf / "experiment" / "demo.yaml").read_text()
+    start = demo.index("\nthreads:")
+    end = demo.index("\nfigures:")
+    (conf / "experiment" / "demo.yaml").write_text(demo[:start] + f"\nthreads: {threads}" + demo[end:])
+    with pytest.raises(InputError, match=re.escape(message)):
+        Plan(conf)
 
 
 def test_sweep_over_k_and_aggregation_is_one_override():
@@ -72,7 +106,8 @@ def test_sweep_over_k_and_aggregation_is_one_override():
     trees = {(r.k, r.aggregation) for r in plan.runs if r.kind == "l2h"}
     assert trees == {(k, a) for k in (5, 10, 20) for a in ("sum_all", "sum_of_cluster_means")}
     assert {r.k for r in plan.runs if r.kind == "baseline"} == {5, 10, 20}
-    assert len([j for j in plan.jobs() if j[0] == "train_clusterer"]) == 3  # one model per K, shared by both Λ
+    # one model per clusterer (k-means, TURTLE) and K, shared by both Λ
+    assert len([j for j in plan.jobs() if j[0] == "train_clusterer"]) == 2 * 3
 
 
 def test_range_list_and_glob_sweeps():
@@ -94,6 +129,26 @@ def test_passthrough_override_reaches_only_its_stage():
         if stage not in ("train_clusterer", "report"):
             assert base.tracked(stage, fields) == edited.tracked(stage, fields), stage
     assert "clusterer.n_init=3" in edited.command("train_clusterer", train, edited.inputs("train_clusterer", train))
+
+
+def test_passthrough_override_reaches_the_options_that_have_its_key():
+    """In the demo (k-means and TURTLE, Ward and DeepECT), `clusterer.n_init` is k-means' and `baseline.linkage`
+    Ward's: each reaches the jobs of the options that have the key; a key that no option has is refused."""
+    plan = Plan(CONF, overrides="clusterer.n_init=3 clusterer.outer_steps=50 baseline.linkage=average")
+    by_method = {}
+    for stage, fields in plan.jobs():
+        if stage in ("train_clusterer", "run_baseline"):
+            method = fields.get("clusterer") or fields["baseline"]
+            by_method[method] = plan.command(stage, fields, plan.inputs(stage, fields))
+    assert "clusterer.n_init=3" in by_method["kmeans"] and "clusterer.n_init=3" not in by_method["turtle"]
+    assert "clusterer.outer_steps=50" in by_method["turtle"] and "outer_steps" not in by_method["kmeans"]
+    assert "baseline.linkage=average" in by_method["agglomerative"]
+    assert "baseline.linkage" not in by_method["deepect"]
+    with pytest.raises(InputError, match=re.escape("'nope' is in no clusterer config this experiment uses "
+                                                   "(kmeans, turtle)")):
+        Plan(CONF, overrides="clusterer.nope=1")
+    with pytest.raises(InputError, match="does not compose"):
+        Plan(CONF, overrides="clusterer=kmeans clusterer.outer_steps=50")  # TURTLE's key, but no TURTLE run
 
 
 def test_paths_and_runtime_keys_do_not_trigger_reruns():

@@ -136,5 +136,5 @@ def test_readme_and_entry_points():
     assert f"{install} && .venv/bin/snakemake --cores all" in readme
     assert f"{install} && .venv/bin/pytest" in readme
     assert PROJECT["scripts"]["l2h"] == "l2h.cli:main"
-    assert (REPO / "workflow" / "Snakefile").is_file()
-    assert (REPO / "workflow" / "profiles" / "default" / "config.yaml").is_file()
+    assert (REPO / "Snakefile").is_file()
+    assert (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").is_file()

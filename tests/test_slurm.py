@@ -1,8 +1,8 @@
 """The pipeline on a real SLURM cluster: workflow/scripts/slurm_cluster.sh starts a single-node cluster (loopback
 only, with accounting) for the session; the reduced demo runs through snakemake-executor-plugin-slurm with the
-shipped profile (workflow/profiles/slurm, its two EDIT values filled in) while one job is cancelled with scancel,
-and is compared with a local run of the same experiment. A Hydra multirun of one stage goes through the
-hydra-submitit-launcher config (conf/hydra/launcher/slurm.yaml) to the same cluster.
+shipped profile (`--profile workflow/profiles/slurm`, its two EDIT values filled in) while one job is cancelled
+with scancel, and is compared with a local run of the same experiment (no profile). A Hydra multirun of one stage
+goes through the hydra-submitit-launcher config (conf/hydra/launcher/slurm.yaml) to the same cluster.
 
 Needs root (it starts daemons), Debian's SLURM packages (the script installs them when missing) and a machine on
 which no other slurmctld runs."""
@@ -20,18 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_workflow import pause_hook  # tests/ is on sys.path (pytest's default "prepend" import mode)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
-SNAKEFILE = REPO / "workflow" / "Snakefile"
+SNAKEFILE = REPO / "Snakefile"
 CONF = REPO / "conf"
 
-# The reduced demo: the demo experiment with its raw-pixel backbone only (7 SLURM jobs, the rest local).
+# The reduced demo: the demo experiment with its raw-pixel backbone only (L2H-kmeans, L2H-TURTLE, Ward, DeepECT:
+# 12 SLURM jobs, the rest local).
 REDUCED = ["--config", "experiment=demo", "overrides=backbone=pixels"]
 LOCAL_RULES = {"prepare_data", "prefetch_weights", "report", "all"}  # localrules: downloads, reports stay local
-GPU_RULES = {"extract_features", "train_clusterer"}  # rules that ask SLURM for a GPU
-FAULT_RULE = "run_baseline"                          # its first job is cancelled halfway through its writes
+GPU_RULES = {"extract_features", "train_clusterer"}  # rules that ask SLURM for a GPU (and DeepECT's run_baseline)
+FAULT_RULE, FAULT_MATCH = "run_baseline", "agglomerative"  # this job is cancelled halfway through its writes
 PARTITION, ACCOUNT = "main", "l2h"                   # what slurm_cluster.sh creates
 RUN_LIMIT_S = 480                                    # SIGKILL for a snakemake run (the plugin can hang)
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
@@ -135,40 +137,9 @@ def sacct(env: dict, settle_s: float = 60) -> list[dict]:
         time.sleep(0.5)
 
 
-# Imported by every Python process of the SLURM run (PYTHONPATH): in the stage process of FAULT_RULE, and only
-# until the marker file exists, the first .npy the stage writes is followed by a long pause, during which the test
-# cancels the job. So the cancelled attempt has written part of its outputs, and its retry runs normally.
-PAUSE_HOOK = """
-import os, sys
-if "l2h.stages." + os.environ["L2H_TEST_PAUSE_STAGE"] in sys.orig_argv:
-    marker = os.environ["L2H_TEST_PAUSE_MARKER"]
-    if not os.path.exists(marker):
-        import time
-        import l2h.io
-        _write_npy = l2h.io.write_npy
-        def write_npy(path, obj):
-            _write_npy(path, obj)
-            if not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(os.path.abspath(path))
-                time.sleep(120)
-        l2h.io.write_npy = write_npy
-"""
-
-
-def pause_hook(tmp: Path, env: dict) -> tuple[dict, Path]:
-    """The environment that makes FAULT_RULE's first attempt pause after its first .npy (see PAUSE_HOOK)."""
-    hook = tmp / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
-    marker = tmp / "paused"
-    path = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
-    return {**env, "PYTHONPATH": path, "L2H_TEST_PAUSE_STAGE": FAULT_RULE,
-            "L2H_TEST_PAUSE_MARKER": str(marker)}, marker
-
-
-def cancel_when_paused(rule: str, marker: Path, env: dict, done: threading.Event, found: dict) -> None:
-    """Once the paused stage wrote `marker`, scancel the RUNNING job of `rule`; note which outputs it had written."""
+def cancel_when_paused(rule: str, match: str, marker: Path, env: dict, done: threading.Event, found: dict) -> None:
+    """Once the paused stage wrote `marker`, scancel the RUNNING job of `rule` whose wildcards contain `match`;
+    note which outputs it had written."""
     prefix = f"rule_{rule}_"
     while not done.is_set():
         if marker.exists():
@@ -176,7 +147,7 @@ def cancel_when_paused(rule: str, marker: Path, env: dict, done: threading.Event
                                    text=True, env=env, timeout=30).stdout
             for line in queue.splitlines():
                 jobid, comment = line.strip().split("|", 1)
-                if comment.startswith(prefix):
+                if comment.startswith(prefix) and f"_{match}_" in comment:
                     folder = Path(marker.read_text()).parent
                     written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
                     subprocess.run(["scancel", jobid], env=env, check=True, timeout=30)
@@ -206,14 +177,14 @@ def runs(slurm_cluster, tmp_path_factory) -> Runs:
     local.mkdir()
     slurm.mkdir()
     env = slurm_cluster.env
-    slurm_env, marker = pause_hook(tmp, env)
+    slurm_env, marker = pause_hook(tmp, env, FAULT_RULE, f"baseline={FAULT_MATCH}")
     profile = edited_profile(tmp)
     done, cancelled = threading.Event(), {}
-    watcher = threading.Thread(target=cancel_when_paused, args=(FAULT_RULE, marker, env, done, cancelled),
-                               daemon=True)
+    watcher = threading.Thread(target=cancel_when_paused,
+                               args=(FAULT_RULE, FAULT_MATCH, marker, env, done, cancelled), daemon=True)
     t0 = time.monotonic()
     with (tmp / "slurm.log").open("w") as slurm_out, (tmp / "local.log").open("w") as local_out:
-        slurm_proc = snakemake(slurm, "--workflow-profile", str(profile), *REDUCED,
+        slurm_proc = snakemake(slurm, "--profile", str(profile), *REDUCED,
                                "--slurm-init-seconds-before-status-checks", "5", env=slurm_env, out=slurm_out)
         local_proc = snakemake(local, *REDUCED, "--cores", "2", env=env, out=local_out)
         watcher.start()
@@ -245,7 +216,9 @@ def test_every_job_ran_on_slurm(runs):
     completed = [r for r in records if r["state"] == "COMPLETED" and r["comment"].startswith("rule_")]
     assert sorted(r["comment"] for r in completed) == sorted(expected)  # every job once, nothing else
     for r in completed:
-        assert ("gres/gpu=1" in r["tres"]) == (expected[r["comment"]] in GPU_RULES), r
+        rule = expected[r["comment"]]
+        gpu = rule in GPU_RULES or (rule == "run_baseline" and "_deepect_" in r["comment"])
+        assert ("gres/gpu=1" in r["tres"]) == gpu, r
     for rule in LOCAL_RULES:
         assert not any(re.fullmatch(f"rule_{rule}(_wildcards_.*)?", r["comment"]) for r in records), rule
     kinds = {(kind, rule) for kind, rule, _ in logged_jobs(runs.slurm_log)}

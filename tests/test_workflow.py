@@ -1,8 +1,9 @@
 """The Snakemake workflow end to end, through the real `snakemake` command in a temporary directory.
 
-A reduced demo (digits, raw pixels, k-means → L2H, Ward agglomerative) runs once per module; the tests
-then check its values against scikit-learn, that a second run is a no-op, that killing a stage process
-mid-run leaves no partial output and the re-run finishes with byte-identical files, and that editing a
+A reduced demo (the demo on raw pixels only: k-means and TURTLE → L2H, Ward agglomerative, DeepECT) runs once
+per module, as `snakemake --cores 2` with the repository's root Snakefile and no profile; the tests then check
+its values against scikit-learn, that a second run is a no-op, that killing a stage process (or Snakemake with
+it) mid-run leaves no partial output and the re-run finishes with byte-identical files, and that editing a
 config file re-runs exactly the jobs that depend on it.
 """
 
@@ -27,22 +28,26 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-REPO_SNAKEFILE = REPO / "workflow" / "Snakefile"
+REPO_SNAKEFILE = REPO / "Snakefile"
 REDUCED = "backbone=pixels"  # the demo on raw pixels only (EfficientNet-Lite0 is exercised by the real demo)
 L2H_RUN = "results/digits/pixels/kmeans_k10_s0/l2h_sum_of_cluster_means_lowest_score"
+TURTLE_RUN = "results/digits/pixels/turtle_k10_s0/l2h_sum_of_cluster_means_lowest_score"
 AGG_RUN = "results/digits/pixels/baseline_agglomerative_k10_s0"
+DEEPECT_RUN = "results/digits/pixels/baseline_deepect_k10_s0"
+METHODS = {"L2H-kmeans", "L2H-TURTLE", "Agglomerative (ward)", "DeepECT"}
 
 
 def copy_workflow(dest: Path) -> Path:
-    """A private copy of workflow/ and conf/ (so that tests may edit configs)."""
+    """A private copy of the Snakefile, workflow/ and conf/ (so that tests may edit configs)."""
     ignore = shutil.ignore_patterns("__pycache__", ".snakemake")
+    shutil.copy2(REPO_SNAKEFILE, dest / "Snakefile")
     shutil.copytree(REPO / "workflow", dest / "workflow", ignore=ignore)
     shutil.copytree(REPO / "conf", dest / "conf", ignore=ignore)
     return dest
 
 
 def snakemake_args(workdir: Path, *args: str, snakefile: Path | None = None) -> list[str]:
-    snakefile = snakefile or workdir / "workflow" / "Snakefile"
+    snakefile = snakefile or workdir / "Snakefile"
     return [str(SNAKEMAKE), "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
 
 
@@ -77,17 +82,33 @@ def check(proc: subprocess.CompletedProcess) -> None:
 def demo(tmp_path_factory):
     """The reduced demo, run once: (working directory, snapshot of its outputs)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    check(snakemake(workdir, "--config", f"overrides={REDUCED}"))
+    proc = snakemake(workdir, "--config", f"overrides={REDUCED}")
+    check(proc)
+    assert "for setting default command line arguments" not in proc.stdout + proc.stderr  # no profile loaded
     return workdir, outputs(workdir)
+
+
+def test_the_root_snakefile_is_the_only_one():
+    """The entry point is the repository root's Snakefile (rules in workflow/rules/), and no default profile
+    exists that a local run would depend on (or that would be stacked on the SLURM profile)."""
+    assert REPO_SNAKEFILE.is_file() and not list((REPO / "workflow").rglob("Snakefile"))
+    assert 'include: "workflow/rules/common.smk"' in REPO_SNAKEFILE.read_text()
+    assert not (REPO / "profiles").exists() and not (REPO / "workflow" / "profiles" / "default").exists()
 
 
 @pytest.mark.parametrize("experiment", group_options(REPO / "conf", "experiment"))
 def test_dry_run_builds_the_dag(tmp_path, experiment):
+    """Every experiment, from the repository root's Snakefile: prepare → features → clusterer → L2H → evaluate
+    → report (and the baselines where the experiment has them)."""
     proc = snakemake(tmp_path, "-n", "--config", f"experiment={experiment}", snakefile=REPO_SNAKEFILE,
                      timeout=300)
     check(proc)
     counts = job_counts(proc)
-    assert counts["report"] == 1 and counts["evaluate"] >= 1 and counts["prepare_data"] >= 1
+    for rule in ("prepare_data", "prefetch_weights", "extract_features", "train_clusterer", "build_tree",
+                 "evaluate"):
+        assert counts.get(rule, 0) >= 1, (rule, counts)
+    assert counts["report"] == 1
+    assert counts["evaluate"] == counts["build_tree"] + counts.get("run_baseline", 0)
     assert not (tmp_path / "results").exists()
 
 
@@ -97,8 +118,8 @@ def test_sweep_is_one_command(tmp_path):
                      snakefile=REPO_SNAKEFILE)
     check(proc)
     counts = job_counts(proc)
-    backbones = 2  # the demo's
-    assert counts["train_clusterer"] == 3 * backbones and counts["build_tree"] == 6 * backbones
+    models = 3  # the demo's: k-means on each space, TURTLE on both together
+    assert counts["train_clusterer"] == 3 * models and counts["build_tree"] == 6 * models
     assert "run_baseline" not in counts
 
 
@@ -110,6 +131,14 @@ def test_bad_override_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def table(workdir: Path) -> dict[str, dict[str, str]]:
+    """The demo table's CSV rows by method (one row each in the reduced demo)."""
+    lines = (workdir / "results" / "tables" / "demo.csv").read_text().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    assert len({r["method"] for r in rows}) == len(rows)
+    return {r["method"]: r for r in rows}
+
+
 def test_reduced_demo_values_are_sane(demo):
     from sklearn.cluster import AgglomerativeClustering, KMeans
     from threadpoolctl import threadpool_limits
@@ -118,16 +147,13 @@ def test_reduced_demo_values_are_sane(demo):
 
     workdir, _ = demo
     res = workdir / "results"
-    lines = (res / "tables" / "demo.csv").read_text().splitlines()
-    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
-    assert {r["method"] for r in rows} == {"L2H-kmeans", "Agglomerative (ward)"}
-    l2h = next(r for r in rows if r["method"] == "L2H-kmeans")
-    agg = next(r for r in rows if r["method"] != "L2H-kmeans")
-    for row in rows:
+    rows = table(workdir)
+    assert set(rows) == METHODS
+    for row in rows.values():
         assert row["dataset"] == "digits" and row["backbone"] == "pixels" and row["k"] == "10"
         assert row["n_points"] == "540" and row["labels"] == "10 classes"
         for m in ("nmi", "ari", "acc", "dp", "lp"):
-            assert 0.0 <= float(row[m]) <= 1.0
+            assert 0.0 <= float(row[m]) <= 1.0, (row["method"], m, row[m])  # also fails on nan
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -139,13 +165,89 @@ def test_reduced_demo_values_are_sane(demo):
     with threadpool_limits(1):  # OpenMP threads on a busy 2-core machine make k-means 50x slower
         sk = [acc(y, KMeans(10, n_init=10, random_state=s).fit(train).predict(test)) for s in range(5)]
         ward = acc(y, AgglomerativeClustering(10, linkage="ward").fit_predict(test))
+    l2h, agg = rows["L2H-kmeans"], rows["Agglomerative (ward)"]
     assert min(sk) - 0.02 <= float(l2h["acc"]) <= max(sk) + 0.02, (l2h["acc"], sk)
     assert float(l2h["lp"]) >= float(l2h["acc"]) - 1e-6  # L2H keeps the k-means clusters as its leaves
     assert abs(float(agg["acc"]) - ward) < 0.02, (agg["acc"], ward)
     assert float(agg["lp"]) == 1.0  # point-level tree: every leaf is one point
 
     md = (res / "tables" / "demo.md").read_text()
-    assert "| L2H-kmeans | digits | pixels | 10 |" in md and "DP" in md and "LP" in md
+    for method in METHODS:
+        assert f"| {method} | digits | pixels | 10 |" in md
+    assert "DP" in md and "LP" in md
+
+
+def test_reduced_demo_turtle_and_deepect_rows(demo):
+    """TURTLE and DeepECT ran with the demo's settings and gave real clusterings (far above chance = 0.1)."""
+    from l2h.hierarchy import Hierarchy
+
+    workdir, _ = demo
+    rows = table(workdir)
+    import yaml
+
+    folder = (workdir / TURTLE_RUN).parent
+    assert yaml.safe_load((folder / "train_clusterer.config.yaml").read_text())["clusterer"]["outer_steps"] == 300
+    assert json.loads((folder / "info.json").read_text())["empty_clusters"] == 0
+    turtle = rows["L2H-TURTLE"]
+    assert float(turtle["acc"]) > 0.25 and float(turtle["lp"]) >= float(turtle["acc"]) - 1e-6, turtle
+    assert Hierarchy.load(workdir / TURTLE_RUN / "tree.json").k == 10
+
+    deepect_info = json.loads((workdir / DEEPECT_RUN / "info.json").read_text())
+    assert (deepect_info["pretrain_epochs"], deepect_info["clustering_epochs"], deepect_info["grow_interval"]) == \
+        (20, 20, 1)  # the demo's settings
+    tree = Hierarchy.load(workdir / DEEPECT_RUN / "tree.json")
+    assert tree.k == deepect_info["n_leaves"] >= 10 and not deepect_info["fewer_leaves_than_k"]
+    deepect = rows["DeepECT"]
+    assert float(deepect["acc"]) > 0.4 and float(deepect["nmi"]) > 0.4, deepect
+    metrics = json.loads((workdir / DEEPECT_RUN / "metrics.json").read_text())["metrics"]
+    assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values()), metrics
+
+
+def test_turtle_writes_its_per_space_logits(demo):
+    """Besides logits.npy = log(mean softmax), TURTLE's job writes logits_<space>.npy, its per-space logits."""
+    from scipy.special import log_softmax
+
+    from l2h.clusterers import load_clusterer
+
+    workdir, _ = demo
+    folder = (workdir / TURTLE_RUN).parent
+    space = np.load(folder / "logits_pixels.npy")
+    test = np.load(workdir / "results/features/digits/pixels/test.npy")
+    assert space.dtype == np.float32 and space.shape == (540, 10)
+    assert np.array_equal(space, load_clusterer(folder / "model.npz").space_logits([test])[0])
+    np.testing.assert_allclose(np.load(folder / "logits.npy"), log_softmax(space.astype(np.float64), axis=1),
+                               atol=1e-5)  # one space: log(mean softmax) = log softmax
+    prov = json.loads((folder / "train_clusterer.provenance.json").read_text())
+    assert prov["space_logits"] == ["logits_pixels.npy"]
+    assert not list((workdir / "results/digits/pixels/kmeans_k10_s0").glob("logits_*"))  # k-means has none
+
+
+def test_turtle_stage_on_two_spaces_by_hand(demo, tmp_path):
+    """The stage run by hand (as README shows) on two spaces: one logits file per space, named after the
+    spaces of stage.run.backbone, and logits.npy is the log of the mean of their softmaxes."""
+    from scipy.special import logsumexp, log_softmax
+
+    from l2h.stages.plan import hydra_value
+
+    workdir, _ = demo
+    feats = workdir / "results/features/digits/pixels"
+    rotation = np.random.default_rng(0).normal(size=(192, 24)).astype(np.float32)  # a second, different space
+    inputs = {"train": [str(feats / "train.npy")], "test": [str(feats / "test.npy")]}
+    for split in ("train", "test"):
+        np.save(tmp_path / f"{split}_b.npy", np.load(feats / f"{split}.npy") @ rotation)
+        inputs[split].append(str(tmp_path / f"{split}_b.npy"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "l2h.stages.train_clusterer", "clusterer=turtle", "clusterer.outer_steps=20",
+           "clusterer.progress=false", f"stage.inputs={hydra_value(inputs)}", f"stage.output={hydra_value(str(out))}",
+           "stage.run={backbone:'pixels+rotated'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spaces = [np.load(out / f"logits_{name}.npy").astype(np.float64) for name in ("pixels", "rotated")]
+    assert all(s.shape == (540, 10) for s in spaces) and not np.allclose(spaces[0], spaces[1])
+    combined = logsumexp(np.stack([log_softmax(s, axis=1) for s in spaces]), axis=0) - np.log(2)
+    np.testing.assert_allclose(np.load(out / "logits.npy"), combined, atol=1e-5)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_outputs_and_records(demo):
@@ -154,7 +256,7 @@ def test_outputs_and_records(demo):
 
     workdir, _ = demo
     res = workdir / "results"
-    for run in (L2H_RUN, AGG_RUN):
+    for run in (L2H_RUN, TURTLE_RUN, AGG_RUN, DEEPECT_RUN):
         folder = workdir / run
         for name in (*TREE_FILES, "metrics.json", "leaf_names.json", "evaluate.config.yaml"):
             assert (folder / name).is_file(), folder / name
@@ -173,8 +275,9 @@ def test_outputs_and_records(demo):
     for rec in ("data/digits/prepare_data", "features/digits/pixels/extract_features", "tables/demo",
                 "weights/pixels"):
         assert (res / f"{rec}.config.yaml").is_file() and (res / f"{rec}.provenance.json").is_file()
-    figures = list((res / "figures" / "demo").glob("*.png"))
-    assert len(figures) == 1 and figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = sorted((res / "figures" / "demo").glob("*.png"))  # one dendrogram per L2H run
+    assert [f.name.split("_")[2] for f in figures] == ["kmeans", "turtle"]
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     names = json.loads((workdir / L2H_RUN / "leaf_names.json").read_text())
     assert len(names) == 10 and all(re.fullmatch(r"\d \(\d+%\)", n) for n in names)
     assert not list(res.rglob("*.tmp"))
@@ -185,6 +288,41 @@ def test_second_run_is_a_no_op(demo):
     proc = snakemake(workdir, "-n", "--config", f"overrides={REDUCED}")
     check(proc)
     assert job_counts(proc) == {}
+
+
+# Imported by every Python process started with pause_hook's environment (PYTHONPATH): in the process of the
+# stage named by L2H_TEST_PAUSE_STAGE (whose command line also contains L2H_TEST_PAUSE_MATCH), and only until the
+# marker file exists, the first .npy the stage writes is followed by a long pause, during which a test kills or
+# cancels the job. So the killed attempt has written part of its outputs.
+PAUSE_HOOK = """
+import os, sys
+if ("l2h.stages." + os.environ["L2H_TEST_PAUSE_STAGE"] in sys.orig_argv
+        and any(os.environ["L2H_TEST_PAUSE_MATCH"] in arg for arg in sys.orig_argv)):
+    marker = os.environ["L2H_TEST_PAUSE_MARKER"]
+    if not os.path.exists(marker):
+        import time
+        import l2h.io
+        _write_npy = l2h.io.write_npy
+        def write_npy(path, obj):
+            _write_npy(path, obj)
+            if not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(os.path.abspath(path))
+                time.sleep(120)
+        l2h.io.write_npy = write_npy
+"""
+
+
+def pause_hook(tmp: Path, env: dict, stage: str, match: str = "") -> tuple[dict, Path]:
+    """The environment that makes the first job of `stage` (whose command line has an argument containing
+    `match`) pause after its first .npy (see PAUSE_HOOK), and the marker file it then writes."""
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    marker = tmp / "paused"
+    path = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "L2H_TEST_PAUSE_STAGE": stage, "L2H_TEST_PAUSE_MATCH": match,
+            "L2H_TEST_PAUSE_MARKER": str(marker)}, marker
 
 
 def _descendants(pid: int) -> list[int]:
@@ -214,29 +352,47 @@ def _find_stage(root: int, stage: str) -> int | None:
     return None
 
 
-def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo):
-    """Delete k-means and what follows it, SIGKILL the k-means stage process mid-run, then resume."""
+@pytest.mark.parametrize("victim", ["stage", "snakemake_and_stage"])
+def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_path, victim):
+    """Delete k-means and what follows it, SIGKILL the k-means job halfway through its writes, then resume.
+
+    When only the stage process dies, Snakemake removes the job's outputs and the same bare command redoes it.
+    When Snakemake dies with it (a power loss), nothing is cleaned up: Snakemake then refuses to run until
+    `--unlock`, and refuses to trust the half-done job's files until `--rerun-incomplete` (README)."""
     workdir, reference = demo
     res = workdir / "results"
     for folder in ("digits/pixels/kmeans_k10_s0", "tables", "figures"):
         shutil.rmtree(res / folder)
     untouched = {p: p.stat().st_mtime_ns for p in res.rglob("*") if p.is_file() and "logs" not in p.parts}
-    proc = subprocess.Popen(snakemake_args(workdir, "--config", f"overrides={REDUCED}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim, deadline = None, time.monotonic() + 300
-    while victim is None and proc.poll() is None and time.monotonic() < deadline:
-        victim = _find_stage(proc.pid, "train_clusterer")
-        time.sleep(0.02)
-    assert victim is not None, "the train_clusterer stage never started"
-    time.sleep(0.5)
-    os.kill(victim, signal.SIGKILL)
-    log, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0, log[-3000:]
+    env, marker = pause_hook(tmp_path, dict(os.environ), "train_clusterer")
+    proc = subprocess.Popen(snakemake_args(workdir, "--config", f"overrides={REDUCED}"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the train_clusterer stage never paused after its first array"
     model = res / "digits/pixels/kmeans_k10_s0"
-    assert not [p.name for p in model.glob("*") if p.is_file() and not p.name.startswith(".")], \
-        "a killed job left output files"
 
-    check(snakemake(workdir, "--config", f"overrides={REDUCED}"))
+    def written() -> list[str]:
+        return sorted(p.name for p in model.glob("*") if p.is_file() and not p.name.startswith("."))
+
+    assert "logits.npy" in written() and "info.json" not in written(), written()  # halfway through its writes
+    if victim == "stage":
+        os.kill(_find_stage(proc.pid, "train_clusterer"), signal.SIGKILL)
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode != 0, log[-3000:]
+        assert written() == [], "the killed job's outputs were left behind"
+        check(snakemake(workdir, "--config", f"overrides={REDUCED}"))
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)  # nobody cleans up: the finished files of the half-done job remain
+        proc.communicate(timeout=60)
+        assert written() == ["logits.npy", "model.npz"]
+        check(snakemake(workdir, "--unlock"))  # Snakemake's lock outlives a killed Snakemake: README's recovery
+        refused = snakemake(workdir, "--config", f"overrides={REDUCED}")
+        text = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "IncompleteFilesException" in text  # it never trusts them
+        assert "results/digits/pixels/kmeans_k10_s0/logits.npy" in text
+        check(snakemake(workdir, "--rerun-incomplete", "--config", f"overrides={REDUCED}"))
     assert outputs(workdir) == reference  # byte-identical, and the killed attempt's temporaries are gone
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # finished jobs were not redone
 

@@ -8,7 +8,7 @@ rule run_baseline:
         command=stage_command("run_baseline"),
     log:
         PLAN.log_pattern("run_baseline"),
-    threads: 4
+    threads: PLAN.threads("run_baseline", 4)
     resources:
         gpu=lambda wildcards: int(wildcards.baseline in ("deepect", "treevae")),
         mem_mb=64000,

@@ -8,7 +8,7 @@ rule train_clusterer:
         command=stage_command("train_clusterer"),
     log:
         PLAN.log_pattern("train_clusterer"),
-    threads: 4
+    threads: PLAN.threads("train_clusterer", 4)
     resources:
         gpu=1,
         mem_mb=lambda wildcards, input: max(16000, 4 * int(input.size_mb)),

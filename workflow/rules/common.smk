@@ -2,7 +2,7 @@
 #   --config experiment=NAME        an experiment of conf/experiment/ (default: conf/config.yaml's, demo)
 #   --config overrides="..."        Hydra overrides; a comma list / range() on a grid key is a sweep
 #   --config tag=NAME               write the table as tables/<experiment>+NAME (keeps sweeps apart)
-#   --config conf_dir=PATH          another conf/ folder (default: the one beside workflow/)
+#   --config conf_dir=PATH          another conf/ folder (default: conf/ beside the Snakefile)
 import sys
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from l2h.errors import InputError
 from l2h.stages.plan import Plan
 
-CONF_DIR = Path(config.get("conf_dir", Path(workflow.basedir).parent / "conf"))
+CONF_DIR = Path(config.get("conf_dir", Path(workflow.basedir) / "conf"))
 try:
     PLAN = Plan(CONF_DIR, experiment=config.get("experiment"), overrides=config.get("overrides"),
                 tag=config.get("tag"))

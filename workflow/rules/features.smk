@@ -21,7 +21,7 @@ rule extract_features:
         command=stage_command("extract_features"),
     log:
         PLAN.log_pattern("extract_features"),
-    threads: 4
+    threads: PLAN.threads("extract_features", 4)
     resources:
         gpu=1,
         mem_mb=32000,

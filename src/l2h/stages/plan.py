@@ -188,10 +188,15 @@ def default_conf_dir() -> Path:
 @dataclass
 class Overrides:
     """User overrides split into grid values (``dataset=a,b``, ``clusterer.k=5,10`` ...) and plain Hydra
-    overrides passed through to the stages that read the group they touch."""
+    overrides passed through to the stages that read the group they touch.
+
+    ``changes`` maps the text of each pass-through that sets an existing key (``clusterer.n_init=3``; not
+    ``+key=``/``++key=``/``~key``) to that key within its group (``n_init``): the plan applies it to the options
+    of the group that have the key (k-means, not TURTLE) and refuses it when none of the plan's options has it."""
 
     grid: dict[str, list] = field(default_factory=dict)
     passthrough: list[tuple[str, str]] = field(default_factory=list)  # (group, override text)
+    changes: dict[str, str] = field(default_factory=dict)             # override text -> key within its group
 
     @classmethod
     def parse(cls, text: str | Iterable[str] | None, *, options: Mapping[str, list[str]]) -> "Overrides":
@@ -238,6 +243,8 @@ class Overrides:
                 raise InputError(f"overrides: {ov.input_line!r} sweeps a value that is not part of the result "
                                  f"paths; sweeps are supported over {sorted(GRID_OVERRIDES)}")
             out.passthrough.append((group, ov.input_line))
+            if ov.type == OverrideType.CHANGE and "." in key and "@" not in key:
+                out.changes[ov.input_line] = key.split(".", 1)[1]
         return out
 
 
@@ -271,7 +278,9 @@ class Plan:
         self.table_name = self.name if not tag else f"{self.name}+{tag}"
         self.results = str(base.paths.results)
         self.settings = self._check_settings(self.experiment.get("settings") or {})
+        self.thread_counts = self._check_threads(self.experiment.get("threads") or {})
         self.runs = self._expand()
+        self._check_changes()
         for stage, fields in self.jobs():
             self.tracked(stage, fields)  # compose every job's config now: bad values fail before any job runs
 
@@ -302,6 +311,22 @@ class Plan:
                                  f"{group} group that are not grid dimensions, got {items}")
             out[key] = items
         return out
+
+    def _check_threads(self, threads: Mapping[str, Any]) -> dict[str, int]:
+        out = {}
+        for stage, count in threads.items():
+            if stage not in STAGES:
+                raise InputError(f"experiment {self.name}: threads key {stage!r} is not a stage; stages: "
+                                 f"{', '.join(STAGES)}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InputError(f"experiment {self.name}: threads[{stage!r}] must be an integer >= 1, got {count!r}")
+            out[stage] = count
+        return out
+
+    def threads(self, stage: str, default: int) -> int:
+        """The threads a job of ``stage`` asks for: the experiment's ``threads`` entry, else the rule's
+        ``default`` (Snakemake caps it at ``--cores`` and passes it on as OMP_NUM_THREADS & co.)."""
+        return self.thread_counts.get(stage, default)
 
     def _blocks(self) -> list[dict[str, list]]:
         grid = self.experiment.get("grid") or {}
@@ -423,10 +448,40 @@ class Plan:
 
     def _extras(self, group: str, option: str | None) -> list[str]:
         """The experiment's settings and the user's pass-through overrides for ``group`` (and ``option``)."""
-        out = list(self.settings.get(group, []))
-        if option is not None:
-            out += self.settings.get(f"{group}/{option}", [])
-        return out + [text for g, text in self.overrides.passthrough if g == group]
+        return self._settings(group, option) + [text for g, text in self.overrides.passthrough
+                                                if g == group and self._applies(text, group, option)]
+
+    def _settings(self, group: str, option: str | None) -> list[str]:
+        """The experiment's settings for ``group`` and for ``group/option``."""
+        return list(self.settings.get(group, [])) + (list(self.settings.get(f"{group}/{option}", [])) if option else [])
+
+    def _applies(self, text: str, group: str, option: str | None) -> bool:
+        """Whether the pass-through override ``text`` applies to ``option`` of ``group``: always, unless it
+        sets a key that this option's config does not have (see :class:`Overrides`)."""
+        key = self.overrides.changes.get(text)
+        if key is None:
+            return True
+        base = ((f"{group}={option}",) if option else ()) + tuple(self._settings(group, option))
+        node = _group_node(str(self.conf_dir), group, base, ())
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    def _check_changes(self) -> None:
+        """Refuse a pass-through override that sets a key none of the plan's options of its group has."""
+        used: dict[str, set] = {}
+        for stage, fields in self.jobs():
+            for group in STAGES[stage].groups:
+                used.setdefault(group, set()).add(self._selection(group, fields)[0])
+        used["paths"] = {None}
+        for group, text in self.overrides.passthrough:
+            options = used.get(group, set())
+            if options and not any(self._applies(text, group, option) for option in options):
+                names = ", ".join(sorted(o for o in options if o)) or group
+                raise InputError(f"overrides: {text!r}: the key {self.overrides.changes[text]!r} is in no {group} "
+                                 f"config this experiment uses ({names}), so the config does not compose")
 
     def group_overrides(self, stage: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
         """The Hydra overrides that configure ``stage`` for the job with wildcard values ``fields``:
