@@ -9,6 +9,28 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
+def dry_run(tmp_path_factory):
+    """``dry_run(experiment)`` → (working directory, completed process) of ``snakemake -n -p --config
+    experiment=NAME`` with the repository's root Snakefile in an empty directory; run once per experiment
+    and session (several test modules inspect the same DAG)."""
+    import subprocess
+    import sys
+
+    runs = {}
+
+    def run(experiment: str):
+        if experiment not in runs:
+            workdir = tmp_path_factory.mktemp(f"dry_run_{experiment}")
+            snakemake = Path(sys.executable).with_name("snakemake")
+            runs[experiment] = workdir, subprocess.run(
+                [str(snakemake), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+                 "-n", "-p", "--config", f"experiment={experiment}"], capture_output=True, text=True, timeout=300)
+        return runs[experiment]
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data; a missing folder is a failure, never a silent skip."""
     if not (SHARED_DATA / "README.md").is_file():

@@ -527,16 +527,8 @@ PAPER_DATA_JOBS = {
 DOWNLOADED = {"cifar10", "cifar100", "food101", "inat21"}   # imagenet: a local copy, never downloaded
 
 
-def dry_run_jobs(experiment: str, workdir: Path) -> list[dict]:
-    """The jobs `snakemake -n -p --config experiment=...` lists: rule, wildcards, input, output, command."""
-    import subprocess
-    import sys
-
-    snakefile = next(p for p in (REPO / "Snakefile", REPO / "workflow" / "Snakefile") if p.is_file())
-    snakemake = Path(sys.executable).with_name("snakemake")
-    proc = subprocess.run([str(snakemake), "-s", str(snakefile), "--directory", str(workdir), "--cores", "2",
-                           "-n", "-p", "--config", f"experiment={experiment}"],
-                          capture_output=True, text=True, timeout=300)
+def dry_run_jobs(proc) -> list[dict]:
+    """The jobs a `snakemake -n -p` run lists: rule, wildcards, input, output, command."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = []
     for block in re.split(r"^(?=(?:local)?rule \w+:$)", proc.stdout + proc.stderr, flags=re.M)[1:]:
@@ -551,9 +543,9 @@ def dry_run_jobs(experiment: str, workdir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("experiment", sorted(PAPER_DATA_JOBS))
-def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment, tmp_path):
+def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment, dry_run):
     datasets, backbones = PAPER_DATA_JOBS[experiment]
-    jobs = dry_run_jobs(experiment, tmp_path)
+    jobs = dry_run_jobs(dry_run(experiment)[1])
     by_rule: dict[str, list[dict]] = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)

@@ -132,7 +132,7 @@ def test_readme_and_entry_points():
     assert (REPO / PROJECT["readme"]).is_file()
     readme = (REPO / "README.md").read_text()
     install = ("python3 -m venv .venv && .venv/bin/pip install -q uv && "
-               ".venv/bin/uv pip install -q -p .venv/bin/python -e '.[test]'")
+               ".venv/bin/uv pip install -q --compile-bytecode -p .venv/bin/python -e '.[test]'")
     assert f"{install} && .venv/bin/snakemake --cores all" in readme
     assert f"{install} && .venv/bin/pytest" in readme
     assert PROJECT["scripts"]["l2h"] == "l2h.cli:main"

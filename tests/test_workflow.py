@@ -97,11 +97,10 @@ def test_the_root_snakefile_is_the_only_one():
 
 
 @pytest.mark.parametrize("experiment", group_options(REPO / "conf", "experiment"))
-def test_dry_run_builds_the_dag(tmp_path, experiment):
+def test_dry_run_builds_the_dag(dry_run, experiment):
     """Every experiment, from the repository root's Snakefile: prepare → features → clusterer → L2H → evaluate
     → report (and the baselines where the experiment has them)."""
-    proc = snakemake(tmp_path, "-n", "--config", f"experiment={experiment}", snakefile=REPO_SNAKEFILE,
-                     timeout=300)
+    workdir, proc = dry_run(experiment)
     check(proc)
     counts = job_counts(proc)
     for rule in ("prepare_data", "prefetch_weights", "extract_features", "train_clusterer", "build_tree",
@@ -109,7 +108,7 @@ def test_dry_run_builds_the_dag(tmp_path, experiment):
         assert counts.get(rule, 0) >= 1, (rule, counts)
     assert counts["report"] == 1
     assert counts["evaluate"] == counts["build_tree"] + counts.get("run_baseline", 0)
-    assert not (tmp_path / "results").exists()
+    assert not (workdir / "results").exists()
 
 
 def test_sweep_is_one_command(tmp_path):
