@@ -74,7 +74,7 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
     feed-forward autoencoder, mirrored in the decoder).
     scaling: "znorm" (global mean/std), "znorm_feature" (per feature) or "none". device: "cpu"
     (bit-reproducible for a seed), "cuda", or null (ClustPy picks). ``seed`` is ClustPy's random_state,
-    from which it seeds torch, numpy and its k-means. Training time is ``info["train_time_s"]``.
+    from which it seeds torch, numpy and its k-means. Training time is ``run_info["train_time_s"]``.
     """
     from clustpy.deep import DeepECT
     from clustpy.deep.neural_networks import FeedforwardAutoencoder
@@ -125,5 +125,5 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
                           f"{n_leaves} leaves" if fewer else f"flat clusters = the tree cut at k = {k}"),
                  "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
                  "device": str(next(model.neural_network_trained_.parameters()).device),
-                 "train_time_s": train_time, "indices": None})
-    return BaselineResult(hierarchy, leaves, clusters, info)
+                 "indices": None})
+    return BaselineResult(hierarchy, leaves, clusters, info, run_info={"train_time_s": train_time})

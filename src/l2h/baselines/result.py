@@ -20,13 +20,15 @@ class BaselineResult:
     hierarchy: tree over ``hierarchy.k`` leaves (points for agglomerative, leaf clusters for DeepECT).
     leaves: int64 (n,), the leaf of each evaluated point. clusters: int64 (n,), the flat partition at K.
     info: JSON-friendly details; ``info["indices"]`` (int64 array or None) are the rows of the input
-    features that were evaluated (None = all rows, in order).
+    features that were evaluated (None = all rows, in order). run_info: how the run went (wall-clock
+    timings), logged by the stage and never saved, so that outputs are identical when a job is re-run.
     """
 
     hierarchy: Hierarchy
     leaves: np.ndarray
     clusters: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
 
     def write(self, out_dir: str | os.PathLike) -> None:
         """Write tree.json, linkage.npy, tree.nwk, leaves.npy, clusters.npy, indices.npy (the evaluated

@@ -57,15 +57,6 @@ def resolved(cfg, groups) -> dict[str, Any]:
     return out
 
 
-def without_timings(info: dict[str, Any], label: str) -> dict[str, Any]:
-    """``info`` without its wall-clock entries (keys ending in ``_time_s``), which are logged instead:
-    outputs must be byte-identical when a job is re-run."""
-    timings = {key: val for key, val in info.items() if key.endswith("_time_s")}
-    if timings:
-        log.info("%s timings: %s", label, ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
-    return {key: val for key, val in info.items() if key not in timings}
-
-
 def remove_stale_temporaries(folder: Path, names: list[str]) -> None:
     """Delete temporaries a killed earlier attempt of this job left beside its own output files."""
     if not folder.is_dir():

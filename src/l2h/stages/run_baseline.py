@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l2h.io import write_npy
-from l2h.stages.app import stage_main, without_timings
+from l2h.stages.app import log, stage_main
 
 
 def run(cfg, job):
@@ -17,11 +16,9 @@ def run(cfg, job):
     spaces = [np.load(path) for path in job.input("features")]
     features = spaces[0] if len(spaces) == 1 else np.concatenate([l2_normalize(x) for x in spaces], axis=1)
     result = run_baseline(cfg.baseline, features, k=int(job.run["k"]), seed=int(job.run["seed"]))
-    result.info = without_timings(result.info, str(cfg.baseline.name))
+    if result.run_info:
+        log.info("%s: %s", cfg.baseline.name, ", ".join(f"{key}={val:.2f}" for key, val in result.run_info.items()))
     result.write(job.output)
-    indices = result.info.get("indices")
-    write_npy(job.output / "indices.npy",
-              np.arange(len(features), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64))
     return {"n_points": int(len(result.leaves)), "tree_leaves": int(result.hierarchy.k)}
 
 
