@@ -70,11 +70,24 @@ def slurm_cluster(tmp_path_factory):
         if start.returncode != 0:
             pytest.fail(f"the test cluster did not start:\n{start.stderr[-6000:]}")
         assert set(pids) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
-        yield Cluster(state, {**os.environ, "SLURM_CONF": str(state / "etc" / "slurm.conf")})
+        env = {**os.environ, "SLURM_CONF": str(state / "etc" / "slurm.conf")}
+        # a stand-in for a job process that ignores SIGTERM and outlives its job: stop must kill it too
+        straggler = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 1; done"],
+                                     env={**env, "SLURM_JOB_ID": "999999"}, start_new_session=True)
+        pids["straggler"] = straggler.pid
+        yield Cluster(state, env)
     finally:
         stop = subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True,
                               timeout=300)
-        alive = sorted(name for name, pid in pids.items() if _alive(pid))
+        missed = []
+        if "straggler" in pids:      # reap it; if stop missed it, kill it here and fail below
+            try:
+                straggler.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                straggler.kill()
+                straggler.wait()
+                missed = ["straggler job process"]
+        alive = sorted(name for name, pid in pids.items() if _alive(pid)) + missed
         assert stop.returncode == 0, stop.stderr
         assert not alive, f"still running after stop: {alive}"
         assert not state.exists() and not DEFAULT_CONF.is_symlink()

@@ -276,6 +276,33 @@ terminate() {
     sleep 0.5
 }
 
+# job_processes: PIDs of processes left from this cluster's jobs (their environment names a job and this
+# cluster's slurm.conf); a cancelled job's process can outlive slurmstepd when it ignores SIGTERM
+job_processes() {
+    local dir pid
+    for dir in /proc/[0-9]*; do
+        pid=${dir#/proc/}
+        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+        tr '\0' '\n' 2>/dev/null < "$dir/environ" | awk -v conf="SLURM_CONF=$STATE/etc/slurm.conf" \
+            '$0 == conf {c = 1} /^SLURM_JOB_ID=/ {j = 1} END {exit !(c && j)}' && echo "$pid"
+    done
+    return 0
+}
+
+# kill_job_processes: SIGTERM, then SIGKILL, to whatever job_processes finds
+kill_job_processes() {
+    local sig pids
+    for sig in TERM KILL; do
+        mapfile -t pids < <(job_processes)
+        ((${#pids[@]} == 0)) && return 0
+        log "job processes still running after the cluster stopped; sending SIG$sig: ${pids[*]}"
+        kill -s "$sig" "${pids[@]}" 2>/dev/null || true
+        sleep 2
+    done
+    mapfile -t pids < <(job_processes)
+    ((${#pids[@]} == 0)) || die "job processes survived SIGKILL: ${pids[*]}"
+}
+
 cmd_stop() {
     STATE=$(state_dir "${1:-}")
     is_our_state "$STATE" || { log "no cluster state in $STATE"; return 0; }
@@ -296,6 +323,7 @@ cmd_stop() {
     for name in "${DAEMONS[@]}"; do
         if is_ours "$name" "$STATE/pids/$name"; then die "$name still running ($(<"$STATE/pids/$name"))"; fi
     done
+    kill_job_processes
     if is_our_link "$DEFAULT_CONF"; then rm -f "$DEFAULT_CONF"; fi
     rm -rf "$STATE"
     log "stopped; removed $STATE"
