@@ -96,6 +96,12 @@ def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, st
     return versions
 
 
+def format_run_info(run_info: dict[str, Any]) -> str:
+    """One log line for how a run went (``run_info``: timings, resumption), e.g. ``train_time_s=12.3, steps_run=300``;
+    such values are logged, never written to outputs that must be identical when a job is re-run."""
+    return ", ".join(f"{key}={val:.3g}" if isinstance(val, float) else f"{key}={val}" for key, val in run_info.items())
+
+
 def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), **extra: Any) -> dict:
     """A deterministic provenance record: resolved config, package versions, input checksums.
 

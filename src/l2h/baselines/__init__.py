@@ -15,6 +15,7 @@ pipeline must pass in; null = the experiment's backbone), which are read by the 
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -23,11 +24,14 @@ from l2h.baselines.agglomerative import agglomerative
 from l2h.baselines.deepect import deepect
 from l2h.baselines.result import BaselineResult
 from l2h.errors import InputError
+from l2h.io import format_run_info
 
 __all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect"]
 
 METHODS: dict[str, Callable[..., BaselineResult]] = {"agglomerative": agglomerative, "deepect": deepect}
 _PIPELINE_KEYS = ("name", "method", "features_backbone")
+
+log = logging.getLogger(__name__)
 
 
 def _as_dict(cfg: Any) -> dict:
@@ -63,4 +67,6 @@ def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> Baseli
                          f"{method!r}; allowed: {sorted(set(params) - {'features', 'k', 'seed'})}")
     result = func(features, k=k, seed=seed, **kwargs)
     result.info.setdefault("baseline", options.get("name", method))
+    if result.run_info:
+        log.info("%s: %s", result.info["baseline"], format_run_info(result.run_info))
     return result

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from l2h.errors import InputError
-from l2h.io import atomic_path
+from l2h.io import atomic_path, format_run_info
 
 FORMAT_VERSION = 1
 _HEADER_KEY = "__header__"
@@ -98,8 +98,7 @@ class Clusterer:
         self.info_["empty_clusters"] = int((sizes == 0).sum())
         self.info_["cluster_sizes"] = sizes.tolist()
         if self.run_info_:
-            log.info("%s fit: %s", self.name, ", ".join(f"{key}={val:.3g}" if isinstance(val, float) else
-                                                        f"{key}={val}" for key, val in self.run_info_.items()))
+            log.info("%s fit: %s", self.name, format_run_info(self.run_info_))
         return self
 
     def logits(self, spaces: Sequence[np.ndarray]) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l2h.stages.app import log, stage_main
+from l2h.stages.app import stage_main
 
 
 def run(cfg, job):
@@ -16,8 +16,6 @@ def run(cfg, job):
     spaces = [np.load(path) for path in job.input("features")]
     features = spaces[0] if len(spaces) == 1 else np.concatenate([l2_normalize(x) for x in spaces], axis=1)
     result = run_baseline(cfg.baseline, features, k=int(job.run["k"]), seed=int(job.run["seed"]))
-    if result.run_info:
-        log.info("%s: %s", cfg.baseline.name, ", ".join(f"{key}={val:.2f}" for key, val in result.run_info.items()))
     result.write(job.output)
     return {"n_points": int(len(result.leaves)), "tree_leaves": int(result.hierarchy.k)}
 
