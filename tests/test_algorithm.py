@@ -108,7 +108,13 @@ def assert_same(x, *, aggregation, strategy="lowest_score", input="logits", **kw
         tree = l2h(x, aggregation=aggregation, strategy=strategy, input=input, **kwargs)
     merges, recorded = literal_l2h(x, aggregation, strategy, input)
     assert tree.merges == merges
-    assert np.array_equal(tree.scores, np.array(recorded, dtype=np.float64).reshape(-1, 2))
+    recorded = np.array(recorded, dtype=np.float64).reshape(-1, 2)
+    assert np.array_equal(tree.scores[:, 0], recorded[:, 0])
+    bound = tree.info["affinity_bound"]      # > 0: affinities are compiled estimates (float32 logits)
+    if bound:
+        assert np.all(np.abs(tree.scores[:, 1] - recorded[:, 1]) <= (bound + 1e-12) * tree.scores[:, 1])
+    else:
+        assert np.array_equal(tree.scores[:, 1], recorded[:, 1])
     return tree
 
 
@@ -189,10 +195,75 @@ def test_matches_literal_random(seed, kind, aggregation):
 
 @pytest.mark.parametrize("n, k, kind", [(5000, 40, "planted"), (5000, 12, "ties"), (1200, 300, "gauss"),
                                         (400, 300, "empty"), (5000, 60, "probs"), (3000, 80, "mirror")])
-def test_matches_literal_large(n, k, kind):
+@pytest.mark.parametrize("cache_gib", [2.0, 0.0])
+def test_matches_literal_large(n, k, kind, cache_gib):
     rng = np.random.default_rng(n + k)
     x, input = random_case(rng, n, k, kind)
-    assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000)
+    tree = assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000,
+                       cache_gib=cache_gib)
+    assert (tree.info["affinity_bound"] > 0) == (input == "logits" and cache_gib > 0)
+
+
+# ----------------------------------------------------------------------------- exp cache
+def _estimates_and_exact(x, members_list):
+    """(estimates, exact) of g^m per member set, through the internals the merge loop uses."""
+    from l2h.algorithm import _assign, _Blocks, _Clusters, _compute_dtype, _ExpCache
+
+    blocks = _Blocks(2)
+    try:
+        cache = _ExpCache(*x.shape, _compute_dtype(x.dtype))
+        h, _ = _assign(x, "logits", 97, blocks, None, cache)
+        clusters = _Clusters(x, h, "logits", 97, blocks)
+        clusters.cache = cache
+        out = []
+        for members in members_list:
+            rows, hm, gm, bound = clusters.estimates(members)
+            hm_exact, gm_exact = clusters.masked(members, rows)
+            out.append((hm, gm, bound, hm_exact, gm_exact))
+        return out
+    finally:
+        blocks.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_cache_estimates_within_bound(dtype):
+    """Wide logit spreads, near-ties, exact ties and masked maxima far below the maximum: h^m is the
+    exact one and every estimate is within the bound of the exact g^m."""
+    rng = np.random.default_rng(7)
+    n, k = 4000, 300
+    x = rng.normal(size=(n, k)) * rng.choice([0.5, 5, 40], size=(n, 1))
+    x[: n // 8] = np.round(x[: n // 8])                              # exact ties
+    x[n // 8: n // 4, 1] = x[n // 8: n // 4, 0] * (1 + 1e-7)          # near-ties
+    x[n // 4: n // 3, rng.integers(k, size=n // 3 - n // 4)] += 200  # far above the rest
+    x = x.astype(dtype)
+    h = x.argmax(axis=1)
+    members_list = [[int(c)] for c in np.bincount(h, minlength=k).argsort()[-5:]]
+    members_list += [rng.choice(k, size=m, replace=False).tolist() for m in (2, 17, 150, 299)]
+    checked = 0
+    for hm, gm, bound, hm_exact, gm_exact in _estimates_and_exact(x, members_list):
+        assert 0 < bound < 1e-3
+        assert np.array_equal(hm, hm_exact)
+        assert np.all(np.abs(gm - gm_exact) <= bound * gm)
+        checked += hm.size
+    assert checked > 1000
+
+
+def test_exp_cache_falls_back_on_ties_and_matches_the_exact_path():
+    """Logits in {0, −60} plus one −30 in one of the last two columns (g^m = 1 exactly), and every row
+    also present with those two columns swapped: clusters K−2 and K−1 get exactly equal affinities,
+    which no bound can separate, so the exact rows must decide (the earlier group wins)."""
+    rng = np.random.default_rng(8)
+    n, k = 1500, 40
+    x = np.full((n, k), -60.0, dtype=np.float32)
+    x[np.arange(n), rng.integers(k - 2, size=n)] = 0.0
+    x[np.arange(n), k - 2 + rng.integers(2, size=n)] = -30.0
+    x = np.concatenate([x, x[:, list(range(k - 2)) + [k - 1, k - 2]]])
+    cached = assert_same(x, aggregation="sum_of_cluster_means")
+    exact = l2h(x, cache_gib=0)
+    assert cached.info["exact_affinity_steps"] > 0
+    assert exact.info["affinity_bound"] == 0.0 and exact.info["exact_affinity_steps"] == 0
+    assert cached.merges == exact.merges
+    assert np.array_equal(cached.scores[:, 0], exact.scores[:, 0])
 
 
 @pytest.mark.parametrize("seed", range(24))

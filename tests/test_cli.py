@@ -203,6 +203,21 @@ def test_rerun_into_existing_folder_replaces_only_its_outputs(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_cache_gib_switches_the_exp_cache_and_keeps_the_merges(tmp_path):
+    x, _ = _small_logits(seed=2)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    trees = {}
+    for gib in ("2", "0"):
+        out = tmp_path / f"out{gib}"
+        assert main(["tree", str(tmp_path / "x.npy"), "--cache-gib", gib, "--no-plot", "--quiet",
+                     "--out", str(out)]) == 0
+        trees[gib] = Hierarchy.load(out / "tree.json")
+    assert trees["2"].info["affinity_bound"] > 0 and trees["0"].info["affinity_bound"] == 0.0
+    assert trees["2"].merges == trees["0"].merges
+    assert main(["tree", str(tmp_path / "x.npy"), "--cache-gib", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_help_and_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["tree", "--help"])

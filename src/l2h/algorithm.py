@@ -8,7 +8,18 @@ Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in row blo
 are grouped by cluster once (CSR layout); group scores are additive statistics, so a merge updates
 them in O(1) and a heap yields ``G*``; per step the masked softmax runs only on the rows of
 ``D_{G*}`` (gathered in blocks, so memory-mapped inputs are never loaded whole; blocks run in
-``n_jobs`` threads). Cost: O(N·K) + Σ_t |D_{G*_t}|·K; no N×K temporary is ever created.
+``n_jobs`` threads). Cost: O(N·K) + Σ_t |D_{G*_t}|·K; no N×K temporary is ever created, except the
+optional exp cache below, which is bounded by ``cache_gib``.
+
+Exp cache (default strategy, logits, when N·K values fit ``cache_gib``): the first pass keeps
+``e = exp(z − max z)`` of every row, and a step *estimates* ``g^m = e_{h^m} / Σ_{k∉G} e_k`` from it with
+no ``exp`` (the costliest per-value operation) and no second read of the input. Each estimate is within
+a proven relative bound of the exact ``g^m`` (:meth:`_ExpCache.bound`), so G† is chosen exactly: a
+group whose estimated affinity cannot reach the best one's lower end is ruled out, and only if
+several remain do their rows get the exact definition. ``h^m`` is taken from ``e`` only where its
+order is certain (the largest kept ``e`` beats the next by more than ``exp``'s error), else from ``z``.
+Merges and G* scores are therefore those of the exact definition; recorded affinities are the
+estimates, within ``info["affinity_bound"]`` (relative; 0.0 when the cache is off).
 
 Exactness and determinism (why the results do not depend on summation order):
 
@@ -23,7 +34,8 @@ Exactness and determinism (why the results do not depend on summation order):
   values split into 26-bit limbs whose ``np.bincount`` sums are exact), so they stay exact under
   merging; for ``G†`` a float ``np.bincount`` with a rigorous error bound shortlists the candidates,
   which then get ``math.fsum``. Hence ties (duplicated rows, identical clusters) are exact ties,
-  broken by position, and the tests compare with a literal loop for equality, not closeness.
+  broken by position, and the tests compare merges and G* scores with a literal loop for equality,
+  not closeness (affinities too when the exp cache is off, and within its bound when it is on).
 
 Definitions used (ties → earliest group in list order: singletons 0..K−1, then merged groups in
 creation order; an empty cluster's mean confidence is 0):
@@ -162,6 +174,7 @@ class _Blocks:
     """
 
     def __init__(self, n_threads: int):
+        self.n_threads = n_threads
         self.pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
 
     def run(self, fn, starts: range) -> None:
@@ -177,8 +190,37 @@ class _Blocks:
             self.pool.shutdown()
 
 
+class _ExpCache:
+    """The first pass's ``exp(z − max z)`` of every row, in the compute dtype.
+
+    With it a step estimates ``g^m(x; G) = e_{h^m} / Σ_{k∉G} e_k`` from stored values: no ``exp`` per
+    step and no second read of the input.
+    """
+
+    def __init__(self, n: int, k: int, work: type):
+        self.exp = np.empty((n, k), dtype=work)
+        self.u = float(np.finfo(work).eps) / 2        # unit roundoff of the compute dtype
+
+    def bound(self, k: int) -> float:
+        """Relative distance between the estimate and the exact ``g^m`` of a row of ``k`` logits whose
+        masked maximum ``m`` is within 41 of its maximum ``M`` (other rows get the exact definition).
+
+        Both sum K terms in the compute dtype, in any order (γ_{K−1} each); ``exp`` is taken to be within
+        4 ulp (numpy's SIMD and libm ``exp`` are). The roundings of ``z_j − M``, ``m − M`` and ``z_j − m``
+        move the exponent of term ``t_j = exp(z_j − m)`` by at most ``u·(2|z_j − m| + 82)``; as
+        ``t·|log t| ≤ 1/e``, all terms together move by at most ``u·(2K/e + 82)`` against a sum ≥ 1.
+        One division each. Underflowed terms differ by less than the smallest normal float each,
+        against a sum ≥ exp(−41) (estimate) or ≥ 1 (exact).
+        """
+        u = self.u
+        gamma = (k - 1) * u / (1 - (k - 1) * u)
+        tiny = k * float(np.finfo(self.exp.dtype).tiny) * 8 * math.exp(41)
+        total = 2 * gamma + u * (2 * k / math.e + 82) + 6 * 8 * u + 4 * u + tiny
+        return 1.01 * total / (1 - total) + 2.0 ** -40
+
+
 def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
-            source: str | None) -> tuple[np.ndarray, np.ndarray]:
+            source: str | None, cache: _ExpCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     check_input_kind(input)
     source = source or _source_name(x)
     n, k = check_shape(x, source=source)
@@ -188,10 +230,15 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
     step = _block_rows(block_rows, k)
 
     def one(start: int) -> None:
-        raw = np.asarray(x[start:start + step])
+        part = slice(start, start + step)
+        raw = np.asarray(x[part])
         check_block(raw, start, input=input, source=source)
-        h[start:start + step], g[start:start + step] = _row_stats(
-            np.array(raw, dtype=work, order="C"), input)
+        if cache is None:
+            h[part], g[part] = _row_stats(np.array(raw, dtype=work, order="C"), input)
+            return
+        block = cache.exp[part]                  # the block is computed in place in the cache
+        block[...] = raw
+        h[part], g[part] = _row_stats(block, input)
 
     blocks.run(one, range(0, n, step))
     return h, g
@@ -223,14 +270,57 @@ class _Clusters:
         self.order = np.argsort(h, kind="stable")
         self.counts = np.bincount(h, minlength=self.k)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.cache: _ExpCache | None = None
 
     def rows(self, members: list[int]) -> np.ndarray:
         parts = [self.order[self.offsets[c]:self.offsets[c + 1]] for c in members]
         return np.sort(np.concatenate(parts))
 
-    def masked(self, members: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``h^m`` and ``g^m`` (float64) of the points of D_G, with mask G = ``members``."""
+    def estimates(self, members: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Rows of D_G, their exact ``h^m``, estimated ``g^m`` (from the exp cache) and the bound that
+        holds for every estimate (:meth:`_ExpCache.bound`); mask G = ``members``.
+
+        ``h^m`` comes from the stored values where their order is certain; rows where it is not (near
+        ties), or whose masked maximum is more than 40 below the maximum, get the exact definition.
+        """
+        cache = self.cache
         rows = self.rows(members)
+        hm = np.empty(rows.size, dtype=np.int64)
+        gm = np.empty(rows.size, dtype=np.float64)
+        mask = np.asarray(members)
+        # most steps have a few hundred rows: split them over the threads (≥ 128 rows per block)
+        step = min(self.step, max(128, -(-rows.size // self.blocks.n_threads)))
+
+        alpha = 8.08 * cache.u                    # exp's relative error (4 ulp), padded
+        tiny = 2.0 ** -120                        # absolute error of an underflowed exp
+        floor = math.exp(-40)                    # e_{h^m} ≥ this: m is within 41 of max z
+
+        def one(start: int) -> None:
+            part = slice(start, start + step)
+            index = rows[part]
+            at = np.arange(index.size)
+            e = cache.exp[index]
+            e[:, mask] = 0
+            h = e.argmax(axis=1)
+            top = e[at, h]
+            e[at, h] = 0
+            second = e.max(axis=1)
+            e[at, h] = top
+            gm[part] = top / e.sum(axis=1)
+            hm[part] = h
+            # h is the masked argmax of z when the largest stored exp beats the next one by more than
+            # exp's error (fl(z − max z) is monotone); else, or when z_{h^m} is far below max z, exact
+            doubt = np.flatnonzero((top * (1 - alpha) <= second * (1 + alpha) + tiny) | (top < floor))
+            if doubt.size:
+                block = np.array(self.x[index[doubt]], dtype=self.work, order="C")
+                hm[part][doubt], gm[part][doubt] = _row_stats(block, self.input, mask)
+
+        self.blocks.run(one, range(0, rows.size, step))
+        return rows, hm, gm, cache.bound(self.k)
+
+    def masked(self, members: list[int], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``h^m`` and ``g^m`` (float64) of the points of D_G (or of ``rows``), mask G = ``members``."""
+        rows = self.rows(members) if rows is None else rows
         hm = np.empty(rows.size, dtype=np.int64)
         gm = np.empty(rows.size, dtype=np.float64)
         mask = np.asarray(members)
@@ -323,18 +413,57 @@ def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray) -
     return best, best_a
 
 
-def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
+def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
+                             star: int) -> tuple[int, float, float, bool]:
+    """G† from compiled estimates of g^m; exact rows only where the bound leaves the choice open.
+
+    With ``ε`` the estimates' bound, each estimated affinity ``â(G)`` (a float64 sum of n estimates) is within
+    ``η = ε + (n + 4)·2⁻⁵²`` relative of the exact one, so a group whose upper end ``â(1 + η)`` is below the
+    largest lower end ``â(1 − η)`` cannot be G†. If one group remains, it is G†; otherwise the remaining
+    groups' rows get the exact definition and :func:`_best_affinity` decides (exact sums, ties by node id).
+    Returns (G†, its estimated affinity, the bound ε, whether exact rows were needed); (-1, 0.0, 0.0,
+    False) when D_{G*} is empty.
+    """
+    members = groups.members[star]
+    rows, hm, gm, bound = clusters.estimates(members)
+    target = groups.node_of[hm]
+    keep = target != star                        # always true: masked columns are never h^m
+    target, gm, rows = target[keep], gm[keep], rows[keep]
+    if target.size == 0:
+        return -1, 0.0, 0.0, False
+    size = 2 * groups.k - 1
+    count = np.bincount(target, minlength=size)
+    nodes = np.flatnonzero(count)
+    a_hat = np.bincount(target, weights=gm, minlength=size)[nodes] / groups.n_clusters[nodes]
+    eta = bound + (count[nodes] + 4) * 2.0 ** -52
+    best = int(a_hat.argmax())
+    open_ = a_hat * (1 + eta) >= (a_hat * (1 - eta)).max()
+    if np.count_nonzero(open_) == 1:
+        return int(nodes[best]), float(a_hat[best]), bound, False
+    select = np.isin(target, nodes[open_])
+    hm_exact, gm_exact = clusters.masked(members, rows[select])
+    dagger, _ = _best_affinity(groups, star, hm_exact, gm_exact)
+    return dagger, float(a_hat[np.searchsorted(nodes, dagger)]), bound, True
+
+
+def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray, dict]:
     k = groups.k
     children = np.empty((k - 1, 2), dtype=np.int64)
     scores = np.empty((k - 1, 2), dtype=np.float64)
     heap = [(groups.score(c), c) for c in range(k)]
     heapq.heapify(heap)
+    stats = {"affinity_bound": 0.0, "exact_affinity_steps": 0}
     for t in range(k - 1):
         score, star = heapq.heappop(heap)
         while not groups.active[star]:
             score, star = heapq.heappop(heap)
-        hm, gm = clusters.masked(groups.members[star])
-        dagger, affinity = _best_affinity(groups, star, hm, gm)
+        if clusters.cache is not None:
+            dagger, affinity, bound, exact = _best_affinity_estimated(clusters, groups, star)
+            stats["affinity_bound"] = max(stats["affinity_bound"], bound)
+            stats["exact_affinity_steps"] += exact
+        else:
+            hm, gm = clusters.masked(groups.members[star])
+            dagger, affinity = _best_affinity(groups, star, hm, gm)
         if dagger < 0:  # every affinity is 0 (e.g. D_{G*} empty): the first other group
             dagger = groups.first_active_except(star)
         new = k + t
@@ -343,10 +472,10 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
         children[t] = star, dagger
         scores[t] = score, affinity
         bar.update()
-    return children, scores
+    return children, scores, stats
 
 
-def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray]:
+def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray, dict]:
     """All-pairs merging: a RECONSTRUCTION (the paper gives no formula; paper.md §1.5).
 
     For each group G, ``rp_G(c)`` is computed from D_G with mask G. ``A(G, G') = (exactly rounded
@@ -394,12 +523,13 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
         children[t] = star, dagger
         scores[t] = min(s_first, s_second), pair[i, j]
         bar.update()
-    return children, scores
+    return children, scores, {"affinity_bound": 0.0, "exact_affinity_steps": 0}
 
 
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
         input: str = "logits", block_rows: int = 65536, progress: bool = False,
-        n_jobs: int | None = None, source: str | None = None, return_assignment: bool = False):
+        n_jobs: int | None = None, source: str | None = None, return_assignment: bool = False,
+        cache_gib: float = 2.0):
     """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
 
     Parameters
@@ -424,24 +554,42 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     return_assignment : bool
         Also return ``h``, each point's argmax cluster (= its leaf), from the same single pass
         over the scores, so callers need not call :func:`assign` (a second read of the input).
+    cache_gib : float
+        Memory (GiB) that may hold ``exp(z − max z)`` of every row (N·K values of the compute dtype)
+        for the default strategy on logits; 0 turns it off. With it, each step *estimates* ``g^m``
+        from the stored values instead of forming ``exp`` again (about 2.5× less work per value),
+        within a proven relative bound of the exact definition; ``G†`` is exactly the one the exact
+        definition gives (where the bound cannot separate the candidates, their rows are recomputed
+        exactly), so merges and G* scores are identical either way, and only the recorded affinities
+        differ, by at most ``info["affinity_bound"]`` (relative).
 
     Returns
     -------
     Hierarchy, or (Hierarchy, h) with ``return_assignment=True``
         ``children[t] = [id(G*), id(G†)]`` for each of the K−1 steps, ``scores[t] = [score of G*,
         affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``info`` with the
-        options, N, K and the number of empty clusters. Empty clusters trigger a warning.
+        options, N, K, the number of empty clusters, ``affinity_bound`` (0.0: affinities exact) and
+        ``exact_affinity_steps`` (steps whose G† needed exact rows). Empty clusters trigger a warning.
     """
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if strategy not in STRATEGIES:
         raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if not float(cache_gib) >= 0:
+        raise InputError(f"cache_gib must be >= 0, got {cache_gib}")
     x = _as_matrix(scores)
+    check_input_kind(input)
+    n, k = check_shape(x, source=source or _source_name(x))
+    work = _compute_dtype(x.dtype)
+    cache = None
+    if (input == "logits" and strategy == "lowest_score"
+            and n * k * np.dtype(work).itemsize <= float(cache_gib) * 2**30):
+        cache = _ExpCache(n, k, work)
     blocks = _Blocks(_n_threads(n_jobs))
     try:
-        h, g = _assign(x, input, block_rows, blocks, source)
-        n, k = x.shape
+        h, g = _assign(x, input, block_rows, blocks, source, cache)
         clusters = _Clusters(x, h, input, block_rows, blocks)
+        clusters.cache = cache
         empty = int(np.count_nonzero(clusters.counts == 0))
         if empty:
             warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
@@ -450,10 +598,10 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         groups = _Groups(clusters, g, h, aggregation)
         with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
             merge = _lowest_score if strategy == "lowest_score" else _all_pairs
-            children, step_scores = merge(clusters, groups, bar)
+            children, step_scores, stats = merge(clusters, groups, bar)
     finally:
         blocks.close()
     info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
-            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name}
+            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name, **stats}
     tree = Hierarchy(children, scores=step_scores, info=info)
     return (tree, h) if return_assignment else tree
