@@ -310,7 +310,8 @@ class _Clusters:
             hm[part] = h
             # h is the masked argmax of z when the largest stored exp beats the next one by more than
             # exp's error (fl(z − max z) is monotone); else, or when z_{h^m} is far below max z, exact
-            doubt = np.flatnonzero((top * (1 - alpha) <= second * (1 + alpha) + tiny) | (top < floor))
+            top64, second64 = top.astype(np.float64), second.astype(np.float64)   # roundings ≪ the padding
+            doubt = np.flatnonzero((top64 * (1 - alpha) <= second64 * (1 + alpha) + tiny) | (top64 < floor))
             if doubt.size:
                 block = np.array(self.x[index[doubt]], dtype=self.work, order="C")
                 hm[part][doubt], gm[part][doubt] = _row_stats(block, self.input, mask)
