@@ -110,7 +110,7 @@ def assert_same(x, *, aggregation, strategy="lowest_score", input="logits", **kw
     assert tree.merges == merges
     recorded = np.array(recorded, dtype=np.float64).reshape(-1, 2)
     assert np.array_equal(tree.scores[:, 0], recorded[:, 0])
-    bound = tree.info["affinity_bound"]      # > 0: affinities are compiled estimates (float32 logits)
+    bound = tree.info["affinity_bound"]      # > 0: affinities are the exp cache's estimates
     if bound:
         assert np.all(np.abs(tree.scores[:, 1] - recorded[:, 1]) <= (bound + 1e-12) * tree.scores[:, 1])
     else:
@@ -213,8 +213,7 @@ def _estimates_and_exact(x, members_list):
     try:
         cache = _ExpCache(*x.shape, _compute_dtype(x.dtype))
         h, _ = _assign(x, "logits", 97, blocks, None, cache)
-        clusters = _Clusters(x, h, "logits", 97, blocks)
-        clusters.cache = cache
+        clusters = _Clusters(x, h, "logits", 97, blocks, cache)
         out = []
         for members in members_list:
             rows, hm, gm, bound = clusters.estimates(members)

@@ -262,7 +262,8 @@ def assign(scores, *, input: str = "logits", block_rows: int = 65536,
 class _Clusters:
     """Rows grouped by cluster (CSR) and the masked statistics of a set of clusters."""
 
-    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int, blocks: _Blocks):
+    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
+                 cache: _ExpCache | None = None):
         self.x, self.input, self.blocks = x, input, blocks
         self.k = x.shape[1]
         self.work = _compute_dtype(x.dtype)
@@ -270,7 +271,7 @@ class _Clusters:
         self.order = np.argsort(h, kind="stable")
         self.counts = np.bincount(h, minlength=self.k)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        self.cache: _ExpCache | None = None
+        self.cache = cache
 
     def rows(self, members: list[int]) -> np.ndarray:
         parts = [self.order[self.offsets[c]:self.offsets[c + 1]] for c in members]
@@ -310,8 +311,9 @@ class _Clusters:
             hm[part] = h
             # h is the masked argmax of z when the largest stored exp beats the next one by more than
             # exp's error (fl(z − max z) is monotone); else, or when z_{h^m} is far below max z, exact
-            top64, second64 = top.astype(np.float64), second.astype(np.float64)   # roundings ≪ the padding
-            doubt = np.flatnonzero((top64 * (1 - alpha) <= second64 * (1 + alpha) + tiny) | (top64 < floor))
+            top64, second64 = top.astype(np.float64), second.astype(np.float64)  # roundings ≪ padding
+            doubt = np.flatnonzero((top64 * (1 - alpha) <= second64 * (1 + alpha) + tiny)
+                                   | (top64 < floor))
             if doubt.size:
                 block = np.array(self.x[index[doubt]], dtype=self.work, order="C")
                 hm[part][doubt], gm[part][doubt] = _row_stats(block, self.input, mask)
@@ -416,7 +418,7 @@ def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray) -
 
 def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
                              star: int) -> tuple[int, float, float, bool]:
-    """G† from compiled estimates of g^m; exact rows only where the bound leaves the choice open.
+    """G† from the exp cache's estimates of g^m; exact rows only where the bound leaves the choice open.
 
     With ``ε`` the estimates' bound, each estimated affinity ``â(G)`` (a float64 sum of n estimates) is within
     ``η = ε + (n + 4)·2⁻⁵²`` relative of the exact one, so a group whose upper end ``â(1 + η)`` is below the
@@ -524,7 +526,7 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
         children[t] = star, dagger
         scores[t] = min(s_first, s_second), pair[i, j]
         bar.update()
-    return children, scores, {"affinity_bound": 0.0, "exact_affinity_steps": 0}
+    return children, scores, {}
 
 
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
@@ -558,7 +560,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     cache_gib : float
         Memory (GiB) that may hold ``exp(z − max z)`` of every row (N·K values of the compute dtype)
         for the default strategy on logits; 0 turns it off. With it, each step *estimates* ``g^m``
-        from the stored values instead of forming ``exp`` again (about 2.5× less work per value),
+        from the stored values instead of forming ``exp`` again (1.0 → 0.67 s at 50,000 × 1,000 here),
         within a proven relative bound of the exact definition; ``G†`` is exactly the one the exact
         definition gives (where the bound cannot separate the candidates, their rows are recomputed
         exactly), so merges and G* scores are identical either way, and only the recorded affinities
@@ -589,8 +591,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     blocks = _Blocks(_n_threads(n_jobs))
     try:
         h, g = _assign(x, input, block_rows, blocks, source, cache)
-        clusters = _Clusters(x, h, input, block_rows, blocks)
-        clusters.cache = cache
+        clusters = _Clusters(x, h, input, block_rows, blocks, cache)
         empty = int(np.count_nonzero(clusters.counts == 0))
         if empty:
             warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
@@ -603,6 +604,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     finally:
         blocks.close()
     info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
-            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name, **stats}
+            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name,
+            "affinity_bound": 0.0, "exact_affinity_steps": 0, **stats}
     tree = Hierarchy(children, scores=step_scores, info=info)
     return (tree, h) if return_assignment else tree
