@@ -247,6 +247,29 @@ def test_exp_cache_estimates_within_bound(dtype):
     assert checked > 1000
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_cache_singleton_estimates_from_the_first_pass(dtype):
+    """Singleton masks use the first pass's second choice and sum: on every cluster of rows with exact ties
+    for the second place and rows whose second logit is 60–200 below the first (subnormal or zero exps:
+    they need the exact definition), h^m is the exact one and every estimate is within the bound."""
+    rng = np.random.default_rng(9)
+    n, k = 3000, 40
+    x = np.round(rng.normal(size=(n, k)) * 3)                        # many exact ties
+    far = rng.random(n) < 0.1
+    x[far, rng.integers(k, size=int(far.sum()))] += rng.choice([60, 95, 200], size=int(far.sum()))
+    x = x.astype(dtype)
+    h = x.argmax(axis=1)
+    singletons = [[c] for c in range(k) if np.any(h == c)]
+    checked = 0
+    for hm, gm, bound, hm_exact, gm_exact in _estimates_and_exact(x, singletons):
+        assert np.array_equal(hm, hm_exact)
+        assert np.all(np.abs(gm - gm_exact) <= bound * gm)
+        checked += hm.size
+    assert checked == n
+    second = np.sort(x, axis=1)[:, -2]
+    assert np.any(x.max(axis=1) - second > 100) and np.any((x == second[:, None]).sum(axis=1) > 1)
+
+
 def test_exp_cache_falls_back_on_ties_and_matches_the_exact_path():
     """Logits in {0, −60} plus one −30 in one of the last two columns (g^m = 1 exactly), and every row
     also present with those two columns swapped: clusters K−2 and K−1 get exactly equal affinities,
