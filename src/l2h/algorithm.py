@@ -313,8 +313,9 @@ class _Clusters:
         """Rows of D_G, their exact ``h^m``, estimated ``g^m`` (from the exp cache) and the bound that
         holds for every estimate (:meth:`_ExpCache.bound`); mask G = ``members``.
 
-        ``h^m`` comes from the stored values where their order is certain; rows where it is not (near
-        ties), or whose masked maximum is more than 40 below the maximum, get the exact definition.
+        A single cluster takes the first pass's estimates (:meth:`_ExpCache.fill`). Otherwise ``h^m`` comes
+        from the stored values where their order is certain; rows where it is not (near ties), or whose
+        masked maximum is more than 40 below the maximum, get the exact definition.
         """
         cache = self.cache
         rows = self.rows(members)
@@ -468,9 +469,7 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
     """
     members = groups.members[star]
     rows, hm, gm, bound = clusters.estimates(members)
-    target = groups.node_of[hm]
-    keep = target != star                        # always true: masked columns are never h^m
-    target, gm, rows = target[keep], gm[keep], rows[keep]
+    target = groups.node_of[hm]                  # never G*: masked columns are never h^m
     if target.size == 0:
         return -1, 0.0, 0.0, False
     size = 2 * groups.k - 1
