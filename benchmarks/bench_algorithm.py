@@ -4,7 +4,8 @@ Sizes (float32 logits, default aggregation and strategy):
 
 * ``small``    N = 50,000 × K = 1,000, in memory                 target ≤ 1 s
                (+ the literal implementation of tests/test_algorithm.py on the same data: speed-up ≥ 100×,
-               and the two merge lists must be identical; + the same run with the exp cache off)
+               and the two merge lists must be identical; + the same run with the exp cache off, and
+               with the numpy build of the step kernel, l2h.kernels)
 * ``imagenet`` N = 1,281,167 × K = 1,000, memory-mapped .npy      target ≤ 30 s
 * ``inat``     N = 2,700,000 × K = 1,103, memory-mapped .npy      target: peak RSS ≤ 20 GiB (≈ 12 GB file)
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from l2h import kernels
 from l2h.algorithm import assign, l2h
 from l2h.io import write_json
 from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
@@ -142,9 +144,14 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool) -
     stats["affinity_bound"] = tree.info["affinity_bound"]
     stats["exact_affinity_steps"] = tree.info["exact_affinity_steps"]
     stats["rows_reassigned_per_point"] = _rows_reassigned(x, tree) if path is None else None
+    stats["kernel"] = tree.info["kernel"]
     if stats["exp_cache"] and path is None:   # the same run without the exp cache (exact affinities)
         exact, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs, cache_gib=0), REPEATS)
         stats["without_exp_cache"] = {**timing, "identical_merges": exact.merges == tree.merges}
+        if stats["kernel"] == "compiled":     # and with the numpy build of the step kernel
+            with kernels.numpy_build():
+                other, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs), REPEATS)
+            stats["numpy_kernel"] = {**timing, "identical_merges": other.merges == tree.merges}
     if literal:
         literal_l2h = _load_literal()
         (merges, scores), lit = _timed(lambda: literal_l2h(x))

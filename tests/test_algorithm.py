@@ -10,12 +10,14 @@ heap, caches) exact, ties included.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
 import numpy as np
 import pytest
 
+from l2h import kernels
 from l2h.algorithm import AGGREGATIONS, STRATEGIES, _exact_sums, _to_float, assign, l2h
 from l2h.errors import InputError
 
@@ -195,13 +197,16 @@ def test_matches_literal_random(seed, kind, aggregation):
 
 @pytest.mark.parametrize("n, k, kind", [(5000, 40, "planted"), (5000, 12, "ties"), (1200, 300, "gauss"),
                                         (400, 300, "empty"), (5000, 60, "probs"), (3000, 80, "mirror")])
-@pytest.mark.parametrize("cache_gib", [2.0, 0.0])
-def test_matches_literal_large(n, k, kind, cache_gib):
+@pytest.mark.parametrize("cache_gib, kernel", [(2.0, "compiled"), (2.0, "numpy"), (0.0, None)])
+def test_matches_literal_large(n, k, kind, cache_gib, kernel):
     rng = np.random.default_rng(n + k)
     x, input = random_case(rng, n, k, kind)
-    tree = assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000,
-                       cache_gib=cache_gib)
-    assert (tree.info["affinity_bound"] > 0) == (input == "logits" and cache_gib > 0)
+    with kernels.numpy_build() if kernel == "numpy" else contextlib.nullcontext():
+        tree = assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000,
+                           cache_gib=cache_gib)
+    cached = input == "logits" and cache_gib > 0
+    assert (tree.info["affinity_bound"] > 0) == cached
+    assert tree.info["kernel"] == (kernel if cached else None)
 
 
 # ----------------------------------------------------------------------------- exp cache

@@ -1,0 +1,99 @@
+"""The exp cache's per-row kernel (l2h.kernels): the compiled build is installed, and it keeps the contract
+that the numpy build and the exact definition give on hard rows (ties, zeros, subnormals, any K)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from l2h import kernels
+
+ALPHA = {np.float32: 8.08 * 2.0 ** -24, np.float64: 8.08 * 2.0 ** -53}
+TINY, FLOOR = 2.0 ** -120, math.exp(-40)
+
+
+def run(exp, positions, members):
+    n = positions.size
+    hm, gm, doubt = np.empty(n, dtype=np.int64), np.empty(n), np.empty(n, dtype=bool)
+    keep = kernels.keep_bits(exp.shape[1], members, exp.dtype)
+    kernels.masked_estimates(exp, positions, keep, ALPHA[exp.dtype.type], TINY, FLOOR, hm, gm, doubt)
+    return hm, gm, doubt
+
+
+def hard_cache(rng, n, k, dtype):
+    """exp(z − max z) of logits with wide spreads, exact ties, duplicated maxima and underflow."""
+    z = rng.normal(size=(n, k)) * rng.choice([0.5, 5.0, 60.0], size=(n, 1))
+    z[: n // 5] = np.round(z[: n // 5])                                  # exact ties
+    z[n // 5: n // 3, : k // 2] = z[n // 5: n // 3, k // 2: 2 * (k // 2)]  # duplicated halves
+    z[n // 3: n // 2] -= 150 * (rng.random((n // 2 - n // 3, k)) < 0.5)  # zeros / subnormals
+    z = z.astype(dtype)
+    return np.exp(z - z.max(axis=1, keepdims=True))
+
+
+def test_the_compiled_kernel_is_built():
+    assert kernels.build() == "compiled", (
+        "l2h._kernels is missing: the C extension was not built at install (is a C compiler available?)")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [2, 3, 15, 16, 17, 40, 301, 1000])
+def test_compiled_matches_the_numpy_build_and_the_definition(dtype, k):
+    rng = np.random.default_rng(k)
+    exp = hard_cache(rng, 600, k, dtype)
+    positions = rng.integers(exp.shape[0], size=900)                    # any order, repeats
+    for m in sorted({1, 2, k // 3, k - 1} & set(range(1, k))):
+        members = rng.choice(k, size=m, replace=False)
+        hm, gm, doubt = run(exp, positions, members)
+        with kernels.numpy_build():
+            hm_np, gm_np, doubt_np = run(exp, positions, members)
+        assert np.array_equal(doubt, doubt_np)
+        e = exp[positions].astype(np.float64)
+        e[:, members] = 0
+        sure = ~doubt
+        assert sure.any() and doubt.any()
+        assert np.array_equal(hm[sure], e[sure].argmax(axis=1))
+        assert np.array_equal(hm, hm_np)
+        exact = e[sure].max(axis=1) / e[sure].sum(axis=1)
+        u = float(np.finfo(dtype).eps) / 2
+        assert np.all(np.abs(gm[sure] - exact) <= 2 * k * u * exact)
+        assert np.all(np.abs(gm_np[sure] - exact) <= 2 * k * u * exact)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_near_ties_and_underflow_are_doubtful(dtype):
+    """A kept value within exp's error of the largest, or a largest kept value below e⁻⁴⁰, needs the
+    exact definition; a clear gap does not."""
+    k = 50
+    exp = np.full((4, k), 0.25, dtype=dtype)
+    exp[:, 0] = 1.0
+    exp[0, 7] = exp[0, 9] = 0.5                                        # exact tie for the masked max
+    exp[1, 7], exp[1, 9] = 0.5, np.nextafter(dtype(0.5), dtype(0))     # within exp's error
+    exp[2, 1:] = 0
+    exp[2, 5] = 1e-30 if dtype == np.float32 else 1e-300                # masked max far below the max
+    exp[3, 7] = 0.5                                                    # clear gap: certain
+    hm, gm, doubt = run(exp, np.arange(4), [0])
+    assert doubt.tolist() == [True, True, True, False]
+    assert hm[3] == 7 and gm[3] == pytest.approx(0.5 / (0.5 + 0.25 * (k - 2)), rel=1e-6)
+
+
+def test_the_numpy_build_is_used_without_the_extension():
+    with kernels.numpy_build():
+        assert kernels.build() == "numpy"
+        hm, gm, doubt = run(np.array([[1.0, 0.5, 0.25]], dtype=np.float32), np.array([0]), [0])
+    assert kernels.build() == "compiled"
+    assert hm.tolist() == [1] and gm[0] == pytest.approx(0.5 / 0.75) and not doubt[0]
+
+
+def test_the_compiled_kernel_rejects_inconsistent_arguments():
+    exp = np.ones((3, 4), dtype=np.float32)
+    keep = kernels.keep_bits(4, [0], exp.dtype)
+    out = np.empty(2, dtype=np.int64), np.empty(2), np.empty(2, dtype=bool)
+    with pytest.raises(ValueError, match="out of range"):
+        kernels.masked_estimates(exp, np.array([0, 3]), keep, 1e-6, TINY, FLOOR, *out)
+    with pytest.raises(ValueError, match="keep_bits"):
+        kernels.masked_estimates(exp, np.array([0, 1]), keep.astype(np.int64), 1e-6, TINY, FLOOR, *out)
+    for bad in (exp.astype(np.float16), exp.view(np.int32), exp.astype(">f4"), exp[:, :2]):
+        with pytest.raises((ValueError, BufferError), match="2-D float32 or float64|contiguous"):
+            kernels.masked_estimates(bad, np.array([0, 1]), keep, 1e-6, TINY, FLOOR, *out)
