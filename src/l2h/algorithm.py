@@ -53,6 +53,7 @@ creation order; an empty cluster's mean confidence is 0):
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import os
@@ -242,8 +243,9 @@ class _ExpCache:
             self.alone[part] = np.where(top >= math.exp(-40), top / rest, np.nan)
         return g
 
-    def bound(self, k: int) -> float:
-        """Relative distance between the estimate and the exact ``g^m`` of a row of ``k`` logits whose
+    @functools.cached_property
+    def bound(self) -> float:
+        """Relative distance between the estimate and the exact ``g^m`` of a row of K logits whose
         masked maximum ``m`` is within 41 of its maximum ``M`` (other rows get the exact definition).
 
         Both sum K terms in the compute dtype, in any order (γ_{K−1} each); ``exp`` is taken to be within
@@ -253,7 +255,7 @@ class _ExpCache:
         One division each. Underflowed terms differ by less than the smallest normal float each,
         against a sum ≥ exp(−41) (estimate) or ≥ 1 (exact).
         """
-        u = self.u
+        u, k = self.u, self.exp.shape[1]
         gamma = (k - 1) * u / (1 - (k - 1) * u)
         tiny = k * float(np.finfo(self.exp.dtype).tiny) * 8 * math.exp(41)
         total = 2 * gamma + u * (2 * k / math.e + 82) + 6 * 8 * u + 4 * u + tiny
@@ -341,7 +343,9 @@ class _Clusters:
             rows, hm, gm = self.order[part], cache.second[part].copy(), cache.alone[part].copy()
             doubt = np.isnan(gm)
         else:
-            positions = np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1]) for c in members])
+            sizes = self.counts[members]
+            ends = np.cumsum(sizes)               # positions: the members' segments, one after another
+            positions = np.arange(ends[-1]) + np.repeat(self.offsets[members] - (ends - sizes), sizes)
             rows = self.order[positions]
             hm = np.empty(rows.size, dtype=np.int64)
             gm = np.empty(rows.size, dtype=np.float64)
@@ -359,10 +363,10 @@ class _Clusters:
                                          hm[part], gm[part], doubt[part])
 
             self.blocks.run(one, range(0, rows.size, step))
-        doubt = np.flatnonzero(doubt)
-        if doubt.size:
+        if doubt.any():
+            doubt = np.flatnonzero(doubt)
             hm[doubt], gm[doubt] = self.masked(members, rows[doubt])
-        return rows, hm, gm, cache.bound(self.k)
+        return rows, hm, gm, cache.bound
 
     def masked(self, members: list[int], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``h^m`` and ``g^m`` (float64) of the points of D_G (or of ``rows``), mask G = ``members``."""
