@@ -3,6 +3,7 @@ that the numpy build and the exact definition give on hard rows (ties, zeros, su
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -97,3 +98,55 @@ def test_the_compiled_kernel_rejects_inconsistent_arguments():
     for bad in (exp.astype(np.float16), exp.view(np.int32), exp.astype(">f4"), exp[:, :2]):
         with pytest.raises((ValueError, BufferError), match="2-D float32 or float64|contiguous"):
             kernels.masked_estimates(bad, np.array([0, 1]), keep, 1e-6, TINY, FLOOR, *out)
+
+
+def hard_logits(rng, n, k, dtype):
+    """Logits with exact ties (for the first and second place), signed zeros, and rows with NaN or ±inf."""
+    z = np.round(rng.normal(size=(n, k)) * rng.choice([0.3, 3.0], size=(n, 1)))
+    z[: n // 4, : k // 2] = z[: n // 4, k // 2: 2 * (k // 2)]         # duplicated halves: tied maxima
+    zeros = rng.random((n, k)) < 0.3
+    z[zeros] = rng.choice([0.0, -0.0], size=int(zeros.sum()))         # ±0 ties, sometimes the maximum
+    z = z.astype(dtype)
+    for r, value in zip(rng.choice(n, size=6, replace=False), [np.nan, np.inf, -np.inf] * 2):
+        z[r, rng.integers(k)] = value
+    return z
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [2, 3, 7, 8, 9, 33, 1000])
+def test_first_maxima_builds_agree_with_numpy_argmax(dtype, k):
+    rng = np.random.default_rng(k + 1)
+    z = hard_logits(rng, 500, k, dtype)
+    out = {}
+    for build in ("compiled", "numpy"):
+        h, second, bad = np.empty(500, dtype=np.int64), np.empty(500, dtype=np.int64), np.empty(500, dtype=bool)
+        with kernels.numpy_build() if build == "numpy" else contextlib.nullcontext():
+            kernels.first_maxima(z, h, second, bad)
+        out[build] = h, second, bad
+    h, second, bad = out["compiled"]
+    assert np.array_equal(bad, ~np.isfinite(z).all(axis=1)) and bad.sum() == 6
+    ok = ~bad
+    assert np.array_equal(h[ok], z[ok].argmax(axis=1))
+    rest = z.copy()
+    rest[np.arange(500), z.argmax(axis=1)] = -np.inf
+    assert np.array_equal(second[ok], rest[ok].argmax(axis=1))
+    assert all(np.array_equal(a[ok], b[ok]) for a, b in zip(out["compiled"], out["numpy"]))
+    assert np.array_equal(out["numpy"][2], bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_shifted_builds_agree_exactly(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(300, 37)) * 30).astype(dtype)
+    rows = rng.integers(300, size=120)
+    top = x[rows].argmax(axis=1)
+    expected = x[rows] - x[rows, top][:, None]
+    for build in ("compiled", "numpy"):
+        out = np.empty((120, 37), dtype=dtype)
+        with kernels.numpy_build() if build == "numpy" else contextlib.nullcontext():
+            kernels.gather_shifted(x, rows, top, out)
+        assert np.array_equal(out, expected)
+    out = np.empty((120, 37), dtype=np.float32)                         # other input dtypes: numpy build
+    kernels.gather_shifted(x.astype(np.float16), rows, top, out)
+    assert np.array_equal(out, x.astype(np.float16)[rows].astype(np.float32)
+                          - x.astype(np.float16)[rows, top].astype(np.float32)[:, None])

@@ -1,16 +1,22 @@
-/* Compiled per-row kernel of the exp cache's multi-cluster steps (contract: l2h/kernels.py).
+/* Compiled per-row kernels of the L2H first pass and exp cache (contracts and numpy builds: l2h/kernels.py).
  *
- * For each requested row of the cache e = exp(z - max z) (float32 or float64, C-contiguous N x K) and a
- * mask of columns, in one pass over the row: the first masked argmax h^m, the estimate
- * g^m = e_{h^m} / (sum of the kept e) and whether the row needs the exact definition. The stored values
- * are >= 0, and for non-negative floats the order of the bit patterns read as signed integers is the
- * order of the values, so maxima and comparisons run on integers; masked columns are cleared by AND
- * with a per-column bit mask (0 or all ones). The row is split over LANES interleaved lanes, each with
- * its own sum, largest value (first position) and second largest value; the lanes are combined at the
- * end. This vectorises without fast-math, and the summation order is fixed.
+ * Every kernel reads a row once, split over LANES interleaved lanes that are combined at the end; this
+ * vectorises without fast-math, ties keep the first position as numpy's argmax does, and sums have a fixed
+ * order.
+ *
+ * - first_maxima: per row of the input logits, the first argmax h, the first argmax without column h, and
+ *   whether the row holds NaN or inf.
+ * - gather_shifted: rows of the input in a given order, minus their maximum (z - max z, exactly as numpy
+ *   subtracts), written into the cache.
+ * - masked_estimates: per cache row e = exp(z - max z) and a mask of columns, the first masked argmax h^m,
+ *   the estimate g^m = e_{h^m} / (sum of the kept e) and whether the row needs the exact definition. The
+ *   stored values are >= 0, and for non-negative floats the order of the bit patterns read as signed
+ *   integers is the order of the values, so maxima and comparisons run on integers; masked columns are
+ *   cleared by AND with a per-column bit mask (0 or all ones).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -22,9 +28,95 @@
 
 #define LANES 16
 
-/* ROWS(name, real, bits_t): the kernel for one float type and the signed integer type of its width.
- * Rows are read through bits_t only; floats are formed with memcpy. */
-#define ROWS(name, real, bits_t)                                                            \
+/* FIRST_MAXIMA(name, real, bits_t): per lane of a 32-byte vector, the top value, its first position, and
+ * the largest value at another position (first such position); selects are bit masks (GCC/clang vector
+ * extensions). v * 0 is NaN exactly when v is NaN or infinite. The lanes are combined at the end, and
+ * the last K mod W values go to lanes 0.. one by one. */
+#define FIRST_MAXIMA(name, real, bits_t)                                                               \
+    L2H_CLONES static void name(const real *x, Py_ssize_t n, Py_ssize_t k, int64_t *h, int64_t *second,  \
+                                uint8_t *bad)                                                            \
+    {                                                                                                    \
+        typedef real vreal __attribute__((vector_size(32)));                                             \
+        typedef bits_t vbits __attribute__((vector_size(32)));                                           \
+        enum { W = 32 / sizeof(real) };                                                                  \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                             \
+            const real *row = x + i * k;                                                                 \
+            vreal vtop, vsec, vcheck = {0};                                                              \
+            vbits vat, vsec_at, index;                                                                   \
+            for (int l = 0; l < W; l++) {                                                                \
+                vtop[l] = vsec[l] = -(real)INFINITY;                                                     \
+                vat[l] = vsec_at[l] = -1;                                                                \
+                index[l] = l;                                                                            \
+            }                                                                                            \
+            Py_ssize_t j = 0;                                                                            \
+            for (; j + W <= k; j += W) {                                                                 \
+                vreal v;                                                                                 \
+                memcpy(&v, row + j, sizeof v);                                                           \
+                vbits above = v > vtop, between = v > vsec;                                              \
+                vbits s = (between & (vbits)v) | (~between & (vbits)vsec);                               \
+                vbits s_at = (between & index) | (~between & vsec_at);                                   \
+                vsec = (vreal)((above & (vbits)vtop) | (~above & s));                                    \
+                vsec_at = (above & vat) | (~above & s_at);                                               \
+                vtop = (vreal)((above & (vbits)v) | (~above & (vbits)vtop));                             \
+                vat = (above & index) | (~above & vat);                                                  \
+                vcheck += v * 0;                                                                         \
+                index += W;                                                                              \
+            }                                                                                            \
+            real top[W], sec[W];                                                                         \
+            bits_t at[W], sec_at[W];                                                                     \
+            int finite = 1;                                                                              \
+            for (int l = 0; l < W; l++) {                                                                \
+                top[l] = vtop[l], sec[l] = vsec[l], at[l] = vat[l], sec_at[l] = vsec_at[l];              \
+                finite &= vcheck[l] == 0;                                                                \
+            }                                                                                            \
+            for (int l = 0; j < k; j++, l++) {                                                           \
+                real v = row[j];                                                                         \
+                finite &= v * 0 == 0;                                                                    \
+                if (v > top[l]) {                                                                        \
+                    sec[l] = top[l], sec_at[l] = at[l], top[l] = v, at[l] = (bits_t)j;                   \
+                }                                                                                        \
+                else if (v > sec[l]) {                                                                   \
+                    sec[l] = v, sec_at[l] = (bits_t)j;                                                   \
+                }                                                                                        \
+            }                                                                                            \
+            int best = 0;                                                                                \
+            for (int l = 1; l < W; l++)                                                                  \
+                if (at[l] >= 0 && (at[best] < 0 || top[l] > top[best] ||                                 \
+                                   (top[l] == top[best] && at[l] < at[best])))                           \
+                    best = l;                                                                            \
+            real next = -(real)INFINITY;                                                                 \
+            bits_t next_at = -1;                                                                         \
+            for (int l = 0; l < W; l++) {                                                                \
+                real v = l == best ? sec[l] : top[l];                                                    \
+                bits_t c = l == best ? sec_at[l] : at[l];                                                \
+                if (c >= 0 && (next_at < 0 || v > next || (v == next && c < next_at))) {                 \
+                    next = v;                                                                            \
+                    next_at = c;                                                                         \
+                }                                                                                        \
+            }                                                                                            \
+            h[i] = at[best];                                                                             \
+            second[i] = next_at;                                                                         \
+            bad[i] = !finite;                                                                            \
+        }                                                                                                \
+    }
+
+/* GATHER_SHIFTED(name, real): out row i = x row rows[i] minus its value at column top[i]. */
+#define GATHER_SHIFTED(name, real)                                                                      \
+    L2H_CLONES static void name(const real *x, Py_ssize_t k, const int64_t *rows, const int64_t *top,    \
+                                Py_ssize_t n, real *out)                                                 \
+    {                                                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                             \
+            const real *row = x + rows[i] * k;                                                           \
+            real peak = row[top[i]];                                                                     \
+            real *to = out + i * k;                                                                      \
+            for (Py_ssize_t j = 0; j < k; j++)                                                           \
+                to[j] = row[j] - peak;                                                                   \
+        }                                                                                                \
+    }
+
+/* MASKED_ROWS(name, real, bits_t): bits_t is the signed integer type of real's width. Rows are read
+ * through bits_t only; floats are formed with memcpy. */
+#define MASKED_ROWS(name, real, bits_t)                                                            \
     L2H_CLONES static void name(const bits_t *exp, Py_ssize_t k, const int64_t *positions, Py_ssize_t n, \
                                 const bits_t *keep_bits, double alpha, double tiny, double floor_,       \
                                 int64_t *hm, double *gm, uint8_t *doubt)                                \
@@ -80,22 +172,130 @@
         }                                                                                                \
     }
 
-ROWS(rows_float32, float, int32_t)
-ROWS(rows_float64, double, int64_t)
 
+FIRST_MAXIMA(first_maxima_float32, float, int32_t)
+FIRST_MAXIMA(first_maxima_float64, double, int64_t)
+GATHER_SHIFTED(gather_shifted_float32, float)
+GATHER_SHIFTED(gather_shifted_float64, double)
+MASKED_ROWS(masked_rows_float32, float, int32_t)
+MASKED_ROWS(masked_rows_float64, double, int64_t)
+
+/* A C-contiguous buffer of ndim dimensions; itemsize 0: a 2-D native float32/float64 matrix. */
 static int
 get(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t itemsize, int ndim)
 {
-    int flags = PyBUF_ND | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    int flags = PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
-    if (view->itemsize != itemsize || view->ndim != ndim) {
-        PyErr_Format(PyExc_ValueError, "masked_estimates: %s must be %d-D with %zd-byte items", name,
-                     ndim, itemsize);
+    int ok = view->ndim == ndim;
+    if (itemsize == 0) {
+        const char *format = view->format ? view->format : "B";
+        char type = format[strlen(format) - 1];
+        ok = ok && format[0] != '>' && format[0] != '!' &&
+             ((type == 'f' && view->itemsize == 4) || (type == 'd' && view->itemsize == 8));
+    }
+    else
+        ok = ok && view->itemsize == itemsize;
+    if (!ok) {
+        if (itemsize == 0)
+            PyErr_Format(PyExc_ValueError, "%s must be 2-D float32 or float64 (native byte order)", name);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must be %d-D with %zd-byte items", name, ndim, itemsize);
         PyBuffer_Release(view);
         return -1;
     }
     return 0;
+}
+
+/* Acquire the buffers of objs (specs in the same order); on failure release those acquired. */
+typedef struct {
+    const char *name;
+    int writable;
+    Py_ssize_t itemsize;
+    int ndim;
+} spec_t;
+
+static int
+get_all(PyObject **objs, Py_buffer *views, const spec_t *specs, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (get(objs[i], &views[i], specs[i].writable, specs[i].name, specs[i].itemsize, specs[i].ndim) < 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static void
+release_all(Py_buffer *views, int count)
+{
+    for (int i = 0; i < count; i++)
+        PyBuffer_Release(&views[i]);
+}
+
+static PyObject *
+fail(Py_buffer *views, int count, const char *message)
+{
+    release_all(views, count);
+    PyErr_SetString(PyExc_ValueError, message);
+    return NULL;
+}
+
+static int
+in_range(const int64_t *values, Py_ssize_t n, Py_ssize_t end)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (values[i] < 0 || values[i] >= end)
+            return 0;
+    return 1;
+}
+
+static PyObject *
+first_maxima(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *objs[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &objs[0], &objs[1], &objs[2], &objs[3]))
+        return NULL;
+    static const spec_t specs[] = {{"x", 0, 0, 2}, {"h", 1, 8, 1}, {"second", 1, 8, 1}, {"bad", 1, 1, 1}};
+    Py_buffer v[4];
+    if (get_all(objs, v, specs, 4) < 0)
+        return NULL;
+    Py_ssize_t n = v[0].shape[0], k = v[0].shape[1];
+    if (k < 2 || k > INT32_MAX || v[1].shape[0] != n || v[2].shape[0] != n || v[3].shape[0] != n)
+        return fail(v, 4, "first_maxima: inconsistent lengths, or K < 2");
+    Py_BEGIN_ALLOW_THREADS
+    if (v[0].itemsize == 4)
+        first_maxima_float32(v[0].buf, n, k, v[1].buf, v[2].buf, v[3].buf);
+    else
+        first_maxima_float64(v[0].buf, n, k, v[1].buf, v[2].buf, v[3].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 4);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+gather_shifted(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *objs[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &objs[0], &objs[1], &objs[2], &objs[3]))
+        return NULL;
+    static const spec_t specs[] = {{"x", 0, 0, 2}, {"rows", 0, 8, 1}, {"top", 0, 8, 1}, {"out", 1, 0, 2}};
+    Py_buffer v[4];
+    if (get_all(objs, v, specs, 4) < 0)
+        return NULL;
+    Py_ssize_t n = v[1].shape[0], k = v[0].shape[1];
+    if (v[3].itemsize != v[0].itemsize || v[3].shape[0] != n || v[3].shape[1] != k || v[2].shape[0] != n ||
+        !in_range(v[1].buf, n, v[0].shape[0]) || !in_range(v[2].buf, n, k))
+        return fail(v, 4, "gather_shifted: inconsistent shapes or dtypes, or indices out of range");
+    Py_BEGIN_ALLOW_THREADS
+    if (v[0].itemsize == 4)
+        gather_shifted_float32(v[0].buf, k, v[1].buf, v[2].buf, n, v[3].buf);
+    else
+        gather_shifted_float64(v[0].buf, k, v[1].buf, v[2].buf, n, v[3].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 4);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -106,65 +306,42 @@ masked_estimates(PyObject *Py_UNUSED(self), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOdddOOO", &objs[0], &objs[1], &objs[2], &alpha, &tiny, &floor_,
                           &objs[3], &objs[4], &objs[5]))
         return NULL;
-    Py_buffer exp, positions, keep_bits, hm, gm, doubt;
-    if (PyObject_GetBuffer(objs[0], &exp, PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) < 0)
+    static const spec_t specs[] = {{"exp", 0, 0, 2}, {"positions", 0, 8, 1}, {"keep_bits", 0, -1, 1},
+                                   {"hm", 1, 8, 1},  {"gm", 1, 8, 1},        {"doubt", 1, 1, 1}};
+    spec_t local[6];
+    memcpy(local, specs, sizeof local);
+    Py_buffer v[6];
+    if (get_all(objs, v, local, 1) < 0)
         return NULL;
-    Py_ssize_t size = exp.itemsize;
-    const char *format = exp.format ? exp.format : "B";
-    char type = format[strlen(format) - 1];
-    int native = format[0] != '>' && format[0] != '!';
-    if (!native || !((type == 'f' && size == 4) || (type == 'd' && size == 8)) || exp.ndim != 2) {
-        PyErr_SetString(PyExc_ValueError, "masked_estimates: exp must be 2-D float32 or float64");
-        PyBuffer_Release(&exp);
+    local[2].itemsize = v[0].itemsize;             /* keep_bits: integers of the cache's width */
+    if (get_all(objs + 1, v + 1, local + 1, 5) < 0) {
+        release_all(v, 1);
         return NULL;
     }
-    Py_ssize_t k = exp.shape[1];
-    PyObject *result = NULL;
-    if (get(objs[1], &positions, 0, "positions", 8, 1) < 0)
-        goto release_exp;
-    if (get(objs[2], &keep_bits, 0, "keep_bits", size, 1) < 0)
-        goto release_positions;
-    if (get(objs[3], &hm, 1, "hm", 8, 1) < 0)
-        goto release_keep;
-    if (get(objs[4], &gm, 1, "gm", 8, 1) < 0)
-        goto release_hm;
-    if (get(objs[5], &doubt, 1, "doubt", 1, 1) < 0)
-        goto release_gm;
-    Py_ssize_t n = positions.shape[0];
-    const int64_t *pos = positions.buf;
-    int ok = keep_bits.shape[0] == k && hm.shape[0] == n && gm.shape[0] == n && doubt.shape[0] == n;
-    for (Py_ssize_t i = 0; ok && i < n; i++)
-        ok = pos[i] >= 0 && pos[i] < exp.shape[0];
-    if (!ok) {
-        PyErr_SetString(PyExc_ValueError, "masked_estimates: inconsistent lengths or positions out of range");
-        goto release_doubt;
-    }
+    Py_ssize_t n = v[1].shape[0], k = v[0].shape[1];
+    if (v[2].shape[0] != k || v[3].shape[0] != n || v[4].shape[0] != n || v[5].shape[0] != n ||
+        !in_range(v[1].buf, n, v[0].shape[0]))
+        return fail(v, 6, "masked_estimates: inconsistent lengths or positions out of range");
     Py_BEGIN_ALLOW_THREADS
-    if (size == 4)
-        rows_float32(exp.buf, k, pos, n, keep_bits.buf, alpha, tiny, floor_, hm.buf, gm.buf, doubt.buf);
+    if (v[0].itemsize == 4)
+        masked_rows_float32(v[0].buf, k, v[1].buf, n, v[2].buf, alpha, tiny, floor_, v[3].buf, v[4].buf,
+                            v[5].buf);
     else
-        rows_float64(exp.buf, k, pos, n, keep_bits.buf, alpha, tiny, floor_, hm.buf, gm.buf, doubt.buf);
+        masked_rows_float64(v[0].buf, k, v[1].buf, n, v[2].buf, alpha, tiny, floor_, v[3].buf, v[4].buf,
+                            v[5].buf);
     Py_END_ALLOW_THREADS
-    result = Py_NewRef(Py_None);
-release_doubt:
-    PyBuffer_Release(&doubt);
-release_gm:
-    PyBuffer_Release(&gm);
-release_hm:
-    PyBuffer_Release(&hm);
-release_keep:
-    PyBuffer_Release(&keep_bits);
-release_positions:
-    PyBuffer_Release(&positions);
-release_exp:
-    PyBuffer_Release(&exp);
-    return result;
+    release_all(v, 6);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
+    {"first_maxima", first_maxima, METH_VARARGS,
+     "first_maxima(x, h, second, bad): see l2h.kernels.first_maxima."},
+    {"gather_shifted", gather_shifted, METH_VARARGS,
+     "gather_shifted(x, rows, top, out): see l2h.kernels.gather_shifted."},
     {"masked_estimates", masked_estimates, METH_VARARGS,
-     "masked_estimates(exp, positions, keep_bits, alpha, tiny, floor, hm, gm, doubt)\n\n"
-     "See l2h.kernels.masked_estimates (same contract)."},
+     "masked_estimates(exp, positions, keep_bits, alpha, tiny, floor, hm, gm, doubt): see "
+     "l2h.kernels.masked_estimates."},
     {NULL, NULL, 0, NULL},
 };
 

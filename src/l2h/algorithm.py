@@ -212,33 +212,23 @@ class _ExpCache:
         self.alone = np.empty(n, dtype=np.float64)     # its estimated g^m (NaN: needs the exact one)
         self.u = float(np.finfo(work).eps) / 2        # unit roundoff of the compute dtype
 
-    def fill(self, part: slice, x: np.ndarray, input: str) -> np.ndarray:
-        """Store the input rows ``order[part]`` of ``x`` at the cache positions ``part``; return their ``g``
-        (:func:`_row_stats`).
+    def fill(self, part: slice, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Store ``exp(z − max z)`` of the input rows ``order[part]`` of ``x`` (whose argmaxes are ``h``) at
+        the cache positions ``part``; return their ``g`` (the operations of :func:`_row_stats`).
 
         Also estimates each row's ``g^m`` for the mask {h}, the one its singleton cluster uses as G*:
-        ``h^m`` is the first argmax of ``z`` without column h (exact), ``g^m ≈ e_{h^m} / Σ_{k≠h} e_k``
-        (NaN where ``e_{h^m} < e⁻⁴⁰``: the exact definition is needed).
+        ``h^m`` is ``second[part]`` (set before: the first argmax of ``z`` without column h, exact),
+        ``g^m ≈ e_{h^m} / Σ_{k≠h} e_k`` (NaN where ``e_{h^m} < e⁻⁴⁰``: the exact definition is needed).
         """
         z = self.exp[part]                           # computed in place in the cache
-        rows = self.order[part]
-        if isinstance(x, np.ndarray) and x.dtype == z.dtype:
-            np.take(x, rows, axis=0, out=z, mode="clip")   # rows are valid; "clip" avoids a buffer
-        else:
-            z[...] = x[rows]
         at = np.arange(z.shape[0])
-        h = z.argmax(axis=1)
-        peak = z[at, h]
-        z[at, h] = -np.inf
-        second = z.argmax(axis=1)
-        z[at, h] = peak
-        h, g = _row_stats(z, input)
-        one = z[at, h]                               # exp(0)
+        kernels.gather_shifted(x, self.order[part], h, z)
+        np.exp(z, out=z)
+        g = 1.0 / z.sum(axis=1)
         z[at, h] = 0
         rest = z.sum(axis=1)
-        z[at, h] = one
-        top = z[at, second]
-        self.second[part] = second
+        z[at, h] = 1                                 # exp(0)
+        top = z[at, self.second[part]]
         with np.errstate(invalid="ignore"):          # 0/0 where every other exp underflowed
             self.alone[part] = np.where(top >= math.exp(-40), top / rest, np.nan)
         return g
@@ -272,22 +262,28 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
     g = np.empty(n, dtype=np.float64)
     step = _block_rows(block_rows, k)
 
+    second = np.empty(n, dtype=np.int64) if cache is not None else None
+
     def one(start: int) -> None:
         part = slice(start, start + step)
         raw = np.asarray(x[part])
-        check_block(raw, start, input=input, source=source)
         if cache is None:
+            check_block(raw, start, input=input, source=source)
             h[part], g[part] = _row_stats(np.array(raw, dtype=work, order="C"), input)
-        else:
-            h[part] = np.asarray(raw, dtype=work).argmax(axis=1)
+            return
+        bad = np.empty(raw.shape[0], dtype=bool)
+        kernels.first_maxima(np.asarray(raw, dtype=work), h[part], second[part], bad)
+        if bad.any():
+            check_block(raw, start, input=input, source=source)   # names the first row with NaN or inf
 
     blocks.run(one, range(0, n, step))
     if cache is not None:      # second pass, in cluster order: a group's rows are whole cache segments
         cache.order[:] = np.argsort(h, kind="stable")
+        cache.second[:] = second[cache.order]
 
         def fill(start: int) -> None:
-            part = slice(start, start + step)
-            g[cache.order[part]] = cache.fill(part, x, input)
+            rows = cache.order[start:start + step]
+            g[rows] = cache.fill(slice(start, start + step), x, h[rows])
 
         blocks.run(fill, range(0, n, step))
     return h, g
