@@ -56,11 +56,12 @@ def test_environment_installs_the_project_with_its_test_extra():
 
 
 def test_environment_pins_agree_with_pyproject():
-    """Any package environment.yml lists besides python/pip must be a pyproject dependency with the same spec."""
+    """Any package environment.yml lists besides python/pip (and the C compiler for the extension) must be a
+    pyproject dependency with the same spec."""
     conda, pip = _env_entries()
     declared = {**DEPENDENCIES, **TEST_EXTRA}
     for entry in [*conda, *pip]:
-        if entry.startswith("-e ") or re.match(r"(python|pip)\b", entry):
+        if entry.startswith("-e ") or re.match(r"(python|pip)\b", entry) or entry == "c-compiler":
             continue
         name, spec = _split(entry.replace("==", "=="))
         assert name in declared, f"environment.yml lists {name}, which pyproject.toml does not declare"
@@ -138,3 +139,12 @@ def test_readme_and_entry_points():
     assert PROJECT["scripts"]["l2h"] == "l2h.cli:main"
     assert (REPO / "Snakefile").is_file()
     assert (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").is_file()
+
+
+def test_environment_brings_the_compiler_of_the_declared_extension():
+    modules = PYPROJECT["tool"]["setuptools"]["ext-modules"]
+    assert [m["name"] for m in modules] == ["l2h._kernels"]
+    assert all((REPO / source).is_file() for m in modules for source in m["sources"])
+    assert all(m["optional"] for m in modules)       # without a compiler: the numpy build (l2h.kernels)
+    conda, _ = _env_entries()
+    assert "c-compiler" in conda
