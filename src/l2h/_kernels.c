@@ -180,7 +180,7 @@ GATHER_SHIFTED(gather_shifted_float64, double)
 MASKED_ROWS(masked_rows_float32, float, int32_t)
 MASKED_ROWS(masked_rows_float64, double, int64_t)
 
-/* A C-contiguous buffer of ndim dimensions; itemsize 0: a 2-D native float32/float64 matrix. */
+/* A C-contiguous buffer of ndim dimensions; itemsize 0: native float32/float64, -1: any itemsize. */
 static int
 get(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t itemsize, int ndim)
 {
@@ -194,11 +194,12 @@ get(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t i
         ok = ok && format[0] != '>' && format[0] != '!' &&
              ((type == 'f' && view->itemsize == 4) || (type == 'd' && view->itemsize == 8));
     }
-    else
+    else if (itemsize > 0)
         ok = ok && view->itemsize == itemsize;
     if (!ok) {
         if (itemsize == 0)
-            PyErr_Format(PyExc_ValueError, "%s must be 2-D float32 or float64 (native byte order)", name);
+            PyErr_Format(PyExc_ValueError, "%s must be %d-D float32 or float64 (native byte order)", name,
+                         ndim);
         else
             PyErr_Format(PyExc_ValueError, "%s must be %d-D with %zd-byte items", name, ndim, itemsize);
         PyBuffer_Release(view);
@@ -308,17 +309,12 @@ masked_estimates(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     static const spec_t specs[] = {{"exp", 0, 0, 2}, {"positions", 0, 8, 1}, {"keep_bits", 0, -1, 1},
                                    {"hm", 1, 8, 1},  {"gm", 1, 8, 1},        {"doubt", 1, 1, 1}};
-    spec_t local[6];
-    memcpy(local, specs, sizeof local);
     Py_buffer v[6];
-    if (get_all(objs, v, local, 1) < 0)
+    if (get_all(objs, v, specs, 6) < 0)
         return NULL;
-    local[2].itemsize = v[0].itemsize;             /* keep_bits: integers of the cache's width */
-    if (get_all(objs + 1, v + 1, local + 1, 5) < 0) {
-        release_all(v, 1);
-        return NULL;
-    }
     Py_ssize_t n = v[1].shape[0], k = v[0].shape[1];
+    if (v[2].itemsize != v[0].itemsize)             /* keep_bits: integers of the cache's width */
+        return fail(v, 6, "masked_estimates: keep_bits must have the itemsize of exp");
     if (v[2].shape[0] != k || v[3].shape[0] != n || v[4].shape[0] != n || v[5].shape[0] != n ||
         !in_range(v[1].buf, n, v[0].shape[0]))
         return fail(v, 6, "masked_estimates: inconsistent lengths or positions out of range");

@@ -79,6 +79,8 @@ _SCALE = 1 << _UNIT
 _LIMB = 26                   # bits per limb: a bincount of < 2**27 limbs sums exactly in float64
 _BINCOUNT_CHUNK = 1 << 26
 _CHUNK_ELEMENTS = 1 << 18    # rows per internal block ≈ this / K (cache-sized; capped by block_rows)
+_EXP_FLOOR = math.exp(-40)   # exp cache: e_{h^m} ≥ this (m within 41 of max z), else the exact definition
+_EXP_TINY = 2.0 ** -120      # exp cache: absolute error of an underflowed exp
 
 
 # ----------------------------------------------------------------------------- exact arithmetic
@@ -152,8 +154,13 @@ def _row_stats(block: np.ndarray, input: str, mask=None) -> tuple[np.ndarray, np
         block[:, mask] = -np.inf
     h = block.argmax(axis=1)
     block -= block[rows, h][:, None]
-    np.exp(block, out=block)
-    return h, 1.0 / block.sum(axis=1)
+    return h, _confidence(block)
+
+
+def _confidence(shifted: np.ndarray) -> np.ndarray:
+    """``g = 1 / Σ_k exp(z_k − max z)`` per row of ``shifted`` (= z − max z; overwritten by its exp)."""
+    np.exp(shifted, out=shifted)
+    return 1.0 / shifted.sum(axis=1)
 
 
 def _source_name(x) -> str:
@@ -216,7 +223,7 @@ class _ExpCache:
 
     def fill(self, part: slice, x: np.ndarray, h: np.ndarray) -> np.ndarray:
         """Store ``exp(z − max z)`` of the input rows ``order[part]`` of ``x`` (whose argmaxes are ``h``) at
-        the cache positions ``part``; return their ``g`` (the operations of :func:`_row_stats`).
+        the cache positions ``part``; return their ``g`` (:func:`_confidence`, as :func:`_row_stats`).
 
         Also estimates each row's ``g^m`` for the mask {h}, the one its singleton cluster uses as G*:
         ``h^m`` is ``second[part]`` (set before: the first argmax of ``z`` without column h, exact),
@@ -225,14 +232,13 @@ class _ExpCache:
         z = self.exp[part]                           # computed in place in the cache
         at = np.arange(z.shape[0])
         kernels.gather_shifted(x, self.order[part], h, z)
-        np.exp(z, out=z)
-        g = 1.0 / z.sum(axis=1)
+        g = _confidence(z)
         z[at, h] = 0
         rest = z.sum(axis=1)
         z[at, h] = 1                                 # exp(0)
         top = z[at, self.second[part]]
         with np.errstate(invalid="ignore"):          # 0/0 where every other exp underflowed
-            self.alone[part] = np.where(top >= math.exp(-40), top / rest, np.nan)
+            self.alone[part] = np.where(top >= _EXP_FLOOR, top / rest, np.nan)
         return g
 
     @functools.cached_property
@@ -350,14 +356,12 @@ class _Clusters:
             doubt = np.empty(rows.size, dtype=bool)
             keep = kernels.keep_bits(self.k, members, cache.exp.dtype)
             alpha = 8.08 * cache.u                # exp's relative error (4 ulp), padded
-            tiny = 2.0 ** -120                    # absolute error of an underflowed exp
-            floor = math.exp(-40)                 # e_{h^m} ≥ this: m is within 41 of max z
             # most steps have a few hundred rows: split them over the threads (≥ 256 rows per part)
             step = max(256, -(-rows.size // self.blocks.n_threads))
 
             def one(start: int) -> None:
                 part = slice(start, start + step)
-                kernels.masked_estimates(cache.exp, positions[part], keep, alpha, tiny, floor,
+                kernels.masked_estimates(cache.exp, positions[part], keep, alpha, _EXP_TINY, _EXP_FLOOR,
                                          hm[part], gm[part], doubt[part])
 
             self.blocks.run(one, range(0, rows.size, step))
@@ -615,8 +619,8 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         ``children[t] = [id(G*), id(G†)]`` for each of the K−1 steps, ``scores[t] = [score of G*,
         affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``info`` with the
         options, N, K, the number of empty clusters, ``affinity_bound`` (0.0: affinities exact),
-        ``exact_affinity_steps`` (steps whose G† needed exact rows) and ``kernel`` (the exp cache's step
-        kernel, :func:`l2h.kernels.build`; None without the cache). Empty clusters trigger a warning.
+        ``exact_affinity_steps`` (steps whose G† needed exact rows) and ``kernel`` (the build of the exp
+        cache's per-row kernels, :func:`l2h.kernels.build`; None without the cache). Empty clusters trigger a warning.
     """
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
