@@ -12,7 +12,7 @@ include: "workflow/rules/common.smk"
 rule all:
     default_target: True
     input:
-        PLAN.report_outputs(),
+        PLAN.all_outputs(),
 
 
 include: "workflow/rules/data.smk"

@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from l2h.errors import InputError
-from l2h.report.tables import markdown_table, method_label, table_rows, to_csv
-from l2h.stages.plan import (GRID_KEYS, L2H, STAGES, UNTRACKED, Overrides, Plan, Run, group_options,
-                             hydra_value)
+from l2h.report.tables import markdown_table, table_rows, to_csv
+from l2h.stages.layout import L2H, Run, method_label
+from l2h.stages.overrides import GRID_KEYS, Overrides, hydra_value
+from l2h.stages.plan import Plan, group_options
+from l2h.stages.spec import stages
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -68,7 +70,7 @@ def test_demo_plan():
     assert all(r.k == 10 for r in plan.runs)  # K null = digits' 10 classes
     assert plan.runs[0].folder == "digits/pixels/kmeans_k10_s0/l2h_sum_of_cluster_means_lowest_score"
     assert "results/tables/demo.csv" in plan.report_outputs()
-    assert len(plan.figures()) == 3  # a dendrogram per L2H run
+    assert len([p for p in plan.report_outputs() if p.endswith(".png")]) == 3  # a dendrogram per L2H run
 
     turtle = {"dataset": "digits", "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle", "k": 10, "seed": 0}
     assert plan.tracked("train_clusterer", turtle)["clusterer"]["outer_steps"] == 300
@@ -77,16 +79,16 @@ def test_demo_plan():
     deepect = plan.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",
                                             "k": 10, "seed": 0})["baseline"]
     assert (deepect["pretrain_epochs"], deepect["clustering_epochs"], deepect["grow_interval"]) == (20, 20, 1)
-    assert {s: plan.threads(s, 4) for s in ("extract_features", "train_clusterer", "run_baseline")} == \
+    assert {s: plan.threads(s) for s in ("extract_features", "train_clusterer", "run_baseline")} == \
         {"extract_features": 1, "train_clusterer": 1, "run_baseline": 1}
-    assert Plan(CONF, experiment="table1").threads("train_clusterer", 4) == 4  # the rule's own default
+    assert Plan(CONF, experiment="table1").threads("train_clusterer") == 4  # the stage's declared default
 
 
 @pytest.mark.parametrize("threads, message", [
     ("{train: 1}", "threads key 'train' is not a stage"),
-    ("{train_clusterer: 0}", "must be an integer >= 1, got 0"),
-    ("{train_clusterer: two}", "must be an integer >= 1, got 'two'"),
-    ("{train_clusterer: true}", "must be an integer >= 1, got True"),
+    ("{train_clusterer: 0}", "experiment.threads.train_clusterer = 0: must be >= 1"),
+    ("{train_clusterer: two}", "experiment.threads.train_clusterer = 'two': must be an integer"),
+    ("{train_clusterer: true}", "experiment.threads.train_clusterer = true: must be an integer"),
 ])
 def test_bad_experiment_threads(tmp_path, threads, message):
     import shutil
@@ -144,10 +146,10 @@ def test_passthrough_override_reaches_the_options_that_have_its_key():
     assert "clusterer.outer_steps=50" in by_method["turtle"] and "outer_steps" not in by_method["kmeans"]
     assert "baseline.linkage=average" in by_method["agglomerative"]
     assert "baseline.linkage" not in by_method["deepect"]
-    with pytest.raises(InputError, match=re.escape("'nope' is in no clusterer config this experiment uses "
-                                                   "(kmeans, turtle)")):
+    with pytest.raises(InputError, match=re.escape("clusterer.nope: unknown key: it is in no clusterer option this "
+                                                   "experiment uses (kmeans, turtle)")):
         Plan(CONF, overrides="clusterer.nope=1")
-    with pytest.raises(InputError, match="does not compose"):
+    with pytest.raises(InputError, match="clusterer.outer_steps: unknown key"):
         Plan(CONF, overrides="clusterer=kmeans clusterer.outer_steps=50")  # TURTLE's key, but no TURTLE run
 
 
@@ -159,27 +161,41 @@ def test_paths_and_runtime_keys_do_not_trigger_reruns():
     assert "paths.data=/elsewhere" in moved.command("extract_features", fields, {"classes": "x"})
 
 
-def test_untracked_backbone_keys_are_the_feature_cache_runtime_keys():
+@pytest.mark.parametrize("kind", ["pixels", "efficientnet_lite", "open_clip", "timm"])
+def test_backbone_runtime_keys_are_the_feature_cache_runtime_keys(kind):
+    """The keys the features cache ignores are exactly the backbone schemas' runtime knobs."""
+    from l2h import schema
     from l2h.features.backbone import RUNTIME_KEYS
 
-    assert set(UNTRACKED["extract_features"]["backbone"]) == set(RUNTIME_KEYS)
+    assert set(schema.runtime_keys("backbone", kind)) == set(RUNTIME_KEYS)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ("dataset=nope", "unknown dataset 'nope'"),
-    ("backbone=pixels+nope", "unknown backbone 'nope'"),
-    ("clusterer=nope", "unknown clusterer 'nope'"),
+    ("dataset=nope", "dataset 'nope': unknown"),
+    ("backbone=pixels+nope", "backbone 'nope': unknown"),
+    ("clusterer=nope", "clusterer 'nope': unknown"),
     ("clusterer.k=1", "K must be an integer >= 2"),
     ("k=2.5", "K must be an integer >= 2"),
-    ("l2h.aggregation=median", "unknown aggregation 'median'"),
-    ("l2h.strategy=random", "unknown strategy 'random'"),
-    ("seed=-1", "seed must be a non-negative integer"),
+    ("l2h.aggregation=median", "l2h.aggregation = 'median': must be one of"),
+    ("l2h.strategy=random", "l2h.strategy = 'random': must be one of"),
+    ("seed=-1", "seed = -1: must be an integer in 0..4294967295"),
+    ("seed=4294967296", "seed = 4294967296: must be an integer in 0..4294967295"),
     ("clusterer.n_init=1,2", "sweeps a value that is not part of the result paths"),
-    ("clusterer.no_such_key=1", "does not compose"),
+    ("clusterer.no_such_key=1", "clusterer.no_such_key: unknown key"),
+    ("+clusterer.n_inti=20", "clusterer.n_inti: unknown key (did you mean 'n_init'?)"),
+    ("++clusterer.foo=1", "clusterer.foo: unknown key"),
+    ("l2h.input=foo", "l2h.input = 'foo': must be one of logits, probs (set by override 'l2h.input=foo')"),
+    ("l2h.block_rows=-1", "l2h.block_rows = -1: must be >= 1 (set by override 'l2h.block_rows=-1')"),
+    ("dataset.offline=maybe", "dataset.offline = 'maybe': must be true or false"),
+    ("dataset.offline=2", "dataset.offline = 2: must be true or false"),
+    ("clusterer.k=100000", "cannot make more clusters than the 1257 points of digits's train split"),
+    ("clusterer.k='5", "cannot split into overrides"),
+    ("clusterer.temperature=-1", "clusterer.temperature = -1: must be 'auto' or a positive number"),
+    ("baseline.linkage=single", "baseline.linkage = 'single': must be one of ward, average"),
     ("experiment=table1", "--config experiment=NAME"),
     ("stage.output=x", "the pipeline sets stage"),
     ("nogroup.x=1", "does not name a config group"),
-    ("dataset=", "unknown dataset ''"),
+    ("dataset=", "dataset '': unknown"),
     ("dataset=[", "cannot parse"),
 ])
 def test_bad_overrides_fail_at_composition(overrides, message):
@@ -188,7 +204,7 @@ def test_bad_overrides_fail_at_composition(overrides, message):
 
 
 def test_unknown_experiment_and_tag():
-    with pytest.raises(InputError, match="unknown experiment 'nope'"):
+    with pytest.raises(InputError, match="experiment 'nope': unknown"):
         Plan(CONF, experiment="nope")
     with pytest.raises(InputError, match="tag"):
         Plan(CONF, tag="a/b")
@@ -232,10 +248,13 @@ def test_wildcard_constraints_match_run_folders():
 
 def test_every_stage_has_a_module_and_a_rule():
     rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    for name in STAGES:
+    assert set(stages()) >= {"prepare_data", "prefetch_weights", "extract_features", "train_clusterer", "build_tree",
+                             "run_baseline", "evaluate", "report"}
+    for name in stages():
         assert (REPO / "src" / "l2h" / "stages" / f"{name}.py").is_file()
         assert f"rule {name}:" in rules
-        assert f'stage_config("{name}")' in rules  # every rule has its rerun trigger
+        assert f'stage_trigger("{name}")' in rules  # every rule has its rerun trigger
+        assert f'stage_outputs("{name}")' in rules  # ... and its outputs flagged update() by the helper
 
 
 def test_method_labels():
@@ -265,3 +284,78 @@ def test_tables_average_over_seeds():
     single = markdown_table(table_rows([record(0, 0.5)]), title="t")
     assert "coarse" not in single and "| 0.500 |" in single
     assert json.loads(json.dumps(rows))  # plain data
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_option_file_matches_its_schema(path):
+    """Each option of conf/ composes into a node its kind's schema accepts (unknown keys, types, ranges)."""
+    from l2h import schema
+    from l2h.stages.plan import _compose
+
+    group = path.parent.name
+    cfg = _compose(str(CONF), (f"{group}={path.stem}",))
+    from omegaconf import OmegaConf
+
+    schema.validate(group, OmegaConf.to_container(cfg[group], resolve=True))
+
+
+@pytest.mark.parametrize("group, patch, message", [
+    ("clusterer", {"k": True}, "clusterer.k = true: must be an integer"),
+    ("clusterer", {"normalize": "yes"}, "clusterer.normalize = 'yes': must be true or false"),
+    ("clusterer", {"n_init": 0}, "clusterer.n_init = 0: must be >= 1"),
+    ("clusterer", {"seed": 2**32}, "clusterer.seed = 4294967296: must be <= 4294967295"),
+    ("clusterer", {"extra": 1}, "clusterer.extra: unknown key"),
+])
+def test_schema_is_strict(group, patch, message):
+    from omegaconf import OmegaConf
+
+    from l2h import schema
+
+    node = {**OmegaConf.to_container(OmegaConf.load(CONF / group / "kmeans.yaml")), **patch}
+    with pytest.raises(InputError, match=re.escape(message)):
+        schema.validate(group, node)
+
+
+def test_runtime_keys_are_left_out_of_the_trigger_and_gpus_follow_the_options():
+    from l2h import schema
+
+    plan = Plan(CONF)
+    train = {"dataset": "digits", "backbone": "pixels", "clusterer": "kmeans", "k": 10, "seed": 0}
+    tracked = plan.tracked("train_clusterer", train)["clusterer"]
+    assert "block_rows" not in tracked and "n_init" in tracked
+    assert set(schema.runtime_keys("clusterer", "turtle")) == {"device", "checkpoint_dir", "checkpoint_every",
+                                                               "progress"}
+    assert not plan.needs_gpu("train_clusterer", train)  # k-means
+    turtle = {**train, "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle"}
+    assert plan.needs_gpu("train_clusterer", turtle)  # device: auto
+    assert not plan.needs_gpu("extract_features", {"dataset": "digits", "backbone": "pixels"})
+    assert plan.needs_gpu("extract_features", {"dataset": "digits", "backbone": "efficientnet_lite0"})
+    assert not plan.needs_gpu("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",
+                                               "k": 10, "seed": 0})  # device: cpu
+    cpu = Plan(CONF, overrides="clusterer.device=cpu")
+    assert not cpu.needs_gpu("train_clusterer", turtle)
+    assert cpu.tracked("train_clusterer", turtle) == plan.tracked("train_clusterer", turtle)
+
+
+def test_checkpoints_go_inside_the_jobs_folder():
+    plan = Plan(CONF)
+    turtle = {"dataset": "digits", "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle", "k": 10, "seed": 0}
+    import shlex
+
+    args = shlex.split(plan.command("train_clusterer", turtle, plan.inputs("train_clusterer", turtle)))
+    assert ("clusterer.checkpoint_dir='results/digits/pixels+efficientnet_lite0/turtle_k10_s0/.checkpoints/"
+            "train_clusterer'") in args
+    kmeans = {**turtle, "backbone": "pixels", "clusterer": "kmeans"}
+    assert "checkpoint_dir" not in plan.command("train_clusterer", kmeans, plan.inputs("train_clusterer", kmeans))
+    own = Plan(CONF, overrides="clusterer.checkpoint_dir=/scratch/ck")
+    args = shlex.split(own.command("train_clusterer", turtle, own.inputs("train_clusterer", turtle)))
+    assert "clusterer.checkpoint_dir=/scratch/ck" in args and not any(".checkpoints" in a for a in args)
+
+
+def test_every_intermediate_is_a_target():
+    plan = Plan(CONF)
+    targets = set(plan.all_outputs())
+    for stage, fields in plan.jobs():
+        assert set(plan.outputs(stage, fields)) <= targets
+    assert "results/features/digits/pixels/test.npy" in targets
+    assert "results/digits/pixels/kmeans_k10_s0/logits.npy" in targets

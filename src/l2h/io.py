@@ -102,8 +102,10 @@ def format_run_info(run_info: dict[str, Any]) -> str:
     return ", ".join(f"{key}={val:.3g}" if isinstance(val, float) else f"{key}={val}" for key, val in run_info.items())
 
 
-def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), **extra: Any) -> dict:
-    """A deterministic provenance record: resolved config, package versions, input checksums.
+def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), *,
+               checksums: dict[str, str] | None = None, **extra: Any) -> dict:
+    """A deterministic provenance record: resolved config, package versions, input checksums
+    (``checksums``: already computed ``{path: sha256}``; else each of ``inputs`` is hashed).
 
     No timestamps or host names, so the same run twice gives byte-identical records.
     """
@@ -111,7 +113,7 @@ def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), **e
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "config": config,
         "packages": package_versions(),
-        "inputs": {str(p): sha256_file(p) for p in inputs},
+        "inputs": dict(checksums) if checksums is not None else {str(p): sha256_file(p) for p in inputs},
     }
     record.update(extra)
     return record

@@ -2,16 +2,15 @@ rule run_baseline:
     input:
         unpack(stage_inputs("run_baseline")),
     output:
-        PLAN.output_patterns("run_baseline"),
+        stage_outputs("run_baseline"),
     params:
-        config=stage_config("run_baseline"),
+        config=stage_trigger("run_baseline"),
         command=stage_command("run_baseline"),
     log:
-        PLAN.log_pattern("run_baseline"),
-    threads: PLAN.threads("run_baseline", 4)
+        stage_log("run_baseline"),
+    threads: stage_threads("run_baseline")
     resources:
-        gpu=lambda wildcards: int(wildcards.baseline in ("deepect", "treevae")),
-        mem_mb=64000,
-        runtime=720,
+        **stage_resources("run_baseline"),
+    localrule: stage_local("run_baseline")
     shell:
         "{params.command} > {log} 2>&1"

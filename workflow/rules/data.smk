@@ -1,11 +1,16 @@
 rule prepare_data:
-    localrule: True
+    input:
+        unpack(stage_inputs("prepare_data")),
     output:
-        PLAN.output_patterns("prepare_data"),
+        stage_outputs("prepare_data"),
     params:
-        config=stage_config("prepare_data"),
+        config=stage_trigger("prepare_data"),
         command=stage_command("prepare_data"),
     log:
-        PLAN.log_pattern("prepare_data"),
+        stage_log("prepare_data"),
+    threads: stage_threads("prepare_data")
+    resources:
+        **stage_resources("prepare_data"),
+    localrule: stage_local("prepare_data")
     shell:
         "{params.command} > {log} 2>&1"

@@ -2,14 +2,15 @@ rule evaluate:
     input:
         unpack(stage_inputs("evaluate")),
     output:
-        PLAN.output_patterns("evaluate"),
+        stage_outputs("evaluate"),
     params:
-        config=stage_config("evaluate"),
+        config=stage_trigger("evaluate"),
         command=stage_command("evaluate"),
     log:
-        PLAN.log_pattern("evaluate"),
+        stage_log("evaluate"),
+    threads: stage_threads("evaluate")
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **stage_resources("evaluate"),
+    localrule: stage_local("evaluate")
     shell:
         "{params.command} > {log} 2>&1"

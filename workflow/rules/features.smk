@@ -1,12 +1,17 @@
 rule prefetch_weights:
-    localrule: True
+    input:
+        unpack(stage_inputs("prefetch_weights")),
     output:
-        PLAN.output_patterns("prefetch_weights"),
+        stage_outputs("prefetch_weights"),
     params:
-        config=stage_config("prefetch_weights"),
+        config=stage_trigger("prefetch_weights"),
         command=stage_command("prefetch_weights"),
     log:
-        PLAN.log_pattern("prefetch_weights"),
+        stage_log("prefetch_weights"),
+    threads: stage_threads("prefetch_weights")
+    resources:
+        **stage_resources("prefetch_weights"),
+    localrule: stage_local("prefetch_weights")
     shell:
         "{params.command} > {log} 2>&1"
 
@@ -15,16 +20,15 @@ rule extract_features:
     input:
         unpack(stage_inputs("extract_features")),
     output:
-        PLAN.output_patterns("extract_features"),
+        stage_outputs("extract_features"),
     params:
-        config=stage_config("extract_features"),
+        config=stage_trigger("extract_features"),
         command=stage_command("extract_features"),
     log:
-        PLAN.log_pattern("extract_features"),
-    threads: PLAN.threads("extract_features", 4)
+        stage_log("extract_features"),
+    threads: stage_threads("extract_features")
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=720,
+        **stage_resources("extract_features"),
+    localrule: stage_local("extract_features")
     shell:
         "{params.command} > {log} 2>&1"

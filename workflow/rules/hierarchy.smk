@@ -2,14 +2,15 @@ rule build_tree:
     input:
         unpack(stage_inputs("build_tree")),
     output:
-        PLAN.output_patterns("build_tree"),
+        stage_outputs("build_tree"),
     params:
-        config=stage_config("build_tree"),
+        config=stage_trigger("build_tree"),
         command=stage_command("build_tree"),
     log:
-        PLAN.log_pattern("build_tree"),
+        stage_log("build_tree"),
+    threads: stage_threads("build_tree")
     resources:
-        mem_mb=lambda wildcards, input: max(4000, 3 * int(input.size_mb)),
-        runtime=120,
+        **stage_resources("build_tree"),
+    localrule: stage_local("build_tree")
     shell:
         "{params.command} > {log} 2>&1"

@@ -1,13 +1,16 @@
 rule report:
-    localrule: True
     input:
         unpack(stage_inputs("report")),
     output:
-        PLAN.report_outputs(),
+        stage_outputs("report"),
     params:
-        config=stage_config("report"),
+        config=stage_trigger("report"),
         command=stage_command("report"),
     log:
-        PLAN.log_pattern("report"),
+        stage_log("report"),
+    threads: stage_threads("report")
+    resources:
+        **stage_resources("report"),
+    localrule: stage_local("report")
     shell:
         "{params.command} > {log} 2>&1"

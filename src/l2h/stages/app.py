@@ -1,15 +1,25 @@
-"""What every stage entry point shares: the Hydra main, the job's files, and the records beside its outputs.
+"""What every stage entry point shares: the Hydra main, the checks before any work, and how outputs land.
 
-A stage module defines ``run(cfg, job) -> dict`` (the work; returns extra provenance) and calls
-:func:`stage_main`. The pipeline passes the job's files in the ``stage`` node (see ``conf/config.yaml``);
-after ``run`` succeeds, ``<record>.config.yaml`` (the resolved config the stage depends on) and
-``<record>.provenance.json`` (config, package versions, input checksums) are written beside the outputs.
+A stage module declares ``SPEC`` (:mod:`l2h.stages.spec`), defines ``run(cfg, job) -> dict`` (the work;
+returns extra provenance) and calls :func:`stage_main`. The pipeline passes the job's files in the
+``stage`` node (see ``conf/config.yaml``). Before ``run``:
+
+* the config groups the stage reads are validated against their schemas (:mod:`l2h.schema`);
+* every input file is checked: it must exist, and where the stage that wrote it recorded its SHA-256
+  (every stage records its outputs' checksums), the file must still match. A corrupt input is moved to
+  ``<results>/.quarantine/`` so that the next run rebuilds it, and the job stops with one line.
+
+``run`` writes into a staging folder beside the outputs; only when it succeeded are the records written
+(``<record>.config.yaml``, ``<record>.provenance.json`` with the checksums of inputs and outputs) and the
+whole set moved into place, so a failed or killed job never leaves a partial set of new files among the
+previous ones. The job's checkpoints (kept inside its folder across attempts) are removed on success.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +27,22 @@ from typing import Any, Callable
 
 from l2h.errors import InputError
 from l2h.io import write_provenance, write_text
-from l2h.stages.plan import STAGES, default_conf_dir
+from l2h.stages.integrity import output_record, verify_inputs
+from l2h.stages.layout import CHECKPOINTS, STAGING
+from l2h.stages.plan import default_conf_dir
 
 log = logging.getLogger("l2h.stages")
 
 
 @dataclass(frozen=True)
 class Job:
-    """The files of one job: named inputs (a path or a list of paths), the output folder, what it computes."""
+    """The files of one job: named inputs (a path or a list of paths), the folder its outputs are written to
+    (``output``: a staging folder, moved onto ``folder`` when the job succeeds) and what it computes."""
 
     stage: str
     inputs: dict[str, Any]
     output: Path
+    folder: Path
     run: dict[str, Any]
 
     def input(self, name: str) -> Any:
@@ -43,10 +57,6 @@ class Job:
             out += [value] if isinstance(value, str) else list(value)
         return out
 
-    @property
-    def record_stem(self) -> str:
-        return STAGES[self.stage].record_stem.format(**self.run)
-
 
 def resolved(cfg, groups) -> dict[str, Any]:
     """The resolved config of the given groups plus the ``stage`` node, as plain data."""
@@ -57,13 +67,18 @@ def resolved(cfg, groups) -> dict[str, Any]:
     return out
 
 
-def remove_stale_temporaries(folder: Path, names: list[str]) -> None:
-    """Delete temporaries a killed earlier attempt of this job left beside its own output files."""
-    if not folder.is_dir():
-        return
+def publish(staging: Path, folder: Path) -> list[str]:
+    """Move every file of ``staging`` onto ``folder`` (each by one rename), then remove ``staging``."""
+    names = sorted(p.name for p in staging.iterdir() if p.is_file())
     for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        os.replace(staging / name, folder / name)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    shutil.rmtree(staging)
+    return names
 
 
 def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
@@ -71,27 +86,49 @@ def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
     import hydra
     from omegaconf import OmegaConf
 
-    spec = STAGES[stage]
+    from l2h import schema
+    from l2h.stages.spec import stages
+
+    spec = stages()[stage]
 
     @hydra.main(config_path=str(default_conf_dir()), config_name="config", version_base="1.3")
     def main(cfg) -> None:
         node = OmegaConf.to_container(cfg.stage, resolve=True)
-        job = Job(stage=stage, inputs=dict(node.get("inputs") or {}), output=Path(node["output"]),
-                  run=dict(node.get("run") or {}))
-        names = [n.format(**job.run) for n in spec.outputs]
-        remove_stale_temporaries(job.output, [*names, f"{job.record_stem}.config.yaml",
-                                              f"{job.record_stem}.provenance.json"])
-        log.info("%s: %s -> %s", stage, job.run, job.output)
+        run = dict(node.get("run") or {})
+        folder = Path(node["output"])
+        job = Job(stage=stage, inputs=dict(node.get("inputs") or {}), output=folder / STAGING.format(stage=stage),
+                  folder=folder, run=run)
+        log.info("%s: %s -> %s", stage, job.run, job.folder)
         try:
+            config = resolved(cfg, (*spec.groups, "paths"))
+            for group in (*spec.groups, "paths"):
+                schema.validate(group, config[group])
+            checksums = verify_inputs(job.files(), results=Path(str(cfg.paths.results)))
+            shutil.rmtree(job.output, ignore_errors=True)  # what a killed earlier attempt left
+            job.output.mkdir(parents=True)
             extra = body(cfg, job) or {}
+            write_text(job.output / f"{spec.record_stem.format(**run)}.config.yaml",
+                       OmegaConf.to_yaml(OmegaConf.create(config)))
+            write_provenance(job.output / f"{spec.record_stem.format(**run)}.provenance.json", config,
+                             checksums=checksums, stage=stage, outputs=output_record(job.output), **extra)
         except InputError as exc:
-            log.error("%s failed: %s", stage, exc)
+            shutil.rmtree(job.output, ignore_errors=True)
+            message = " ".join(str(exc).split())
+            log.error("%s failed: %s", stage, message)
+            print(f"l2h: error: {message}", file=sys.stderr)
             sys.exit(2)
-        config = resolved(cfg, (*spec.groups, "paths"))
-        write_text(job.output / f"{job.record_stem}.config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-        write_provenance(job.output / f"{job.record_stem}.provenance.json", config, job.files(), stage=stage,
-                         **extra)
+        except BaseException:
+            shutil.rmtree(job.output, ignore_errors=True)
+            raise
+        publish(job.output, job.folder)
+        if spec.checkpoints is not None:
+            own = job.folder / CHECKPOINTS.format(stage=stage)
+            if str(OmegaConf.select(cfg, f"{spec.checkpoints}.checkpoint_dir") or "") == str(own):
+                shutil.rmtree(own, ignore_errors=True)
+                if own.parent.is_dir() and not any(own.parent.iterdir()):
+                    own.parent.rmdir()
         log.info("%s done", stage)
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     main()
+

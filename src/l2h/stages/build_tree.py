@@ -7,6 +7,16 @@ import numpy as np
 
 from l2h.io import sha256_file, write_npy
 from l2h.stages.app import stage_main
+from l2h.stages.layout import CLUSTERER, L2H, TREE_FILES
+from l2h.stages.spec import StageSpec, per_run
+
+
+def inputs(plan, fields):
+    return {"logits": plan.path(CLUSTERER.format(**fields), "logits.npy")}
+
+
+SPEC = StageSpec("build_tree", groups=("l2h",), folder=L2H, outputs=TREE_FILES, jobs=per_run("l2h"),
+                 inputs=inputs, mem_mb=4000, mem_per_input=3, runtime=120)
 
 
 def run(cfg, job):

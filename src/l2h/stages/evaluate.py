@@ -9,7 +9,23 @@ import numpy as np
 
 from l2h.io import write_json
 from l2h.stages.app import stage_main
-from l2h.stages.plan import EVAL_SPLIT
+from l2h.stages.layout import DATA, EVAL_SPLIT
+from l2h.stages.spec import StageSpec, per_run
+
+
+def inputs(plan, fields):
+    run = plan.run_of(fields["run"])
+    folder = plan.path(run.folder)
+    data = plan.path(DATA.format(dataset=run.dataset))
+    out = {name.split(".")[0]: f"{folder}/{name}" for name in ("tree.json", "leaves.npy", "clusters.npy")}
+    if run.kind == "baseline":
+        out["indices"] = f"{folder}/indices.npy"
+    out.update(labels=f"{data}/labels.npz", classes=f"{data}/classes.json")
+    return out
+
+
+SPEC = StageSpec("evaluate", groups=(), folder="{run}", outputs=("metrics.json", "leaf_names.json"),
+                 jobs=per_run(None), inputs=inputs, mem_mb=8000, runtime=60)
 
 
 def leaf_names(leaves: np.ndarray, labels: np.ndarray, k: int, class_names: list[str]) -> list[str]:

@@ -4,7 +4,19 @@
 from __future__ import annotations
 
 from l2h.stages.app import stage_main
-from l2h.stages.plan import SPLITS
+from l2h.stages.layout import DATA, FEATURES, SPLITS, WEIGHTS
+from l2h.stages.spec import StageSpec, per_dataset_space
+
+
+def inputs(plan, fields):
+    return {"classes": plan.path(DATA.format(**fields), "classes.json"),
+            "weights": plan.path(WEIGHTS, f"{fields['backbone']}.json")}
+
+
+SPEC = StageSpec("extract_features", groups=("dataset", "backbone"), folder=FEATURES,
+                 outputs=tuple(f"{split}{ext}" for split in SPLITS for ext in (".npy", ".meta.json")),
+                 jobs=per_dataset_space, inputs=inputs, threads=4, mem_mb=32000, runtime=720,
+                 gpu_groups=("backbone",))
 
 
 def run(cfg, job):

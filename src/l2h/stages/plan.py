@@ -1,174 +1,32 @@
-"""The experiment plan: compose an experiment with Hydra, expand its grid into runs, and the one layout of
-result paths and stage command lines that the Snakemake rules and the stage entry points share.
+"""The experiment plan: compose an experiment with Hydra, expand its grid into runs, validate every job,
+and give the Snakemake rules each job's files, command line, rerun trigger and resources.
 
 Snakemake owns the DAG; Hydra only composes configuration. ``workflow/rules/common.smk`` builds one
-:class:`Plan` per invocation (experiment + command-line overrides); every rule takes its output paths,
-inputs, command line and rerun-trigger config from it, and the stages read the same layout back.
+:class:`Plan` per invocation (experiment + command-line overrides). Everything stage-specific comes from the
+stages' declarations (:mod:`l2h.stages.spec`), paths from :mod:`l2h.stages.layout`, override parsing from
+:mod:`l2h.stages.overrides` and option checks from :mod:`l2h.schema`. Any bad name or value fails here, in
+one line naming the key, the value, what is allowed and where it came from, before any job starts.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from l2h import schema
 from l2h.errors import InputError
+from l2h.stages import layout
+from l2h.stages.layout import CHECKPOINTS, FIGURES, LOGS, NAME_RE, RESERVED, TABLES, Run
+from l2h.stages.overrides import GRID_KEYS, GRID_OVERRIDES, GROUPS, Overrides, hydra_value
+from l2h.stages.spec import stages
 
-# ---------------------------------------------------------------------------------------------------------
-# Stages, splits, layout
-# ---------------------------------------------------------------------------------------------------------
-
-#: Logical splits (keys of every dataset config's ``splits``): clusterers are fitted on ``train``;
-#: L2H, the baselines and every metric use ``test`` (paper.md §6.5).
-FIT_SPLIT, EVAL_SPLIT = "train", "test"
-SPLITS = (FIT_SPLIT, EVAL_SPLIT)
-
-#: The files a tree-producing method folder holds.
-TREE_FILES = ("tree.json", "linkage.npy", "tree.nwk", "leaves.npy", "clusters.npy")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A pipeline stage: its module ``l2h.stages.<name>``, the config groups whose resolved values it
-    depends on (its rerun trigger), its output folder (layout template) and the files it writes there."""
-
-    name: str
-    groups: tuple[str, ...]
-    folder: str
-    outputs: tuple[str, ...]
-    record: str = ""  # stem of the <record>.config.yaml / <record>.provenance.json files (default: name)
-
-    @property
-    def record_stem(self) -> str:
-        return self.record or self.name
-
-
-# Layout templates, relative to ``paths.results``; placeholders are the Snakemake wildcards.
-DATA = "data/{dataset}"
-FEATURES = "features/{dataset}/{backbone}"
-WEIGHTS = "weights"
-CLUSTERER = "{dataset}/{backbone}/{clusterer}_k{k}_s{seed}"
-L2H = CLUSTERER + "/l2h_{aggregation}_{strategy}"
-BASELINE = "{dataset}/{backbone}/baseline_{baseline}_k{k}_s{seed}"
-TABLES = "tables"
-FIGURES = "figures/{experiment}"
-LOGS = "logs"
-
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("prepare_data", ("dataset",), DATA, ("labels.npz", "classes.json")),
-    Stage("prefetch_weights", ("backbone",), WEIGHTS, ("{backbone}.json",), record="{backbone}"),
-    Stage("extract_features", ("dataset", "backbone"), FEATURES,
-          tuple(f"{split}{ext}" for split in SPLITS for ext in (".npy", ".meta.json"))),
-    Stage("train_clusterer", ("clusterer",), CLUSTERER, ("model.npz", "logits.npy", "info.json")),
-    Stage("build_tree", ("l2h",), L2H, TREE_FILES),
-    Stage("run_baseline", ("baseline",), BASELINE, TREE_FILES + ("indices.npy", "info.json")),
-    Stage("evaluate", (), "{run}", ("metrics.json", "leaf_names.json")),
-    Stage("report", ("experiment",), TABLES, ("{experiment}.csv", "{experiment}.md"), record="{experiment}"),
-)}
-
-#: Groups a user may override on the command line (``--config overrides=...``).
-GROUPS = ("dataset", "backbone", "clusterer", "l2h", "baseline", "paths")
-#: Grid dimensions, and the override keys that set them.
-GRID_KEYS = ("dataset", "backbone", "clusterer", "k", "aggregation", "strategy", "seed", "baseline")
-GRID_OVERRIDES = {"dataset": "dataset", "backbone": "backbone", "clusterer": "clusterer", "baseline": "baseline",
-                  "clusterer.k": "k", "k": "k", "clusterer.seed": "seed", "seed": "seed",
-                  "l2h.aggregation": "aggregation", "l2h.strategy": "strategy"}
-#: Per stage and group, keys that change how the stage runs but not its results: left out of its rerun
-#: trigger. Feature extraction's are ``l2h.features.backbone.RUNTIME_KEYS`` (not imported: that would load
-#: torch into Snakemake); prefetching does depend on ``weights_dir``.
-UNTRACKED = {"extract_features": {"backbone": ("batch_size", "num_workers", "weights_dir")},
-             "prefetch_weights": {"backbone": ("batch_size", "num_workers")}}
-#: Folder names at the top of the results tree that a dataset may not take.
-RESERVED = {"data", "features", "weights", "tables", "figures", "logs"}
-NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
-
-
-def _never(options: Iterable[str]) -> str:
-    options = [re.escape(o) for o in options]
-    return "|".join(options) if options else "(?!)"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One method run: L2H on a clusterer's logits (``kind="l2h"``) or a baseline (``kind="baseline"``).
-
-    ``backbone`` joins several representation spaces with ``+`` (e.g. ``clip_vitl14+dinov2_vitg14``).
-    """
-
-    kind: str
-    dataset: str
-    backbone: str
-    method: str
-    k: int
-    seed: int
-    aggregation: str | None = None
-    strategy: str | None = None
-
-    @property
-    def spaces(self) -> tuple[str, ...]:
-        return tuple(self.backbone.split("+"))
-
-    def fields(self) -> dict[str, Any]:
-        """The wildcard values of this run's folder."""
-        out = {"dataset": self.dataset, "backbone": self.backbone, "k": self.k, "seed": self.seed}
-        if self.kind == "l2h":
-            out.update(clusterer=self.method, aggregation=self.aggregation, strategy=self.strategy)
-        else:
-            out.update(baseline=self.method)
-        return out
-
-    @property
-    def folder(self) -> str:
-        """The run's folder relative to the results root."""
-        return (L2H if self.kind == "l2h" else BASELINE).format(**self.fields())
-
-    @property
-    def clusterer_folder(self) -> str:
-        return CLUSTERER.format(**self.fields())
-
-    def descriptor(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.fields()}
-
-
-def _template_regex(template: str, patterns: Mapping[str, str]) -> str:
-    """A regex with one named group per placeholder of ``template``."""
-    out, pos = [], 0
-    for m in re.finditer(r"\{(\w+)\}", template):
-        out.append(re.escape(template[pos:m.start()]))
-        out.append(f"(?P<{m.group(1)}>{patterns[m.group(1)]})")
-        pos = m.end()
-    out.append(re.escape(template[pos:]))
-    return "".join(out)
-
-
-def hydra_value(value: Any) -> str:
-    """``value`` written in Hydra's override grammar (strings quoted)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        if "${" in value:
-            raise InputError(f"cannot pass {value!r} to a stage: '${{' would be read as an interpolation")
-        # Hydra's quoted strings: escape the quote, and double the backslashes that precede a quote or the end
-        escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
-        return f"'{escaped}'"
-    if isinstance(value, Mapping):
-        for key in value:
-            if not re.fullmatch(r"[A-Za-z_]\w*", str(key)):
-                raise InputError(f"cannot pass key {key!r} to a stage")
-        return "{" + ",".join(f"{key}:{hydra_value(val)}" for key, val in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    raise InputError(f"cannot pass a {type(value).__name__} to a stage")
+#: Largest seed: every component's RNG takes it (scikit-learn and numpy's legacy seeding are 32-bit).
+MAX_SEED = 2**32 - 1
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -181,82 +39,12 @@ def default_conf_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "conf"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Command-line overrides
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Overrides:
-    """User overrides split into grid values (``dataset=a,b``, ``clusterer.k=5,10`` ...) and plain Hydra
-    overrides passed through to the stages that read the group they touch.
-
-    ``changes`` maps the text of each pass-through that sets an existing key (``clusterer.n_init=3``; not
-    ``+key=``/``++key=``/``~key``) to that key within its group (``n_init``): the plan applies it to the options
-    of the group that have the key (k-means, not TURTLE) and refuses it when none of the plan's options has it."""
-
-    grid: dict[str, list] = field(default_factory=dict)
-    passthrough: list[tuple[str, str]] = field(default_factory=list)  # (group, override text)
-    changes: dict[str, str] = field(default_factory=dict)             # override text -> key within its group
-
-    @classmethod
-    def parse(cls, text: str | Iterable[str] | None, *, options: Mapping[str, list[str]]) -> "Overrides":
-        """Parse overrides with Hydra's own parser; ``text`` is a string (split like a shell command line)
-        or a list of override strings. A sweep (``a=1,2`` / ``range()`` / ``choice()`` / ``glob()``) or a
-        list value on a grid key sets that grid dimension; sweeps over other keys are refused."""
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.core.override_parser.types import OverrideType, ValueType
-        from hydra.errors import HydraException, OverrideParseException
-
-        if text is None or text == "":
-            return cls()
-        items = shlex.split(text) if isinstance(text, str) else [str(t) for t in text]
-        try:
-            parsed = OverridesParser.create().parse_overrides(items)
-        except (OverrideParseException, HydraException) as exc:
-            raise InputError(f"overrides: cannot parse {items}: {exc}") from exc
-        out = cls()
-        for ov in parsed:
-            key = ov.key_or_group
-            if key in GRID_OVERRIDES and ov.type == OverrideType.CHANGE:
-                dim = GRID_OVERRIDES[key]
-                if ov.value_type == ValueType.GLOB_CHOICE_SWEEP:
-                    group = "clusterer" if dim == "clusterer" else dim
-                    if group not in options:
-                        raise InputError(f"overrides: glob() only selects config files, not values of {key}")
-                    values = list(ov.value().filter(options[group]))
-                elif ov.is_sweep_override():
-                    values = list(ov.sweep_string_iterator())
-                else:
-                    value = ov.value()
-                    values = list(value) if isinstance(value, list) else [value]
-                if dim in out.grid:
-                    raise InputError(f"overrides: {key} given twice")
-                out.grid[dim] = values
-                continue
-            group = key.split(".")[0].split("@")[0]
-            if group in ("experiment", "stage", "hydra"):
-                hint = " (choose the experiment with --config experiment=NAME)" if group == "experiment" else ""
-                raise InputError(f"overrides: {ov.input_line!r} is not allowed: the pipeline sets {group}{hint}")
-            if group not in GROUPS:
-                raise InputError(f"overrides: {ov.input_line!r} does not name a config group; groups: {GROUPS}")
-            if ov.is_sweep_override():
-                raise InputError(f"overrides: {ov.input_line!r} sweeps a value that is not part of the result "
-                                 f"paths; sweeps are supported over {sorted(GRID_OVERRIDES)}")
-            out.passthrough.append((group, ov.input_line))
-            if ov.type == OverrideType.CHANGE and "." in key and "@" not in key:
-                out.changes[ov.input_line] = key.split(".", 1)[1]
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The plan
-# ---------------------------------------------------------------------------------------------------------
-
 class Plan:
     """The composed experiment and everything the workflow derives from it.
 
-    Raises :class:`~l2h.errors.InputError` for an unknown experiment, dataset, backbone, clusterer or
-    baseline, K < 2, an unknown aggregation or strategy, or an override that does not compose.
+    Raises :class:`~l2h.errors.InputError` (one line) for an unknown experiment, dataset, backbone,
+    clusterer or baseline, a bad grid value, an override that does not parse or sets an unknown key, or any
+    option value its schema does not allow — for every job of the plan, before any job runs.
     """
 
     def __init__(self, conf_dir: str | Path | None = None, experiment: str | None = None,
@@ -264,80 +52,127 @@ class Plan:
         self.conf_dir = Path(conf_dir or default_conf_dir()).resolve()
         if not (self.conf_dir / "config.yaml").is_file():
             raise InputError(f"{self.conf_dir}: no config.yaml (expected the repository's conf/ folder)")
-        self.options = {g: group_options(self.conf_dir, g)
-                        for g in ("dataset", "backbone", "clusterer", "l2h", "baseline", "paths", "experiment")}
+        self.options = {g: group_options(self.conf_dir, g) for g in (*GROUPS, "experiment")}
+        self.stages = stages()
         self.overrides = Overrides.parse(overrides, options=self.options)
-        base = self.compose(tuple(self._experiment_selection(experiment))
-                            + tuple(o for g, o in self.overrides.passthrough if g == "paths"))
+        if experiment is not None and experiment not in self.options["experiment"]:
+            raise InputError(f"experiment {experiment!r}: unknown; available: {', '.join(self.options['experiment'])}")
+        self.experiment_file = self.conf_dir / "experiment" / f"{experiment or self._default_experiment()}.yaml"
+        base = self.compose(((f"experiment={experiment}",) if experiment else ())
+                            + tuple(text for group, text in self.overrides.passthrough if group == "paths"))
         from omegaconf import OmegaConf
 
         self.experiment = OmegaConf.to_container(base.experiment, resolve=True)
-        self.name = str(self.experiment.get("name"))
+        self._check("experiment", self.experiment, option=self.experiment_file.stem)
+        self.name = str(self.experiment["name"])
         if tag is not None and not re.fullmatch(NAME_RE, str(tag)):
-            raise InputError(f"tag {tag!r}: use letters, digits, '_' and '-'")
+            raise InputError(f"tag {tag!r}: use letters, digits, '_' and '-' (it names the table file)")
         self.table_name = self.name if not tag else f"{self.name}+{tag}"
-        self.results = str(base.paths.results)
+        self.paths = OmegaConf.to_container(base.paths, resolve=True)
+        self._check("paths", self.paths, option=None)
+        self.results = str(self.paths["results"])
         self.settings = self._check_settings(self.experiment.get("settings") or {})
         self.thread_counts = self._check_threads(self.experiment.get("threads") or {})
         self.runs = self._expand()
-        self._check_changes()
+        self._check_passthrough()
+        self.patterns = layout.wildcard_patterns(self.options, *self._l2h_choices())
         for stage, fields in self.jobs():
-            self.tracked(stage, fields)  # compose every job's config now: bad values fail before any job runs
+            self.tracked(stage, fields)  # composes and validates every job's config: nothing runs on a bad value
 
-    # -- composition ------------------------------------------------------------------------------------
-    def _experiment_selection(self, experiment: str | None) -> list[str]:
-        if experiment is None:
-            return []
-        if experiment not in self.options["experiment"]:
-            raise InputError(f"unknown experiment {experiment!r}; available: {', '.join(self.options['experiment'])}")
-        return [f"experiment={experiment}"]
+    def _default_experiment(self) -> str:
+        from omegaconf import OmegaConf
 
+        defaults = OmegaConf.load(self.conf_dir / "config.yaml").get("defaults", [])
+        for item in defaults:
+            if isinstance(item, Mapping) and "experiment" in item:
+                return str(item["experiment"])
+        raise InputError(f"{self.conf_dir / 'config.yaml'}: no default experiment in its defaults list")
+
+    # -- composition and validation -----------------------------------------------------------------------
     def compose(self, overrides: tuple[str, ...]):
         """The root config composed with ``overrides`` (cached)."""
         return _compose(str(self.conf_dir), tuple(overrides))
 
-    # -- grid ---------------------------------------------------------------------------------------------
+    def _check(self, group: str, node: Mapping[str, Any], *, option: str | None) -> None:
+        """Validate a composed option against its schema; the error names where the bad value came from."""
+        try:
+            schema.validate(group, node)
+        except InputError as exc:
+            raise InputError(f"{exc} ({self._source(group, str(exc), option)})") from None
+
+    def _source(self, group: str, message: str, option: str | None) -> str:
+        """Where the value named by ``message`` (``<group>.<key>...``) was set: an override, the experiment's
+        settings or grid, or the option's file."""
+        key = message.split(" ", 1)[0].rstrip(":")
+        sub = key.split(".", 1)[1] if "." in key else ""
+        for dim, name in (("k", "k"), ("seed", "seed")):
+            if group in ("clusterer", "baseline") and sub == name:
+                text = [t for t, d in GRID_OVERRIDES.items() if d == dim]
+                if dim in self.overrides.grid:
+                    return f"grid value from --config overrides ({'/'.join(text)})"
+                return f"grid of {self._rel(self.experiment_file)}"
+        for g, text in self.overrides.passthrough:
+            head = text.lstrip("+~").split("=", 1)[0]
+            if g == group and (head == key or key.startswith(head + ".") or head.startswith(key + ".")):
+                return f"set by override {text!r}"
+        for items in getattr(self, "settings", {}).values():
+            for text in items:
+                head = text.lstrip("+~").split("=", 1)[0]
+                if head == key or key.startswith(head + "."):
+                    return f"set by {self._rel(self.experiment_file)} settings: {text!r}"
+        if group == "experiment":
+            return f"in {self._rel(self.experiment_file)}"
+        file = self.conf_dir / group / f"{option}.yaml" if option else self.conf_dir / group
+        return f"in {self._rel(file)}"
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
     def _check_settings(self, settings: Mapping[str, Any]) -> dict[str, list[str]]:
         out = {}
         for key, items in settings.items():
             group, _, option = str(key).partition("/")
             if group not in GROUPS or (option and option not in self.options[group]):
-                raise InputError(f"experiment {self.name}: settings key {key!r} must be 'group' or 'group/option' "
-                                 f"with an existing option (groups: {GROUPS})")
+                raise InputError(f"{self._rel(self.experiment_file)}: settings key {key!r} must be 'group' or "
+                                 f"'group/option' with an existing option (groups: {', '.join(GROUPS)})")
             items = [items] if isinstance(items, str) else list(items or [])
-            parsed = Overrides.parse(items, options=self.options)
+            parsed = Overrides.parse(items, options=self.options, source=f"{self._rel(self.experiment_file)} settings")
             if parsed.grid or any(g != group for g, _ in parsed.passthrough):
-                raise InputError(f"experiment {self.name}: settings[{key!r}] may only set values of the "
+                raise InputError(f"{self._rel(self.experiment_file)}: settings[{key!r}] may only set values of the "
                                  f"{group} group that are not grid dimensions, got {items}")
             out[key] = items
         return out
 
     def _check_threads(self, threads: Mapping[str, Any]) -> dict[str, int]:
-        out = {}
-        for stage, count in threads.items():
-            if stage not in STAGES:
-                raise InputError(f"experiment {self.name}: threads key {stage!r} is not a stage; stages: "
-                                 f"{', '.join(STAGES)}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise InputError(f"experiment {self.name}: threads[{stage!r}] must be an integer >= 1, got {count!r}")
-            out[stage] = count
-        return out
+        unknown = sorted(set(threads) - set(self.stages))
+        if unknown:
+            raise InputError(f"{self._rel(self.experiment_file)}: threads key {unknown[0]!r} is not a stage; stages: "
+                             f"{', '.join(self.stages)}")
+        return {stage: int(count) for stage, count in threads.items()}
 
-    def threads(self, stage: str, default: int) -> int:
-        """The threads a job of ``stage`` asks for: the experiment's ``threads`` entry, else the rule's
-        ``default`` (Snakemake caps it at ``--cores`` and passes it on as OMP_NUM_THREADS & co.)."""
-        return self.thread_counts.get(stage, default)
+    def threads(self, stage: str) -> int:
+        """The threads a job of ``stage`` asks for: the experiment's ``threads`` entry, else the stage's
+        declared default (Snakemake caps it at ``--cores`` and passes it on as OMP_NUM_THREADS & co.)."""
+        return self.thread_counts.get(stage, self.stages[stage].threads)
+
+    @staticmethod
+    def _l2h_choices() -> tuple[list[str], list[str]]:
+        props = schema.schema("l2h", "l2h")["properties"]
+        return list(props["aggregation"]["enum"]), list(props["strategy"]["enum"])
+
+    # -- grid ---------------------------------------------------------------------------------------------
+    def _grid_source(self, dim: str) -> str:
+        if dim in self.overrides.grid:
+            return "grid value from --config overrides"
+        return f"grid of {self._rel(self.experiment_file)}"
 
     def _blocks(self) -> list[dict[str, list]]:
         grid = self.experiment.get("grid") or {}
-        unknown = set(grid) - set(GRID_KEYS)
-        if unknown:
-            raise InputError(f"experiment {self.name}: unknown grid keys {sorted(unknown)}; use {GRID_KEYS}")
         blocks = []
         for extra in self.experiment.get("blocks") or [{}]:
-            unknown = set(extra) - set(GRID_KEYS)
-            if unknown:
-                raise InputError(f"experiment {self.name}: unknown keys {sorted(unknown)} in blocks")
             block = {key: list(extra.get(key, grid.get(key)) or []) for key in GRID_KEYS}
             block.update({key: list(vals) for key, vals in self.overrides.grid.items()})
             blocks.append(block)
@@ -346,7 +181,7 @@ class Plan:
     def _check_name(self, group: str, name: Any) -> str:
         name = str(name)
         if name not in self.options[group]:
-            raise InputError(f"unknown {group} {name!r} (experiment {self.name}); available: "
+            raise InputError(f"{group} {name!r}: unknown (experiment {self.name}); available: "
                              f"{', '.join(self.options[group]) or 'none'}")
         if group == "dataset" and name in RESERVED:
             raise InputError(f"dataset name {name!r} is reserved for a results folder")
@@ -359,17 +194,17 @@ class Plan:
                 raise InputError(f"dataset {dataset}: K is null but the dataset config has no num_classes; "
                                  f"set clusterer.k")
             k = num
-        try:
-            k_int = int(k)
-        except (TypeError, ValueError):
-            raise InputError(f"K must be an integer >= 2, got {k!r}") from None
-        if k_int != float(k) or k_int < 2:
-            raise InputError(f"K must be an integer >= 2, got {k!r}")
-        return k_int
+        if isinstance(k, bool) or not re.fullmatch(r"\d+", str(k).strip()) or int(str(k).strip()) < 2:
+            raise InputError(f"clusterer.k = {k!r}: K must be an integer >= 2 ({self._grid_source('k')})")
+        return int(str(k).strip())
+
+    def _split_size(self, dataset: str, split: str) -> int | None:
+        node = self.group_config("dataset", dataset)
+        name = (node.get("splits") or {}).get(split)
+        return (node.get("sizes") or {}).get(name)
 
     def _expand(self) -> list[Run]:
-        from l2h.algorithm import AGGREGATIONS, STRATEGIES
-
+        aggregations, strategies = self._l2h_choices()
         runs: dict[Run, None] = {}
         for block in self._blocks():
             datasets = [self._check_name("dataset", d) for d in block["dataset"]]
@@ -381,21 +216,24 @@ class Plan:
             clusterers = [self._check_name("clusterer", c) for c in block["clusterer"]]
             baselines = [self._check_name("baseline", b) for b in block["baseline"]]
             for a in block["aggregation"]:
-                if a not in AGGREGATIONS:
-                    raise InputError(f"unknown aggregation {a!r}; choose from {', '.join(AGGREGATIONS)}")
+                if a not in aggregations:
+                    raise InputError(f"l2h.aggregation = {a!r}: must be one of {', '.join(aggregations)}")
             for s in block["strategy"]:
-                if s not in STRATEGIES:
-                    raise InputError(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+                if s not in strategies:
+                    raise InputError(f"l2h.strategy = {s!r}: must be one of {', '.join(strategies)}")
             seeds = []
             for s in block["seed"]:
-                if isinstance(s, bool) or not re.fullmatch(r"\d+", str(s)):
-                    raise InputError(f"seed must be a non-negative integer, got {s!r}")
+                if isinstance(s, bool) or not re.fullmatch(r"\d+", str(s)) or int(s) > MAX_SEED:
+                    raise InputError(f"seed = {s!r}: must be an integer in 0..{MAX_SEED}, the range every "
+                                     f"component's random generator accepts ({self._grid_source('seed')})")
                 seeds.append(int(s))
             for d, b, k, seed in itertools.product(datasets, backbones, block["k"], seeds):
                 k = self._k(d, k)
                 for c, a, s in itertools.product(clusterers, block["aggregation"], block["strategy"]):
+                    self._check_k(k, d, "train", f"clusterer {c}")
                     runs[Run("l2h", d, b, c, k, seed, a, s)] = None
                 for base in baselines:
+                    self._check_k(k, d, "test", f"baseline {base}")
                     own = self.group_config("baseline", base).get("features_backbone")
                     if own is not None:
                         self._check_name("backbone", own)
@@ -404,37 +242,27 @@ class Plan:
             raise InputError(f"experiment {self.name}: the grid is empty")
         return list(runs)
 
+    def _check_k(self, k: int, dataset: str, split: str, what: str) -> None:
+        size = self._split_size(dataset, split)
+        if size is not None and k > size:
+            raise InputError(f"clusterer.k = {k}: {what} cannot make more clusters than the {size} points of "
+                             f"{dataset}'s {split} split ({self._grid_source('k')})")
+
     # -- jobs ---------------------------------------------------------------------------------------------
     def jobs(self) -> list[tuple[str, dict[str, Any]]]:
         """Every (stage, wildcard values) job of the plan, without duplicates, in DAG order."""
         seen: dict[tuple, None] = {}
-        for run in self.runs:
-            seen[("prepare_data", (("dataset", run.dataset),))] = None
-            for space in run.spaces:
-                seen[("prefetch_weights", (("backbone", space),))] = None
-                seen[("extract_features", (("dataset", run.dataset), ("backbone", space)))] = None
-            f = run.fields()
-            if run.kind == "l2h":
-                seen[("train_clusterer", tuple((k, f[k]) for k in ("dataset", "backbone", "clusterer", "k",
-                                                                     "seed")))] = None
-                seen[("build_tree", tuple(f.items()))] = None
-            else:
-                seen[("run_baseline", tuple(f.items()))] = None
-            seen[("evaluate", (("run", run.folder),))] = None
-        seen[("report", (("experiment", self.table_name),))] = None
+        for name, spec in self.stages.items():
+            for fields in spec.jobs(self):
+                seen[(name, tuple(fields.items()))] = None
         return [(stage, dict(fields)) for stage, fields in seen]
 
     def run_of(self, folder: str) -> Run:
         """The run whose folder (relative to the results root) is ``folder``."""
-        patterns = self.wildcard_constraints()
-        for kind, template in (("l2h", L2H), ("baseline", BASELINE)):
-            m = re.fullmatch(_template_regex(template, patterns), folder)
-            if m:
-                g = m.groupdict()
-                method = g["clusterer"] if kind == "l2h" else g["baseline"]
-                return Run(kind, g["dataset"], g["backbone"], method, int(g["k"]), int(g["seed"]),
-                           g.get("aggregation"), g.get("strategy"))
-        raise InputError(f"{folder}: not a run folder ({L2H} or {BASELINE})")
+        run = layout.parse_run(folder, self.patterns)
+        if run is None:
+            raise InputError(f"{folder}: not a run folder ({layout.L2H} or {layout.BASELINE})")
+        return run
 
     def _selection(self, group: str, fields: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
         """The option a job selects in ``group`` and the plain values it sets there, from its wildcards."""
@@ -457,76 +285,85 @@ class Plan:
 
     def _applies(self, text: str, group: str, option: str | None) -> bool:
         """Whether the pass-through override ``text`` applies to ``option`` of ``group``: always, unless it
-        sets a key that this option's config does not have (see :class:`Overrides`)."""
-        key = self.overrides.changes.get(text)
-        if key is None:
+        changes a key that this option's config does not have (``+``/``++`` overrides always apply: the
+        option's schema then decides)."""
+        key = self.overrides.keys.get(text)
+        if key is None or text in self.overrides.adds:
             return True
-        base = ((f"{group}={option}",) if option else ()) + tuple(self._settings(group, option))
-        node = _group_node(str(self.conf_dir), group, base, ())
+        node = self.base_node(group, option)
         for part in key.split("."):
             if not isinstance(node, Mapping) or part not in node:
                 return False
             node = node[part]
         return True
 
-    def _check_changes(self) -> None:
-        """Refuse a pass-through override that sets a key none of the plan's options of its group has."""
+    def base_node(self, group: str, option: str | None) -> dict[str, Any]:
+        """``group``'s option with the experiment's settings, before the user's overrides."""
+        base = ((f"{group}={option}",) if option else ()) + tuple(self._settings(group, option))
+        return self._node(group, base)
+
+    def _node(self, group: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        return _container(self.compose(overrides), group, OmegaConf)
+
+    def _check_passthrough(self) -> None:
+        """Refuse a pass-through override that changes a key none of the plan's options of its group has."""
         used: dict[str, set] = {}
         for stage, fields in self.jobs():
-            for group in STAGES[stage].groups:
+            for group in self.stages[stage].groups:
                 used.setdefault(group, set()).add(self._selection(group, fields)[0])
         used["paths"] = {None}
         for group, text in self.overrides.passthrough:
-            options = used.get(group, set())
-            if options and not any(self._applies(text, group, option) for option in options):
+            options = used.get(group)
+            if not options:
+                raise InputError(f"overrides: {text!r}: no job of experiment {self.name} uses a {group} option")
+            if not any(self._applies(text, group, option) for option in options):
                 names = ", ".join(sorted(o for o in options if o)) or group
-                raise InputError(f"overrides: {text!r}: the key {self.overrides.changes[text]!r} is in no {group} "
-                                 f"config this experiment uses ({names}), so the config does not compose")
+                key = f"{group}.{self.overrides.keys[text]}"
+                raise InputError(f"{key}: unknown key: it is in no {group} option this experiment uses ({names}) "
+                                 f"(set by override {text!r})")
 
     def group_overrides(self, stage: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
         """The Hydra overrides that configure ``stage`` for the job with wildcard values ``fields``:
         per group its option, the experiment's settings, the user's pass-through overrides and the job's
         values; then the paths overrides."""
         out: list[str] = []
-        for group in STAGES[stage].groups:
+        for group in self.stages[stage].groups:
             option, values = self._selection(group, fields)
             out += ([f"{group}={option}"] if option is not None else []) + self._extras(group, option) + list(values)
         return tuple(out + self._extras("paths", None))
 
     def group_config(self, group: str, option: str | None = None, values: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The resolved ``group`` node as a job with ``option`` and ``values`` sees it (composed once per
-        option and overrides; ``values`` are plain ``key=value`` overrides applied afterwards, as Hydra does).
+        """The resolved and validated ``group`` node as a job with ``option`` and ``values`` sees it.
 
-        Groups are composed separately, with the other groups at their defaults: a group that interpolated
-        a value of another selectable group would be resolved against that group's default here (no config
-        does); the stage itself always composes the job's full config."""
-        base = ([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
-        try:
-            return copy.deepcopy(_group_node(str(self.conf_dir), group, tuple(base + self._extras("paths", None)),
-                                             tuple(values)))
-        except InputError as exc:
-            raise InputError(f"{group}{'=' + option if option else ''}: {exc}") from None
+        Groups are composed separately, with the other groups at their defaults (no option interpolates a
+        value of another selectable group); the stage itself composes the job's full config."""
+        overrides = tuple(([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
+                          + list(values) + self._extras("paths", None))
+        node = self._node(group, overrides)
+        self._check(group, node, option=option)
+        return node
+
+    def config(self, stage: str, fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """The resolved config of every group ``stage`` reads, for the job with wildcard values ``fields``."""
+        return {group: self.group_config(group, *self._selection(group, fields)) for group in self.stages[stage].groups}
 
     def tracked(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """The resolved config ``stage`` depends on for this job: its groups (runtime-only keys left out)
-        and its run descriptor. A change in it re-runs the job."""
-        out: dict[str, Any] = {}
-        for group in STAGES[stage].groups:
-            node = self.group_config(group, *self._selection(group, fields))
-            out[group] = {k: v for k, v in node.items() if k not in UNTRACKED.get(stage, {}).get(group, ())}
+        """What a job's results depend on: the result-changing keys of its groups (runtime knobs left out, as
+        their schemas say) and its run descriptor. A change in it re-runs the job."""
+        out = {group: schema.result_keys(group, node) for group, node in self.config(stage, fields).items()}
         out["run"] = self.descriptor(stage, fields)
         return out
 
     def descriptor(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """What the job computes (the ``stage.run`` node): its wildcard values, and for evaluate the run and
         the method's display name; for report the experiment and the figure of each run."""
-        from l2h.report.tables import method_label
-
         if stage == "evaluate":
             run = self.run_of(fields["run"])
             group = "clusterer" if run.kind == "l2h" else "baseline"
             node = self.group_config(group, run.method)
-            return {**run.descriptor(), "method": method_label(run.kind, run.method, node)}
+            return {**run.descriptor(), "method": layout.method_label(run.kind, run.method, node)}
         if stage == "report":
             return {"experiment": self.name, "table": self.table_name,
                     "description": str(self.experiment.get("description") or ""),
@@ -545,83 +382,68 @@ class Plan:
         return "/".join([self.results.rstrip("/"), *parts])
 
     def folder(self, stage: str, fields: Mapping[str, Any]) -> str:
-        return self.path(STAGES[stage].folder.format(**fields))
+        return self.path(self.stages[stage].folder.format(**fields))
 
     def output_patterns(self, stage: str) -> list[str]:
         """Output paths of ``stage`` with wildcards (the rule's ``output:``), its record files included."""
-        st = STAGES[stage]
-        folder = self.path(st.folder)
-        names = [*st.outputs, f"{st.record_stem}.config.yaml", f"{st.record_stem}.provenance.json"]
-        return [f"{folder}/{name}" for name in names]
+        spec = self.stages[stage]
+        if stage == "report":
+            return self.report_outputs()
+        folder = self.path(spec.folder)
+        return [f"{folder}/{name}" for name in (*spec.outputs, *spec.records())]
+
+    def outputs(self, stage: str, fields: Mapping[str, Any]) -> list[str]:
+        """The output files of one job."""
+        return [p.format(**fields) for p in self.output_patterns(stage)]
 
     def report_outputs(self) -> list[str]:
         """The report's tables, records and figures (no wildcards: one report per invocation)."""
-        tables = [p.format(experiment=self.table_name) for p in self.output_patterns("report")]
-        return tables + self.figures()
+        spec = self.stages["report"]
+        folder = self.path(spec.folder)
+        tables = [f"{folder}/{name}".format(experiment=self.table_name) for name in (*spec.outputs, *spec.records())]
+        return tables + [f for f in (self.figure(run) for run in self.runs) if f]
 
-    def figures(self) -> list[str]:
-        return [f for f in (self.figure(run) for run in self.runs) if f]
+    def all_outputs(self) -> list[str]:
+        """Every output of every job: the default target, so that a missing intermediate is rebuilt."""
+        return list(dict.fromkeys(p for stage, fields in self.jobs() for p in self.outputs(stage, fields)))
 
     def log_pattern(self, stage: str) -> str:
         """The job's log file (under ``<results>/logs/<stage>/``, mirroring its output folder)."""
-        st = STAGES[stage]
+        spec = self.stages[stage]
         if stage == "report":
             return self.path(LOGS, stage, f"{self.table_name}.log")
-        stem = st.folder + ("/{backbone}" if stage == "prefetch_weights" else "")
+        stem = spec.folder + ("/{backbone}" if "{backbone}" in "".join(spec.outputs) else "")
         return self.path(LOGS, stage, stem + ".log")
 
     def wildcard_constraints(self) -> dict[str, str]:
         """A regex per wildcard; ``run`` matches an L2H or a baseline run folder."""
-        from l2h.algorithm import AGGREGATIONS, STRATEGIES
+        return dict(self.patterns)
 
-        patterns = {
-            "dataset": NAME_RE,
-            "backbone": rf"{NAME_RE}(?:\+{NAME_RE})*",
-            "clusterer": _never(self.options["clusterer"]),
-            "baseline": _never(self.options["baseline"]),
-            "k": r"\d+",
-            "seed": r"\d+",
-            "aggregation": _never(AGGREGATIONS),
-            "strategy": _never(STRATEGIES),
-        }
-        runs = (_template_regex(t, patterns) for t in (L2H, BASELINE))
-        patterns["run"] = "|".join(re.sub(r"\(\?P<\w+>", "(?:", r) for r in runs)
-        return patterns
-
-    # -- per-job inputs and command lines -------------------------------------------------------------------
+    # -- per-job inputs, resources and command lines --------------------------------------------------------
     def inputs(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Named input files of the job (for the rule's ``input:`` via ``unpack``)."""
-        if stage in ("prepare_data", "prefetch_weights"):
-            return {}
-        if stage == "extract_features":
-            return {"classes": self.path(DATA.format(**fields), "classes.json"),
-                    "weights": self.path(WEIGHTS, f"{fields['backbone']}.json")}
-        if stage == "train_clusterer":
-            spaces = fields["backbone"].split("+")
-            feats = [self.path(FEATURES.format(dataset=fields["dataset"], backbone=b)) for b in spaces]
-            return {"train": [f"{f}/{FIT_SPLIT}.npy" for f in feats],
-                    "test": [f"{f}/{EVAL_SPLIT}.npy" for f in feats]}
-        if stage == "build_tree":
-            return {"logits": self.path(CLUSTERER.format(**fields), "logits.npy")}
-        if stage == "run_baseline":
-            spaces = fields["backbone"].split("+")
-            return {"features": [self.path(FEATURES.format(dataset=fields["dataset"], backbone=b), f"{EVAL_SPLIT}.npy")
-                                 for b in spaces]}
-        if stage == "evaluate":
-            run = self.run_of(fields["run"])
-            folder = self.path(run.folder)
-            data = self.path(DATA.format(dataset=run.dataset))
-            out = {name.split(".")[0]: f"{folder}/{name}" for name in ("tree.json", "leaves.npy", "clusters.npy")}
-            if run.kind == "baseline":
-                out["indices"] = f"{folder}/indices.npy"
-            out.update(labels=f"{data}/labels.npz", classes=f"{data}/classes.json")
-            return out
-        if stage == "report":
-            files = []
-            for run in self.runs:
-                files += [self.path(run.folder, name) for name in ("metrics.json", "leaf_names.json", "tree.json")]
-            return {"runs": files}
-        raise KeyError(stage)
+        return self.stages[stage].inputs(self, fields)
+
+    def needs_gpu(self, stage: str, fields: Mapping[str, Any]) -> bool:
+        """Whether the job asks for a GPU: its options' schemas decide (k-means, pixels: never)."""
+        spec = self.stages[stage]
+        config = self.config(stage, fields)
+        return any(schema.needs_gpu(group, config[group]) for group in spec.gpu_groups)
+
+    def mem_mb(self, stage: str, input_mb: float) -> int:
+        spec = self.stages[stage]
+        return int(max(spec.mem_mb, spec.mem_per_input * input_mb))
+
+    def checkpoint_dir(self, stage: str, fields: Mapping[str, Any]) -> str | None:
+        """Where the job keeps its checkpoints: inside its own folder, unless its option names a folder
+        or has no checkpoints."""
+        group = self.stages[stage].checkpoints
+        if group is None:
+            return None
+        node = self.config(stage, fields)[group]
+        if "checkpoint_dir" not in node or node["checkpoint_dir"] is not None:
+            return None
+        return f"{self.folder(stage, fields)}/{CHECKPOINTS.format(stage=stage)}"
 
     def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
         """The shell command of the job: ``python -m l2h.stages.<stage>`` with its Hydra overrides."""
@@ -631,29 +453,24 @@ class Plan:
         else:
             named = {key: (list(val) if not isinstance(val, str) else val) for key, val in inputs.items()}
             output = self.folder(stage, fields)
+        extra = []
+        checkpoints = self.checkpoint_dir(stage, fields)
+        if checkpoints is not None:
+            extra.append(f"{self.stages[stage].checkpoints}.checkpoint_dir={hydra_value(checkpoints)}")
         stage_node = {"inputs": named or None, "output": output, "run": self.descriptor(stage, fields)}
         args = [sys.executable, "-m", f"l2h.stages.{stage}", "--config-path", str(self.conf_dir),
-                *self.group_overrides(stage, fields),
+                *self.group_overrides(stage, fields), *extra,
                 *(f"stage.{key}={hydra_value(val)}" for key, val in stage_node.items())]
         return shlex.join(args)
 
 
-@lru_cache(maxsize=None)
-def _group_node(conf_dir: str, group: str, base: tuple[str, ...], values: tuple[str, ...]) -> dict[str, Any]:
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+def _container(cfg, group: str, OmegaConf) -> dict[str, Any]:
     from omegaconf.errors import OmegaConfBaseException
 
-    cfg = _compose(conf_dir, base)
     try:
-        if values:
-            cfg = copy.deepcopy(cfg)
-            ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(list(values)), cfg)
         return OmegaConf.to_container(cfg[group], resolve=True)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise InputError(f"the config does not compose with overrides {[*base, *values]}: {exc}") from None
+    except OmegaConfBaseException as exc:
+        raise InputError(f"{group}: {' '.join(str(exc).split())}") from None
 
 
 @lru_cache(maxsize=None)
@@ -666,4 +483,7 @@ def _compose(conf_dir: str, overrides: tuple[str, ...]):
         with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise InputError(f"the config does not compose with overrides {list(overrides)}: {exc}") from None
+        message = " ".join(str(exc).split())
+        raise InputError(f"the config does not compose with {' '.join(overrides) or 'no overrides'}: {message}") \
+            from None
+

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from l2h.io import sha256_file, write_json
 from l2h.stages.app import stage_main
+from l2h.stages.layout import WEIGHTS
+from l2h.stages.spec import StageSpec, no_inputs, per_space
+
+SPEC = StageSpec("prefetch_weights", groups=("backbone",), folder=WEIGHTS, outputs=("{backbone}.json",),
+                 jobs=per_space, inputs=no_inputs, record="{backbone}", local=True)
 
 
 def run(cfg, job):

@@ -10,7 +10,11 @@ import numpy as np
 
 from l2h.io import atomic_path, write_json
 from l2h.stages.app import stage_main
-from l2h.stages.plan import SPLITS
+from l2h.stages.layout import DATA, SPLITS
+from l2h.stages.spec import StageSpec, no_inputs, per_dataset
+
+SPEC = StageSpec("prepare_data", groups=("dataset",), folder=DATA, outputs=("labels.npz", "classes.json"),
+                 jobs=per_dataset, inputs=no_inputs, local=True)
 
 
 def run(cfg, job):

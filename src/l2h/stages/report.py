@@ -8,6 +8,17 @@ from pathlib import Path
 
 from l2h.io import write_text
 from l2h.stages.app import stage_main
+from l2h.stages.layout import TABLES
+from l2h.stages.spec import StageSpec, once
+
+
+def inputs(plan, fields):
+    return {"runs": [plan.path(run.folder, name) for run in plan.runs
+                     for name in ("metrics.json", "leaf_names.json", "tree.json")]}
+
+
+SPEC = StageSpec("report", groups=("experiment",), folder=TABLES, outputs=("{experiment}.csv", "{experiment}.md"),
+                 jobs=once, inputs=inputs, record="{experiment}", local=True)
 
 
 def run(cfg, job):

@@ -15,9 +15,21 @@ import numpy as np
 
 from l2h.errors import InputError
 from l2h.io import write_json, write_npy
-from l2h.stages.app import remove_stale_temporaries, stage_main
+from l2h.stages.app import stage_main
+from l2h.stages.layout import CLUSTERER, EVAL_SPLIT, FEATURES, FIT_SPLIT
+from l2h.stages.spec import StageSpec, per_clusterer
 
 log = logging.getLogger(__name__)
+
+
+def inputs(plan, fields):
+    folders = [plan.path(FEATURES.format(dataset=fields["dataset"], backbone=b)) for b in fields["backbone"].split("+")]
+    return {"train": [f"{f}/{FIT_SPLIT}.npy" for f in folders], "test": [f"{f}/{EVAL_SPLIT}.npy" for f in folders]}
+
+
+SPEC = StageSpec("train_clusterer", groups=("clusterer",), folder=CLUSTERER,
+                 outputs=("model.npz", "logits.npy", "info.json"), jobs=per_clusterer, inputs=inputs, threads=4,
+                 mem_mb=16000, mem_per_input=4, runtime=480, gpu_groups=("clusterer",), checkpoints="clusterer")
 
 
 def space_logit_files(backbone: str | None, n_spaces: int) -> list[str]:
@@ -43,7 +55,6 @@ def run(cfg, job):
         log.warning("%d of %d clusters are empty on the train split", info["empty_clusters"], model.k)
     extra = {}
     if hasattr(model, "space_logits"):
-        remove_stale_temporaries(job.output, names)
         for name, space in zip(names, model.space_logits(test)):
             write_npy(job.output / name, space)
         extra["space_logits"] = names

@@ -1,0 +1,184 @@
+"""Option schemas: one JSON Schema per kind of option of each config group, and the one validator.
+
+Every option of a config group (``conf/<group>/<option>.yaml``) is described by the schema of its kind,
+``l2h/schemas/<group>/<kind>.yaml``: the kind is the value of the group's dispatch key (:data:`DISPATCH`;
+groups without one have a single schema, ``<group>/<group>.yaml``). A schema gives each key its type,
+range or choices, and marks runtime knobs (``runtime: true``: keys that change how a job runs but never
+its results); the rerun trigger of a pipeline job is exactly the other keys (:func:`result_keys`). The
+schema's top-level ``gpu`` says whether a job using the option needs a GPU (:func:`needs_gpu`).
+
+Validation is strict where Hydra/OmegaConf are lenient: a boolean must be ``true``/``false`` (not ``yes``
+or ``2``), an integer must not be a float or a boolean, and unknown keys are errors. Errors are one line:
+
+>>> validate("l2h", {"name": "default", "aggregation": "sum_all", "strategy": "lowest_score",
+...                  "input": "logits", "block_rows": -1})
+Traceback (most recent call last):
+    ...
+l2h.errors.InputError: l2h.block_rows = -1: must be >= 1
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+from l2h.errors import InputError
+
+#: The key of an option that names its kind (the schema and the implementation it dispatches to).
+DISPATCH = {"dataset": "family", "backbone": "kind", "clusterer": "name", "baseline": "method"}
+#: Groups with a single schema ``<group>/<group>.yaml``.
+SINGLE = ("l2h", "paths", "experiment")
+_BASE_URI = "https://l2h.invalid/schemas/"  # ids only (the registry holds every schema; nothing is fetched)
+
+
+@lru_cache(maxsize=None)
+def _registry():
+    """Every schema file, as a ``referencing`` registry (so schemas may ``$ref`` shared pieces)."""
+    import yaml
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    root = resources.files("l2h") / "schemas"
+    docs = {}
+    for group in root.iterdir():
+        if not group.is_dir():
+            continue
+        for path in group.iterdir():
+            if path.name.endswith(".yaml"):
+                uri = f"{_BASE_URI}{group.name}/{path.name}"
+                docs[uri] = Resource(yaml.safe_load(path.read_text(encoding="utf-8")), specification=DRAFT202012)
+    return Registry().with_resources(docs.items()), {uri: res.contents for uri, res in docs.items()}
+
+
+def kinds(group: str) -> list[str]:
+    """The kinds of ``group`` that have a schema."""
+    prefix = f"{_BASE_URI}{group}/"
+    return sorted(uri[len(prefix):-5] for uri in _registry()[1] if uri.startswith(prefix)
+                  and not uri[len(prefix):].startswith("_"))
+
+
+def kind_of(group: str, node: Mapping[str, Any]) -> str:
+    """The kind of an option node: its dispatch key's value (the group name for single-schema groups)."""
+    if group in SINGLE:
+        return group
+    if group not in DISPATCH:
+        raise InputError(f"{group}: not a config group with options (groups: {', '.join([*DISPATCH, *SINGLE])})")
+    key = DISPATCH[group]
+    kind = node.get(key) if isinstance(node, Mapping) else None
+    if kind not in kinds(group):
+        raise InputError(f"{group}.{key} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
+                         f"that have a schema in l2h/schemas/{group}/)")
+    return str(kind)
+
+
+def schema(group: str, kind: str) -> dict[str, Any]:
+    """The schema of ``kind`` in ``group`` (a dict; do not modify)."""
+    docs = _registry()[1]
+    uri = f"{_BASE_URI}{group}/{kind}.yaml"
+    if uri not in docs:
+        raise InputError(f"{group}: no schema for kind {kind!r} (l2h/schemas/{group}/{kind}.yaml)")
+    return docs[uri]
+
+
+def validate(group: str, node: Mapping[str, Any], *, complete: bool = True) -> None:
+    """Check an option node against its schema; raise :class:`InputError` (one line) on the first problem.
+
+    Parameters
+    ----------
+    group : str
+        The config group (``dataset``, ``backbone``, ``clusterer``, ``baseline``, ``l2h``, ``paths``,
+        ``experiment``).
+    node : mapping
+        The option's resolved values (plain data, as ``OmegaConf.to_container(..., resolve=True)`` gives).
+    complete : bool
+        Whether every key the schema requires must be present (a config file: yes; keyword arguments
+        given to a library function, whose defaults fill the rest: no).
+    """
+    if not isinstance(node, Mapping):
+        raise InputError(f"{group}: expected a mapping of options, got {type(node).__name__}")
+    kind = kind_of(group, node)
+    check(node, schema(group, kind), label=group, kind=kind, uri=f"{_BASE_URI}{group}/{kind}.yaml", complete=complete)
+
+
+def check(node: Any, root: Mapping[str, Any], *, label: str, kind: str = "", uri: str = "", complete: bool = True) -> None:
+    """Check ``node`` against the JSON Schema ``root``; raise :class:`InputError` with one line naming
+    ``label.<key>``, the value and what is allowed (the first problem, deepest first)."""
+    from jsonschema import Draft202012Validator
+
+    registry, _ = _registry()
+    validator = Draft202012Validator({**root, "$id": uri or f"{_BASE_URI}{label}.yaml"}, registry=registry)
+    errors = [e for e in validator.iter_errors(node) if complete or e.validator != "required"]
+    if errors:
+        raise InputError(_message(label, kind or label, root, min(errors, key=_error_rank)))
+
+
+def result_keys(group: str, node: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a (valid) option node that can change results: every key not marked ``runtime``."""
+    props = schema(group, kind_of(group, node)).get("properties", {})
+    return {key: value for key, value in node.items() if not props.get(key, {}).get("runtime", False)}
+
+
+def runtime_keys(group: str, kind: str) -> tuple[str, ...]:
+    """The keys of ``kind`` marked ``runtime: true`` (they never change results)."""
+    props = schema(group, kind).get("properties", {})
+    return tuple(key for key, spec in props.items() if spec.get("runtime", False))
+
+
+def needs_gpu(group: str, node: Mapping[str, Any]) -> bool:
+    """Whether a job using this option asks for a GPU (the schema's ``gpu``: true, false or ``device``)."""
+    gpu = schema(group, kind_of(group, node)).get("gpu", False)
+    if gpu == "device":
+        return node.get("device") not in ("cpu",)
+    return bool(gpu)
+
+
+def _error_rank(error) -> tuple:
+    # deepest first (the most specific), then a stable order
+    return (-len(error.absolute_path), str(list(error.absolute_path)), error.validator)
+
+
+def _message(group: str, kind: str, root: Mapping[str, Any], error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    key = f"{group}.{path}" if path else group
+    allowed = sorted(root.get("properties", {})) if not path else None
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        names = sorted(error.schema.get("properties", {})) or allowed or []
+        unknown = extra[0] if extra else "?"
+        close = difflib.get_close_matches(unknown, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        where = f"{key}.{unknown}" if key else unknown
+        listing = f"; {kind} has: {', '.join(names)}" if names else ""
+        return f"{where}: unknown key{hint}{listing}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"{key}.{missing}: missing (every {group} option of kind {kind} must set it)"
+    value = json.dumps(error.instance) if not isinstance(error.instance, str) else repr(error.instance)
+    return f"{key} = {value}: {_rule(error)}"
+
+
+def _rule(error) -> str:
+    """What the schema allows, in words."""
+    spec, v = error.schema, error.validator
+    words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if v in words:
+        return f"must be {words[v]} {error.validator_value}"
+    if v == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        names = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string",
+                 "array": "a list", "object": "a mapping", "null": "null"}
+        return "must be " + " or ".join(names.get(t, t) for t in types)
+    if v == "enum":
+        return "must be one of " + ", ".join("null" if c is None else str(c) for c in error.validator_value)
+    if v == "const":
+        return f"must be {error.validator_value!r}"
+    if v == "pattern":
+        return f"must match {error.validator_value}"
+    if v in ("minLength", "minItems", "maxItems"):
+        return error.message.split(" is ", 1)[-1] if " is " in error.message else error.message
+    if spec.get("description"):
+        return f"must be {spec['description']}"
+    return error.message
