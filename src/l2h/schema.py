@@ -182,3 +182,23 @@ def _rule(error) -> str:
     if spec.get("description"):
         return f"must be {spec['description']}"
     return error.message
+
+
+def options(group: str, cfg: Any) -> dict[str, Any]:
+    """A component's options as a plain dict (from an OmegaConf node or any mapping), checked against its
+    schema: unknown keys and bad values are errors; keys left out keep the component's defaults.
+
+    The one way every builder (:func:`l2h.data.get_dataset`, :func:`l2h.features.build_backbone`,
+    :func:`l2h.clusterers.build_clusterer`, :func:`l2h.baselines.run_baseline`) reads its config.
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - plain mappings need no omegaconf
+        DictConfig = ()
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise InputError(f"{group} config: expected a mapping, got {type(cfg).__name__}")
+    node = dict(cfg)
+    validate(group, node, complete=False)
+    return node

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from l2h.baselines.deepect import deepect
 from l2h.baselines.result import BaselineResult
 from l2h.errors import InputError
 from l2h.io import format_run_info
+from l2h.schema import options as schema_options
 
 __all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect"]
 
@@ -34,18 +35,6 @@ _PIPELINE_KEYS = ("name", "method", "features_backbone")
 log = logging.getLogger(__name__)
 
 
-def _as_dict(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        DictConfig = ()
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise InputError(f"baseline config: expected a mapping, got {type(cfg).__name__}")
-
-
 def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> BaselineResult:
     """Run the baseline configured by ``cfg`` on ``features`` (N × d, the evaluation split).
 
@@ -53,7 +42,7 @@ def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> Baseli
     initialisation and batch order; the agglomerative subsample when ``subsample_seed`` is null).
     Unknown config keys raise :class:`~l2h.errors.InputError` naming them.
     """
-    options = _as_dict(cfg)
+    options = schema_options("baseline", cfg)
     method = options.get("method")
     if method not in METHODS:
         raise InputError(f"baseline config {options.get('name')!r}: method must be one of {sorted(METHODS)}, "

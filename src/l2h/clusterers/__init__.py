@@ -6,27 +6,21 @@ class, every other key is a constructor parameter (``k`` and ``seed`` included).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 from l2h.clusterers.base import Clusterer
 from l2h.clusterers.kmeans import KMeansClusterer
 from l2h.clusterers.temi import TemiClusterer
 from l2h.clusterers.turtle import TurtleClusterer
 from l2h.errors import InputError
+from l2h.schema import options
 
 REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClusterer, TurtleClusterer, TemiClusterer)}
 
 
 def build_clusterer(cfg: Any) -> Clusterer:
     """A new (unfitted) clusterer from the ``clusterer`` config node."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise InputError(f"clusterer config: expected a mapping, got {type(cfg).__name__}")
-    params = dict(cfg)
+    params = options("clusterer", cfg)
     name = params.pop("name", None)
     if name not in REGISTRY:
         raise InputError(f"clusterer config: unknown name {name!r}; choose one of {sorted(REGISTRY)}")

@@ -12,9 +12,10 @@ from l2h.data.food101 import Food101Source
 from l2h.data.imagenet import ImageNetSource
 from l2h.data.imageset import ImageSet
 from l2h.data.inat import INat21Source
-from l2h.data.source import DatasetSource, as_dict
+from l2h.data.source import DatasetSource
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges, wordnet_tree
 from l2h.errors import InputError
+from l2h.schema import options
 
 FAMILIES: dict[str, type[DatasetSource]] = {
     "digits": DigitsSource,
@@ -30,8 +31,8 @@ __all__ = ["get_dataset", "FAMILIES", "DatasetSource", "DownloadError", "ImageSe
 
 def get_dataset(cfg: Any) -> DatasetSource:
     """The source for a Hydra ``dataset`` node; ``cfg.family`` picks the loader."""
-    family = as_dict(cfg).get("family")
+    node = options("dataset", cfg)
+    family = node.get("family")
     if family not in FAMILIES:
-        raise InputError(f"dataset config {as_dict(cfg).get('name')!r}: family {family!r} is not one of "
-                         f"{sorted(FAMILIES)}")
-    return FAMILIES[family](cfg)
+        raise InputError(f"dataset config {node.get('name')!r}: family {family!r} is not one of {sorted(FAMILIES)}")
+    return FAMILIES[family](node)

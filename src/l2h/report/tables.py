@@ -13,22 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-#: Display names of the clusterers and baselines (a group config's ``display_name`` wins).
-DISPLAY = {"kmeans": "kmeans", "turtle": "TURTLE", "temi": "TEMI", "agglomerative": "Agglomerative",
-           "deepect": "DeepECT", "treevae": "TreeVAE"}
 RUN_COLUMNS = ("method", "dataset", "backbone", "k", "seed", "aggregation", "strategy", "labels", "n_points")
 METRICS = ("nmi", "ari", "acc", "dp", "lp")
 COARSE = ("coarse_nmi", "coarse_ari", "coarse_acc", "coarse_dp")
-
-
-def method_label(kind: str, name: str, cfg: Mapping[str, Any] | None = None) -> str:
-    """``L2H-<clusterer>`` for L2H runs; the baseline's name, with its linkage where it has one."""
-    cfg = cfg or {}
-    base = cfg.get("display_name") or DISPLAY.get(name, name)
-    if kind == "l2h":
-        return f"L2H-{base}"
-    linkage = cfg.get("linkage")
-    return f"{base} ({linkage})" if linkage else base
 
 
 def _labels_used(labels: Mapping[str, Any]) -> str:
