@@ -39,9 +39,11 @@ class Reference:
     or, for a mapping, its columns.
     """
 
-    def __init__(self, tree: ClassTree, level_names: list[str] | None = None, source: str = "reference"):
+    def __init__(self, tree: ClassTree, level_names: list[str] | None = None, source: str = "reference",
+                 format: str = "edges"):
         self.tree = tree
         self.source = source
+        self.format = format
         self.columns = level_names
         paths = [tree.path(leaf) for leaf in tree.leaves]
         self.max_depth = max(len(p) for p in paths) - 1
@@ -84,13 +86,13 @@ class Reference:
     def restrict(self, leaves: list[str]) -> "Reference":
         """The reference over ``leaves`` only (in that order), which must all be its leaves."""
         if set(leaves) == set(self.leaves):
-            return Reference(self.tree.reorder(leaves), self.columns, self.source)
+            return Reference(self.tree.reorder(leaves), self.columns, self.source, self.format)
         edges = set()
         for leaf in leaves:
             path = self.tree.path(leaf)
             edges.update(zip(path[:-1], path[1:]))
         tree = ClassTree.from_edges(sorted(edges), source=self.source).reorder(leaves)
-        return Reference(tree, self.columns, self.source)
+        return Reference(tree, self.columns, self.source, self.format)
 
     def to_newick(self, names: list[str] | None = None) -> str:
         """Newick of the reference; leaf i is written as ``names[i]`` (default: its name)."""
@@ -142,7 +144,7 @@ def read_reference(path, *, format: str | None = None) -> Reference:
     if format == "edges":
         return Reference(load_wordnet_edges(path), source=str(path))
     if format == "newick":
-        return Reference(_newick_tree(text, str(path)), source=str(path))
+        return Reference(_newick_tree(text, str(path)), source=str(path), format=format)
     return _mapping(text, path)
 
 
@@ -208,7 +210,7 @@ def _mapping(text: str, path: Path) -> Reference:
     for p in paths:
         edges.update(zip(["\0root", *p[:-1]], p))
     tree = ClassTree.from_edges(sorted(edges), source=str(path)).reorder(names)
-    return Reference(tree, level_names=header[:0:-1], source=str(path))
+    return Reference(tree, level_names=header[:0:-1], source=str(path), format="mapping")
 
 
 def match_leaves(reference: Reference, names: list[str], *, source: str = "tree") -> Reference:
@@ -363,3 +365,22 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
         "robinson_foulds": {**entry("rf"), "raw": rf["raw"], "max": rf["max"], "library": rf["library"]},
         "first_partner_lca_height": entry("partner"),
     }
+
+
+def format_summary(result: dict, path) -> str:
+    """A few lines about a comparison: each value beside its chance level (mean ± sd over random trees)."""
+    def show(entry: dict) -> str:
+        chance = entry["chance"]
+        z = "" if entry["z"] is None else f", z = {entry['z']:+.1f}"
+        return f"{entry['value']:.3f} (chance {chance['mean']:.3f} ± {chance['sd']:.3f}{z})"
+
+    lines = [f"l2h compare: K = {result['k']} classes, {result['n_random']} random trees -> {path}"]
+    for level in result["levels"][:12]:
+        lines.append(f"  {level['level']} ({level['n_groups']} groups): NMI {show(level['nmi'])}, "
+                     f"ARI {show(level['ari'])}")
+    if len(result["levels"]) > 12:
+        lines.append(f"  ... {len(result['levels']) - 12} more levels in the file")
+    lines.append(f"  cophenetic correlation {show(result['cophenetic_correlation'])}")
+    lines.append(f"  Robinson-Foulds (normalised) {show(result['robinson_foulds'])}")
+    lines.append(f"  LCA height of first partners {show(result['first_partner_lca_height'])}")
+    return "\n".join(lines)

@@ -176,7 +176,8 @@ def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "l
     -------
     dict
         ``suggestions``: a list, best first, of ``{"n_groups", "score", "gamma_range", "modularity"}``
-        (plus ``"support"`` with supports); ``criterion``; ``baselines`` (:func:`baseline_levels`).
+        (plus ``"support"`` with supports); ``criterion``; ``baselines`` (:func:`baseline_levels`); ``note``
+        when the graph is empty (no suggestions then). K < 3 gives no suggestions.
 
     Examples
     --------
@@ -201,6 +202,13 @@ def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "l
         supports = np.asarray(supports, dtype=np.float64)
         if supports.shape != (k - 1,) or not np.all((supports >= 0) & (supports <= 1)):
             raise InputError(f"supports: expected K-1 = {k - 1} values in [0, 1], got shape {supports.shape}")
+    result = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
+                           "modularity of the masked-softmax confusion graph among the tree's cuts"
+                           + (", times the mean bootstrap support of its groups" if supports is not None else ""),
+              "suggestions": [], "baselines": baseline_levels(tree)}
+    if not graph.sum() > 0:
+        result["note"] = "no confusion between clusters (every point's masked softmax is 0), so no level is scored"
+        return result
     m, v = cut_curve(tree, graph)
     hull = _hull(m, v)
     found = []
@@ -214,11 +222,17 @@ def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "l
             item["score"] *= item["support"]
         found.append(item)
     found.sort(key=lambda item: (-item["score"], item["n_groups"]))
-    return {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
-                         "modularity of the masked-softmax confusion graph among the tree's cuts"
-                         + (", times the mean bootstrap support of its groups" if supports is not None else ""),
-            "suggestions": found[:max(0, int(max_suggestions))],
-            "baselines": baseline_levels(tree)}
+    result["suggestions"] = found[:max(0, int(max_suggestions))]
+    return result
+
+
+def tree_supports(tree: Hierarchy) -> np.ndarray | None:
+    """The bootstrap support per merge that a tree carries (attribute ``support`` or ``info["support"]``),
+    or None."""
+    supports = getattr(tree, "support", None)
+    if supports is None:
+        supports = tree.info.get("support")
+    return None if supports is None else np.asarray(supports, dtype=np.float64)
 
 
 def baseline_levels(tree: Hierarchy) -> dict[str, int]:
