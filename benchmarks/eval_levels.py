@@ -11,13 +11,13 @@ Run: PYTHONPATH=src .venv/bin/python benchmarks/eval_levels.py   (about 30 s)
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from l2h.algorithm import l2h
+from l2h.compare import read_reference
 from l2h.io import write_json
 from l2h.levels import suggest_levels
 from l2h.metrics import nmi
@@ -26,6 +26,7 @@ from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "levels.json"
 LOGITS = REPO.parent / "shared" / "data" / "logits"
+MAPPING = REPO / "benchmarks" / "cifar100_superclasses.csv"
 CIFAR10_VEHICLES = (0, 1, 8, 9)          # airplane, automobile, ship, truck
 SYNTHETIC = {                            # name: (branching per level, logit scale per tree-distance step, noise)
     "planted 4x4x4": ((4, 4, 4), 2.0, 2.0),
@@ -38,10 +39,11 @@ SEEDS = (0, 1, 2)
 
 
 def cifar100_fine_to_coarse() -> np.ndarray:
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_cli import FINE_TO_COARSE  # the standard CIFAR-100 mapping, kept as a test constant
-
-    return np.asarray(FINE_TO_COARSE)
+    """Superclass index of each CIFAR-100 class (classes in index order = alphabetical), from the mapping file
+    beside this script (the standard mapping; tests/test_compare.py checks it against the test constant)."""
+    reference = read_reference(MAPPING)
+    [(_, groups)] = reference.levels()
+    return groups[np.argsort(reference.leaves)]
 
 
 def planted(branching: tuple[int, ...], scale: float, noise: float, seed: int, per_class: int = 100):

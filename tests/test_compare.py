@@ -185,3 +185,12 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--reference", str(tmp_path / "ref.csv")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "'c'" in err and not (tmp_path / "comparison.json").exists()
+
+
+def test_shipped_cifar100_mapping_is_the_standard_one():
+    path = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "cifar100_superclasses.csv"
+    reference = read_reference(path)
+    assert list(reference.leaves) == FINE_NAMES
+    [(level, groups)] = reference.levels()
+    assert level == "superclass"
+    assert [COARSE_NAMES.index(reference.tree.parent[f].split("=", 1)[1]) for f in FINE_NAMES] == FINE_TO_COARSE
