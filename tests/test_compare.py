@@ -1,6 +1,7 @@
 """The tree against a reference hierarchy (l2h.compare, l2h compare): WordNet, CIFAR-100, formats, errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,7 +189,7 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
 
 
 def test_shipped_cifar100_mapping_is_the_standard_one():
-    path = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "cifar100_superclasses.csv"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar100_superclasses.csv"
     reference = read_reference(path)
     assert list(reference.leaves) == FINE_NAMES
     [(level, groups)] = reference.levels()
