@@ -23,17 +23,19 @@ from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
 from l2h.validation import check_input_kind, check_shape
 
-TOP_CONFUSIONS = 32      # per point, the largest masked-softmax entries kept in the confusion graph
+DENSE_MAX_K = 2048       # up to this K the confusion graph keeps every entry (a dense K×K table)
+TOP_CONFUSIONS = 32      # above it, each point's largest masked-softmax entries only (a sparse graph)
 _MIN_SLOPE = 1e-12       # γ bounds below this count as 0 (groups with no confusion between them)
 
 
 def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = None,
-                    top: int = TOP_CONFUSIONS, block_rows: int = 8192):
+                    top: int | None = None, block_rows: int = 8192):
     """Symmetric K×K confusion weights between clusters, from each point's masked softmax.
 
     For a point with argmax cluster ``h``, the masked softmax ``q`` is the softmax over the other clusters
-    (probabilities: ``p_j / Σ_{i≠h} p_i``); its ``top`` largest entries are added to row ``h``. The graph is
-    ``C + Cᵀ`` with an empty diagonal. Rows are read in blocks (memory-mapped input is fine).
+    (probabilities: ``p_j / Σ_{i≠h} p_i``; a point with all its mass on ``h`` adds nothing); ``q`` is added
+    to row ``h``. The graph is ``C + Cᵀ`` with an empty diagonal. Rows are read in blocks (memory-mapped
+    input is fine), in float32 for float16/float32 input, else float64; ``C`` is summed in float64.
 
     Parameters
     ----------
@@ -44,8 +46,9 @@ def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = No
     input : {"logits", "probs"}
     k : int, optional
         Number of clusters (default: the number of columns).
-    top : int
-        Entries kept per point (all when K − 1 ≤ top).
+    top : int, optional
+        Keep only each point's ``top`` largest entries of ``q`` (default: all of them up to K =
+        ``DENSE_MAX_K``, else ``TOP_CONFUSIONS``).
     block_rows : int
         Rows converted at once.
 
@@ -70,12 +73,16 @@ def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = No
     leaves = np.asarray(leaves, dtype=np.int64)
     if leaves.shape != (n,) or (n and (leaves.min() < 0 or leaves.max() >= k)):
         raise InputError(f"leaves: expected {n} cluster ids in 0..{k - 1}")
+    if top is None:
+        top = k - 1 if k <= DENSE_MAX_K else TOP_CONFUSIONS
     top = max(1, min(int(top), k - 1))
-    graph = sparse.csr_matrix((k, k), dtype=np.float64)
-    for start in range(0, n, block_rows):
+    work = np.float32 if scores.dtype in (np.float16, np.float32) else np.float64
+
+    def block_graph(start: int):
+        """This block's C: a dense K×K array (all entries) or a sparse one (``top`` per row)."""
         h = leaves[start:start + block_rows]
         rows = np.arange(h.size)
-        block = np.array(scores[start:start + block_rows], dtype=np.float64)
+        block = np.array(scores[start:start + block_rows], dtype=work)
         if input == "logits":
             block[rows, h] = -np.inf
             block -= block.max(axis=1, keepdims=True)
@@ -83,15 +90,17 @@ def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = No
         else:
             block[rows, h] = 0.0
         total = block.sum(axis=1)
-        keep = total > 0   # probabilities that put all mass on the argmax say nothing about confusions
-        block, h, total = block[keep], h[keep], total[keep]
-        if top < k - 1:
-            cols = np.argpartition(block, k - top, axis=1)[:, k - top:]
-        else:
-            cols = np.broadcast_to(np.arange(k), block.shape)
-        values = np.take_along_axis(block, cols, axis=1) / total[:, None]
-        part = sparse.coo_matrix((values.ravel(), (np.repeat(h, cols.shape[1]), cols.ravel())), shape=(k, k))
-        graph = graph + part.tocsr()
+        weight = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)   # q = weight · block row
+        if top == k - 1:      # C[h] += q for every row: a weighted one-hot (K × rows) matrix times the block
+            return sparse.csr_matrix((weight, (h, rows)), shape=(k, h.size)) @ block
+        cols = np.argpartition(block, k - top, axis=1)[:, k - top:]
+        values = (np.take_along_axis(block, cols, axis=1) * weight[:, None]).astype(np.float64)
+        return sparse.coo_matrix((values.ravel(), (np.repeat(h, top), cols.ravel())), shape=(k, k)).tocsr()
+
+    graph = np.zeros((k, k)) if top == k - 1 else sparse.csr_matrix((k, k), dtype=np.float64)
+    for start in range(0, n, block_rows):
+        graph += block_graph(start)
+    graph = sparse.csr_matrix(graph)
     graph = graph + graph.T
     graph.setdiag(0.0)
     graph.eliminate_zeros()
@@ -150,7 +159,7 @@ def _group_support(tree: Hierarchy, supports: np.ndarray, n_merges: int) -> floa
 
 
 def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "logits", graph=None,
-                   supports=None, max_suggestions: int = 10, top: int = TOP_CONFUSIONS) -> dict:
+                   supports=None, max_suggestions: int = 10, top: int | None = None) -> dict:
     """Rank the numbers of groups at which ``tree`` is best cut.
 
     Parameters
@@ -169,7 +178,7 @@ def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "l
         support of the groups the cut produces.
     max_suggestions : int
         Length of the ranking.
-    top : int
+    top : int, optional
         Entries kept per point in :func:`confusion_graph`.
 
     Returns
