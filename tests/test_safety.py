@@ -244,3 +244,14 @@ def test_torch_is_not_imported_for_numpy_input():
 def test_tree_file_of_a_run_loads(tmp_path):
     assert _tree(tmp_path, tmp_path / "out") == 0
     assert Hierarchy.load(tmp_path / "out" / "tree.json").k == 5
+
+
+def test_compare_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert _tree(tmp_path, out) == 0
+    (tmp_path / "ref.csv").write_text("class,coarse\n0,x\n1,x\n2,y\n3,y\n4,y\n")
+    before = _snapshot(out)
+    monkeypatch.setattr(l2h.io.os, "fsync", _fail_fsync_after(0, OSError(errno.ENOSPC, "No space left on device")))
+    assert main(["compare", str(out), "--reference", str(tmp_path / "ref.csv"), "--n-random", "5", "--quiet"]) == 2
+    _one_line_error(capsys, "comparison.json: cannot write (No space left on device)")
+    assert _snapshot(out) == before

@@ -27,9 +27,6 @@ from l2h.metrics import evaluate
 from l2h.outdir import check_out_dir, replace_outputs
 from l2h.validation import INPUTS, check_input_kind, check_labels, check_shape, looks_like_probabilities
 
-OUTPUTS = ("tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png",
-           "provenance.json")
-
 TREE_EPILOG = """\
 writes to DIR:
   tree.json        the lossless record of the hierarchy (ordered merges, scores, options)
@@ -257,7 +254,10 @@ def run_compare(args, argv: list[str]) -> int:
                             "format": reference.format, "leaves": len(reference.leaves),
                             "leaves_not_in_tree": len(reference.leaves) - tree.k},
               "command": shlex.join(["l2h", *argv]), **result}
-    write_json(args.tree_dir / "comparison.json", result)
+    try:
+        write_json(args.tree_dir / "comparison.json", result)
+    except OSError as exc:
+        raise InputError(f"{args.tree_dir / 'comparison.json'}: cannot write ({exc.strerror or exc})") from None
     if not args.quiet:
         print(format_summary(result, args.tree_dir / "comparison.json"))
     return 0
