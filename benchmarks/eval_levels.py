@@ -6,11 +6,12 @@ the NMI (points, arithmetic) of the L2H tree cut at: our top suggestion; the bes
 drop in merge affinity; round(√K); and the known number of groups (the tree's best case at that count).
 Writes benchmarks/results/levels.json and prints the Markdown table of docs/analysis.md.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/eval_levels.py   (about 30 s)
+Run: .venv/bin/python benchmarks/eval_levels.py   (about 10 s)
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def main() -> None:
         for seed in SEEDS:
             z, input, y, levels = planted(branching, scale, noise, seed)
             results["datasets"][f"{name}, seed {seed}"] = evaluate(z, input, y, levels)
-    results["machine"]["load_average_1m_end"] = __import__("os").getloadavg()[0]
+    results["machine"]["load_average_1m_end"] = os.getloadavg()[0]
     write_json(RESULT, results)
     print(table(results))
 
