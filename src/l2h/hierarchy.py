@@ -222,7 +222,8 @@ class Hierarchy:
         return tree
 
     def cut(self, n_groups: int) -> np.ndarray:
-        """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges."""
+        """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges; ``n_groups`` is an
+        integer in 1..K (not a float or a bool)."""
         k = self.k
         n_merges = k - _integer_in(n_groups, 1, k, "cut: n_groups")
         root = list(range(2 * k - 1))
