@@ -38,7 +38,8 @@ FINE_TO_COARSE = [
     18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19,
     5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13]
 
-OUTPUTS = {"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "dendrogram.png", "provenance.json"}
+OUTPUTS = {"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png",
+           "provenance.json", ".l2h-tree"}
 CIFAR100_SHA256 = "ab3ce671b234521fe346977df2bb1c755a2c96b1781c350cef76be0ad36e5e12"
 
 
@@ -197,8 +198,9 @@ def test_rerun_into_existing_folder_replaces_only_its_outputs(tmp_path, capsys):
     assert main(["tree", str(tmp_path / "x.npy"), "--aggregation", "sum_all", "--no-plot", "--quiet",
                  "--out", str(out)]) == 0
     assert capsys.readouterr().out == ""
-    assert {p.name for p in out.iterdir()} == {"tree.json", "linkage.npy", "tree.nwk", "provenance.json",
-                                               "notes.txt"}
+    assert {p.name for p in out.iterdir()} == {"tree.json", "linkage.npy", "tree.nwk", "levels.json",
+                                               "provenance.json", ".l2h-tree", "notes.txt"}
+    assert (out / "notes.txt").read_text() == "mine"
     assert Hierarchy.load(out / "tree.json").info["aggregation"] == "sum_all"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

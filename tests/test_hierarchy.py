@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from scipy.cluster import hierarchy as sch
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 
 from l2h.errors import InputError
 from l2h.hierarchy import MAX_JSON_MEMBERS, Hierarchy
@@ -139,6 +139,30 @@ def test_cut_bounds():
         tree.cut(0)
     with pytest.raises(InputError):
         tree.cut(4)
+    for bad in (2.0, 2.5, True, "2", None, np.array([2])):
+        with pytest.raises(InputError, match="n_groups must be an integer in 1..3"):
+            tree.cut(bad)
+    assert tree.cut(np.int64(2)).tolist() == tree.cut(2).tolist() == [0, 0, 1]
+
+
+def test_members_accepts_only_node_ids():
+    tree = Hierarchy([[0, 1], [2, 3]])
+    assert tree.members(np.int32(4)).tolist() == [2, 0, 1] and tree.members(0).tolist() == [0]
+    for bad in (-1, 5, 1.0, True):
+        with pytest.raises(InputError, match="members: node must be"):
+            tree.members(bad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_step_is_the_cophenetic_height(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 300))
+    for tree in (Hierarchy(random_children(k, rng)), Hierarchy(chain_children(k))):
+        i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+        expected = squareform(sch.cophenet(tree.to_linkage()))
+        assert np.array_equal(tree.merge_step(i, j), expected.astype(np.int64))
+    with pytest.raises(InputError, match="merge_step"):
+        tree.merge_step([0], [k])
 
 
 # ----------------------------------------------------------------------------- Newick

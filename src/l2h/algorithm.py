@@ -59,6 +59,7 @@ import functools
 import heapq
 import math
 import os
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -169,7 +170,42 @@ def _source_name(x) -> str:
 
 
 def _as_matrix(scores) -> np.ndarray:
-    return scores if isinstance(scores, np.ndarray) else np.asarray(scores)
+    """``scores`` as an ndarray: torch tensors (any device, ``requires_grad``, bfloat16/float16 → float32)
+    are converted without importing torch for other inputs; masked arrays are refused."""
+    if isinstance(scores, np.ma.MaskedArray):
+        raise InputError("scores: a numpy masked array; L2H needs every value, so fill or drop the masked "
+                         "entries first (e.g. scores.filled(...) or scores.compressed())")
+    if isinstance(scores, np.ndarray):
+        return scores
+    torch = sys.modules.get("torch")   # a tensor implies torch is imported already
+    if torch is not None and isinstance(scores, torch.Tensor):
+        tensor = scores.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(scores)
+
+
+# all_pairs: two (2K−1)² ≈ 4K² tables of 8-byte entries, plus the first step's K² temporaries (3 float64 + 1 bool)
+ALL_PAIRS_BYTES_PER_K2 = 2 * 8 * 4 + 3 * 8 + 1
+
+
+def all_pairs_memory(k: int) -> int:
+    """Bytes that ``strategy="all_pairs"`` allocates for K clusters (O(K²); the exact sums it stores in its
+    object table come on top, so this is a lower bound)."""
+    return ALL_PAIRS_BYTES_PER_K2 * int(k) ** 2
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _n_threads(n_jobs: int | None) -> int:
@@ -584,14 +620,15 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
 
     Parameters
     ----------
-    scores : ndarray or np.memmap, shape (N, K)
+    scores : ndarray, np.memmap or torch tensor, shape (N, K)
         Logits (``input="logits"``) or softmax probabilities (``input="probs"``), float32/float64.
-        A memory-mapped ``.npy`` is read in row blocks, never whole.
+        A memory-mapped ``.npy`` is read in row blocks, never whole. A tensor may be on any device, need
+        gradients or be bfloat16/float16 (read as float32); masked arrays are refused.
     aggregation : one of :data:`AGGREGATIONS`
         Group score Λ (paper.md §1.4); default = the ICML version.
     strategy : one of :data:`STRATEGIES`
         ``"lowest_score"`` (the paper) or ``"all_pairs"`` (ablation; a reconstruction, see
-        :func:`_all_pairs`).
+        :func:`_all_pairs`; refused when :func:`all_pairs_memory` exceeds the available memory).
     block_rows : int
         Maximum number of rows processed at once.
     progress : bool
@@ -631,6 +668,12 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     x = _as_matrix(scores)
     check_input_kind(input)
     n, k = check_shape(x, source=source or _source_name(x))
+    if strategy == "all_pairs":
+        need, have = all_pairs_memory(k), available_memory()
+        if have is not None and need > have:
+            raise InputError(f"{source or _source_name(x)}: strategy 'all_pairs' needs at least "
+                             f"{need / 2**30:.1f} GiB for K = {k} clusters (O(K²) tables), but "
+                             f"{have / 2**30:.1f} GiB are available; use strategy 'lowest_score' or fewer clusters")
     work = _compute_dtype(x.dtype)
     cache = None
     if (input == "logits" and strategy == "lowest_score"

@@ -2,18 +2,16 @@
 
 ``l2h tree LOGITS --out DIR`` validates every input first; on bad input it prints one line
 ``l2h: error: <file>: <problem>``, exits with status 2 and writes nothing. Outputs are produced in a
-temporary folder beside DIR and moved into place only once all of them exist.
+temporary folder beside DIR and swapped in as a whole only once all of them exist (see :mod:`l2h.outdir`).
+``l2h compare DIR --reference FILE`` scores a tree against a reference hierarchy (:mod:`l2h.compare`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,10 +22,10 @@ from l2h import __version__
 from l2h.algorithm import AGGREGATIONS, STRATEGIES, l2h
 from l2h.errors import InputError
 from l2h.io import load_array, load_labels, provenance, write_json
+from l2h.levels import suggest_levels, tree_supports
 from l2h.metrics import evaluate
-from l2h.validation import INPUTS, check_input_kind, check_labels, check_shape
-
-OUTPUTS = ("tree.json", "linkage.npy", "tree.nwk", "metrics.json", "dendrogram.png", "provenance.json")
+from l2h.outdir import check_out_dir, replace_outputs
+from l2h.validation import INPUTS, check_input_kind, check_labels, check_shape, looks_like_probabilities
 
 TREE_EPILOG = """\
 writes to DIR:
@@ -35,16 +33,30 @@ writes to DIR:
   linkage.npy      the hierarchy as a scipy linkage matrix (height = merge step)
   tree.nwk         the hierarchy in Newick format (leaf names from --names)
   metrics.json     with --labels: nmi, nmi_geometric, ari, acc, dp, lp (+ coarse_* with --coarse)
+  levels.json      numbers of groups at which the tree is best cut, ranked, with scores
   dendrogram.png   the dendrogram (unless --no-plot)
   provenance.json  command line, options, package versions, input checksums
 
 bad input (NaN/inf, wrong shape, label count, missing key, ...) gives a one-line error,
-exit status 2, and nothing is written.
+exit status 2, and nothing is written. DIR must be new, empty or an earlier l2h tree output
+(it holds the marker file .l2h-tree); its outputs are replaced as a whole, other files are kept.
 
 examples:
   l2h tree logits.npy --out results/tree
   l2h tree preds.npz --key predictions --input probs \\
       --labels preds.npz --labels-key ground_truth --coarse coarse.npy --names classes.txt --out out/
+"""
+
+
+COMPARE_EPILOG = """\
+reference formats (leaf names must be the tree's leaf names, from l2h tree --names):
+  edges    one 'parent child' pair per line (e.g. the WordNet tree over ImageNet-1k)
+  newick   a Newick tree (.nwk, .newick, .tre, .tree)
+  mapping  CSV with a header 'class,coarse[,coarser...]' (.csv), or a JSON object
+           {"class": "coarse", ...} (.json)
+
+example:
+  l2h compare results/tree --reference cifar100_superclasses.csv
 """
 
 
@@ -60,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=TREE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     tree.add_argument("logits", metavar="LOGITS", type=Path,
                       help="N x K scores: .npy (memory-mapped), .npz, .pt/.pth or .csv")
-    tree.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
+    tree.add_argument("--out", metavar="DIR", required=True,
+                      help="output folder: new, empty, or an earlier l2h tree output")
     tree.add_argument("--input", choices=INPUTS, default="logits",
                       help="what LOGITS holds: logits (default) or probabilities (rows sum to 1)")
     tree.add_argument("--key", metavar="NAME", help="array name inside a .npz / .pt file")
@@ -82,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png")
     tree.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     tree.set_defaults(run=run_tree)
+    compare = commands.add_parser(
+        "compare", help="compare a tree with a reference hierarchy (WordNet, superclasses, ranks)",
+        description="Compare the tree in DIR (from l2h tree) with a reference hierarchy; writes\n"
+                    "DIR/comparison.json: per reference level NMI/ARI of the tree cut at that level's number\n"
+                    "of groups, cophenetic correlation, normalised Robinson-Foulds distance and the LCA height\n"
+                    "of each class's first partner, each with its chance level over random trees.",
+        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("tree_dir", metavar="DIR", type=Path, help="an l2h tree output folder (tree.json)")
+    compare.add_argument("--reference", metavar="FILE", type=Path, required=True,
+                         help="'parent child' edge list, Newick tree, or fine->coarse CSV/JSON mapping")
+    compare.add_argument("--format", choices=("edges", "newick", "mapping"),
+                         help="format of FILE (default: from its suffix and content)")
+    compare.add_argument("--n-random", metavar="N", type=int, default=100,
+                         help="random trees for the chance levels (default: 100)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the random trees (default: 0)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    compare.set_defaults(run=run_compare)
     return parser
 
 
@@ -90,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "compare" and args.n_random < 2:
+        parser.error("--n-random must be at least 2")
     if args.command == "tree":
         for option, needs in (("labels_key", "labels"), ("coarse_key", "coarse"), ("coarse", "labels")):
             if getattr(args, option) is not None and getattr(args, needs) is None:
@@ -122,13 +154,17 @@ def read_names(path: Path, k: int) -> list[str]:
     blank = [i for i, n in enumerate(names) if not n]
     if blank:
         raise InputError(f"{path}: name {blank[0]} is empty")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if seen.setdefault(name, i) != i:
+            raise InputError(f"{path}: name {name!r} is given twice (lines {seen[name] + 1} and {i + 1}); "
+                             "cluster names must be unique")
     return names
 
 
 def _read_inputs(args) -> dict:
     """Load and validate every input; raise InputError before anything is written."""
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"{args.out}: exists and is not a directory")
+    args.out = check_out_dir(args.out)
     scores = load_array(args.logits, key=args.key)
     check_input_kind(args.input)
     n, k = check_shape(scores, source=str(args.logits))  # the values are checked as l2h() reads them
@@ -160,6 +196,8 @@ def run_tree(args, argv: list[str]) -> int:
                            progress=not args.quiet, source=str(args.logits), return_assignment=True,
                            cache_gib=args.cache_gib)
     seconds = time.perf_counter() - start
+    probabilities = args.input == "logits" and looks_like_probabilities(scores)
+    levels = suggest_levels(tree, scores, leaves=leaves, input=args.input, supports=tree_supports(tree))
     metrics = None
     if labels is not None:
         metrics = evaluate(tree, leaves, labels, coarse=coarse)
@@ -176,6 +214,7 @@ def run_tree(args, argv: list[str]) -> int:
         tree.write(folder, names=names)
         if metrics is not None:
             write_json(folder / "metrics.json", metrics)
+        write_json(folder / "levels.json", levels)
         if not args.no_plot:
             from l2h.report.figures import plot_dendrogram  # matplotlib is slow to import
 
@@ -183,38 +222,49 @@ def run_tree(args, argv: list[str]) -> int:
                             title=f"L2H hierarchy of {args.logits.name} ({k} clusters)")
         write_json(folder / "provenance.json", record)
 
-    _write_outputs(args.out, write_all)
+    leftover = replace_outputs(args.out, write_all)
     for warning in caught:  # after the last possible error, so that an error stays a single line
         print(f"l2h: warning: {args.logits}: {warning.message}", file=sys.stderr)
+    if probabilities:
+        print(f"l2h: warning: {args.logits}: every row is non-negative and sums to 1, so these look like "
+              "probabilities; if they are, pass --input probs (logits are read through a softmax)", file=sys.stderr)
+    if leftover is not None:
+        print(f"l2h: warning: {leftover}: the previous outputs are kept there because a file appeared in "
+              f"{args.out} during the run; move what you need and delete it", file=sys.stderr)
     if not args.quiet:
-        print(summary(tree, names, n, seconds, args.out, metrics))
+        print(summary(tree, names, n, seconds, args.out, metrics, levels))
     return 0
 
 
-def _write_outputs(out: Path, write_all) -> None:
-    """Run ``write_all(folder)`` on a fresh folder beside ``out``; then move the results into ``out``.
+def run_compare(args, argv: list[str]) -> int:
+    from l2h.compare import compare, format_summary, match_leaves, read_reference
+    from l2h.hierarchy import Hierarchy
+    from l2h.io import sha256_file
 
-    A new ``out`` is one rename. An existing ``out`` gets each output replaced by a rename, and
-    outputs of an earlier run that this run does not produce (metrics, figure) are removed.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tree_file = args.tree_dir / "tree.json"
+    if not tree_file.is_file():
+        raise InputError(f"{args.tree_dir}: no tree.json here; give a folder written by l2h tree")
+    tree = Hierarchy.load(tree_file)
+    reference = read_reference(args.reference, format=args.format)
+    names = tree.names if tree.names is not None else [str(i) for i in range(tree.k)]
+    matched = match_leaves(reference, names, source=str(tree_file))
+    result = compare(tree, matched, n_random=args.n_random, seed=args.seed, progress=not args.quiet)
+    result = {"tree": {"file": str(tree_file), "sha256": sha256_file(tree_file)},
+              "reference": {"file": str(args.reference), "sha256": sha256_file(args.reference),
+                            "format": reference.format, "leaves": len(reference.leaves),
+                            "leaves_not_in_tree": len(reference.leaves) - tree.k},
+              "command": shlex.join(["l2h", *argv]), **result}
     try:
-        write_all(tmp)
-        os.chmod(tmp, 0o755)
-        if not out.exists():
-            os.replace(tmp, out)
-            return
-        for name in OUTPUTS:
-            if (tmp / name).exists():
-                os.replace(tmp / name, out / name)
-            else:
-                (out / name).unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(args.tree_dir / "comparison.json", result)
+    except OSError as exc:
+        raise InputError(f"{args.tree_dir / 'comparison.json'}: cannot write ({exc.strerror or exc})") from None
+    if not args.quiet:
+        print(format_summary(result, args.tree_dir / "comparison.json"))
+    return 0
 
 
-def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None) -> str:
+def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None,
+            levels: dict | None = None) -> str:
     """A few human-readable lines about the run."""
     k = tree.k
     label = (lambda i: names[i]) if names is not None else str
@@ -230,4 +280,8 @@ def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None
         if "coarse_dp" in metrics:
             lines.append(f"coarse ({metrics['coarse_groups']} groups): " + "  ".join(
                 f"{m} {metrics['coarse_' + m]:.4f}" for m in ("nmi", "ari", "acc", "dp")))
+    if levels is not None:
+        best = levels["suggestions"][:3]
+        lines.append("suggested levels: " + (", ".join(f"{s['n_groups']} groups (score {s['score']:.2f})"
+                                                      for s in best) if best else "none") + " (levels.json)")
     return "\n".join(lines)

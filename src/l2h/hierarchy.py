@@ -43,6 +43,15 @@ def _check_children(children: np.ndarray, source: str) -> None:
         raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (must be exactly once)")
 
 
+def _integer_in(value, low: int, high: int, what: str) -> int:
+    """``value`` as a Python int in low..high, or InputError (bools, floats and out-of-range values)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{what} must be an integer in {low}..{high}, got {value!r} ({type(value).__name__})")
+    if not low <= int(value) <= high:
+        raise InputError(f"{what} must be in {low}..{high}, got {value}")
+    return int(value)
+
+
 def _relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(first.size, dtype=np.int64)
@@ -131,9 +140,42 @@ class Hierarchy:
         return self._leaf_layout()[0].copy()
 
     def members(self, node: int) -> np.ndarray:
-        """Leaf ids under ``node`` in group order (G* members first)."""
+        """Leaf ids under ``node`` (a node id in 0..2K−2) in group order (G* members first)."""
+        node = _integer_in(node, 0, 2 * self.k - 2, "members: node")
         order, start = self._leaf_layout()
         return order[start[node]:start[node] + self.sizes[node]].copy()
+
+    def merge_step(self, i, j) -> np.ndarray:
+        """The merge step (1..K−1) at which leaves ``i`` and ``j`` first share a group, elementwise: the
+        cophenetic height of :meth:`to_linkage` (0 where ``i == j``). O(K log K + pairs).
+
+        Examples
+        --------
+        >>> Hierarchy([[0, 2], [1, 3], [4, 5]]).merge_step([0, 0], [2, 3]).tolist()
+        [1, 3]
+        """
+        i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        k = self.k
+        if i.shape != j.shape or (i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= k)):
+            raise InputError(f"merge_step: expected two arrays of the same shape of leaf ids in 0..{k - 1}")
+        order, start = self._leaf_layout()
+        position = np.empty(k, dtype=np.int64)
+        position[order] = np.arange(k)
+        # gap[r]: the step that joins leaf-order positions r and r+1; a pair's step is the max gap between them
+        gap = np.empty(k - 1, dtype=np.int64)
+        gap[start[k:] + self.sizes[self.children[:, 0]] - 1] = np.arange(1, k)
+        lo, hi = np.minimum(position[i], position[j]), np.maximum(position[i], position[j])
+        out = np.zeros(i.shape, dtype=np.int64)
+        span = hi - lo
+        pairs = span > 0
+        level = np.zeros(i.shape, dtype=np.int64)
+        level[pairs] = np.floor(np.log2(span[pairs])).astype(np.int64)
+        table = gap
+        for power in range(int(level.max(initial=0)) + 1):   # table[r] = max(gap[r : r + 2**power])
+            here = pairs & (level == power)
+            out[here] = np.maximum(table[lo[here]], table[hi[here] - (1 << power)])
+            table = np.maximum(table[:-(1 << power)], table[1 << power:])
+        return out
 
     def iter_merges(self) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
         order, start = self._leaf_layout()
@@ -180,11 +222,10 @@ class Hierarchy:
         return tree
 
     def cut(self, n_groups: int) -> np.ndarray:
-        """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges."""
+        """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges; ``n_groups`` is an
+        integer in 1..K (not a float or a bool)."""
         k = self.k
-        if not 1 <= int(n_groups) <= k:
-            raise InputError(f"cut: n_groups must be in 1..{k}, got {n_groups}")
-        n_merges = k - int(n_groups)
+        n_merges = k - _integer_in(n_groups, 1, k, "cut: n_groups")
         root = list(range(2 * k - 1))
         children = self.children[:n_merges].tolist()
         for t in range(n_merges - 1, -1, -1):   # parents before children

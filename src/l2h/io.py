@@ -184,7 +184,7 @@ def _pick_key(path: Path, key: str | None, keys: list[str]) -> str:
 
 
 def _load_csv(path: Path) -> np.ndarray:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:   # -sig: a byte-order mark is not part of the first field
         first = fh.readline()
     if not first.strip():
         raise InputError(f"{path}: empty CSV file")
@@ -196,7 +196,8 @@ def _load_csv(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # an empty table is reported below, not as a warning
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64)
+            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64,
+                               encoding="utf-8-sig")
     except ValueError as exc:
         raise InputError(f"{path}: not a numeric CSV table ({_one_line(exc)})") from exc
     if table.size == 0:

@@ -95,3 +95,19 @@ def check_labels(labels, n: int | None, *, source: str = "labels") -> np.ndarray
     if arr.size and arr.max() >= 2**63:
         raise InputError(f"{source}: label {int(np.argmax(arr))} is too large ({arr.max()})")
     return arr.astype(np.int64)
+
+
+def looks_like_probabilities(x, *, block_values: int = 1 << 22) -> bool:
+    """True when every row of an N×K score matrix is non-negative and sums to 1 (within ``PROBS_ATOL``).
+
+    Reads 256 rows first and the rest (in blocks of about ``block_values`` values) only if those look like
+    probabilities, so logits cost one small read.
+    """
+    n, k = x.shape
+    step = max(1, int(block_values) // k)
+    starts = [0, *range(min(256, step), n, step)]
+    for start, stop in zip(starts, [*starts[1:], n]):
+        block = np.asarray(x[start:stop], dtype=np.float64)
+        if block.size and (block.min() < 0 or np.abs(block.sum(axis=1) - 1.0).max() > PROBS_ATOL):
+            return False
+    return True
