@@ -174,7 +174,7 @@ def test_config_sizes_and_splits_are_checked(cifar10_archive, tmp_path):
                       **QUIET)
     source = get_dataset(cfg)
     source.prepare(tmp_path, progress=False)
-    with pytest.raises(InputError, match="sizes.train=50000"):
+    with pytest.raises(InputError, match=r"has 50 images, the official dataset 50000 \(dataset.sizes.train\)"):
         source.load(tmp_path, "train")
     with pytest.raises(InputError, match="unknown split 'val'"):
         source.load(tmp_path, "val")
@@ -418,7 +418,7 @@ def build_imagenet(jpegs, root: Path, *, flat_val: bool = False) -> dict:
 
 def test_imagenet_local_folders(jpegs, tmp_path, shared_data):
     expect = build_imagenet(jpegs, tmp_path / "ilsvrc")
-    cfg = dataset_cfg("imagenet", root=str(tmp_path / "ilsvrc"), sizes={"train": 6, "val": 3})
+    cfg = dataset_cfg("imagenet", local=str(tmp_path / "ilsvrc"), sizes={"train": 6, "val": 3})
     source = get_dataset(cfg)
     source.prepare("/nonexistent", progress=False)
     with pytest.warns(UserWarning, match="only 3 of the 1000"):
@@ -448,7 +448,7 @@ def test_imagenet_local_folders(jpegs, tmp_path, shared_data):
 
 def test_imagenet_flat_val_and_names(jpegs, tmp_path):
     expect = build_imagenet(jpegs, tmp_path, flat_val=True)
-    source = get_dataset(dataset_cfg("imagenet", root=str(tmp_path), sizes=None, class_names="wnid"))
+    source = get_dataset(dataset_cfg("imagenet", local=str(tmp_path), sizes=None, class_names="wnid"))
     with pytest.warns(UserWarning):
         images = source.load("/x", "test")
     assert images.labels.tolist() == expect["val"] and images.class_names[65] == "n01751748"
@@ -457,22 +457,25 @@ def test_imagenet_flat_val_and_names(jpegs, tmp_path):
         source.load("/x", "test")
     clean = get_dataset(dataset_cfg("imagenet")).cfg
     assert clean["class_names"] == "clean"
-    names = get_dataset(dataset_cfg("imagenet", root=str(tmp_path), sizes=None))
+    names = get_dataset(dataset_cfg("imagenet", local=str(tmp_path), sizes=None))
     with pytest.warns(UserWarning):
         assert len(set(names.load("/x", "train").class_names)) == 1000  # duplicate names disambiguated
 
 
 def test_imagenet_missing_folder_is_named(tmp_path):
     (tmp_path / "train").mkdir()
-    source = get_dataset(dataset_cfg("imagenet", root=str(tmp_path)))
-    with pytest.raises(InputError, match=f"{tmp_path / 'val'} not found"):
+    source = get_dataset(dataset_cfg("imagenet", local=str(tmp_path)))
+    with pytest.raises(InputError, match=f"local={tmp_path} holds neither .* expected val/ or ILSVRC2012_img_val.tar"):
         source.prepare("/x")
+    (tmp_path / "val").mkdir()
     (tmp_path / "train" / "n99999999").mkdir()
     (tmp_path / "train" / "n99999999" / "a.JPEG").write_bytes(b"")
     with pytest.raises(InputError, match="n99999999: not one of the 1,000"):
         source.load("/x", "train")
-    with pytest.raises(InputError, match="imagenet"):  # default root: <data root>/imagenet
+    with pytest.raises(InputError, match="set dataset.local"):  # default: <data root>/imagenet
         get_dataset(dataset_cfg("imagenet")).prepare(tmp_path / "none")
+    with pytest.raises(InputError, match=f"'root' was renamed 'local': use dataset.local={tmp_path}$"):
+        get_dataset(dataset_cfg("imagenet", root=str(tmp_path)))
 
 
 # ---------------------------------------------------------------------------------------------- digits
@@ -503,11 +506,12 @@ def test_digits_split_sizes_stratification_determinism(tmp_path):
 def test_every_dataset_config_is_complete():
     for path in sorted((REPO / "conf" / "dataset").glob("*.yaml")):
         cfg = OmegaConf.load(path)
-        assert cfg.name == path.stem and cfg.offline is False
+        assert cfg.name == path.stem and cfg.offline is False and cfg.local is None and cfg.unofficial is False
         assert set(cfg.splits) == {"train", "test"}
         source = get_dataset(cfg)
         for _, entry in getattr(source, "archive_entries", lambda: [])():
-            assert entry["url"].startswith("http") and (entry.get("md5") or entry.get("sha256"))
+            assert (entry.get("md5") or entry.get("sha256"))
+            assert entry["url"].startswith("http") if cfg.name != "imagenet" else entry["file"].startswith("ILSVRC2012")
 
 
 # ---------------------------------------------------------------- the paper experiments' data jobs

@@ -44,7 +44,7 @@ def test_file_url_download_verified_and_renamed(tmp_path, archive):
     dest = tmp_path / "dl" / "pkg.tar.gz"
     out = fetch(path.as_uri(), dest, checksum=("md5", digest(data)), **FAST)
     assert out == dest and dest.read_bytes() == data
-    assert leftovers(dest.parent) == ["pkg.tar.gz"]
+    assert leftovers(dest.parent) == [".pkg.tar.gz.downloaded", "pkg.tar.gz"]  # the marker: ours to remove
 
 
 def test_http_download_sha256(tmp_path, archive):
@@ -87,7 +87,7 @@ def test_resume_from_partial_file_uses_range(tmp_path, archive):
     with RangeServer({"pkg.tar.gz": data}) as server:
         fetch(server.url("pkg.tar.gz"), dest, checksum=("md5", digest(data)), **FAST)
     assert server.log == [("pkg.tar.gz", f"bytes={half}-", 206, len(data) - half)]
-    assert dest.read_bytes() == data and leftovers(dest.parent) == ["pkg.tar.gz"]
+    assert dest.read_bytes() == data and leftovers(dest.parent) == [".pkg.tar.gz.downloaded", "pkg.tar.gz"]
 
 
 def test_resume_from_partial_file_url(tmp_path, archive):

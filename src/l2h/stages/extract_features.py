@@ -1,10 +1,27 @@
 """Stage: encode every split of a dataset with one backbone → ``<split>.npy`` (float32 N×d) and
-``<split>.meta.json`` for the train and the test split (one job: the backbone is built and loaded once)."""
+``<split>.meta.json`` for the train and the test split (one job: the backbone is built and loaded once).
+
+The identity of the dataset copy each split was read from goes into the features' meta (so features of
+another copy are never reused) and must be the one ``prepare_data`` recorded in ``classes.json``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from l2h.errors import InputError
 from l2h.stages.app import stage_main
 from l2h.stages.plan import SPLITS
+
+
+def check_same_copy(recorded: dict | None, found: dict | None, classes: str, split: str) -> None:
+    """Raise InputError when the copy a split was read from is not the one ``prepare_data`` recorded."""
+    want = (recorded or {}).get("checksum")
+    got = (found or {}).get("checksum")
+    if want != got:
+        raise InputError(f"{classes}: split {split!r} was prepared from a copy with checksum {want}, but the copy "
+                         f"read now has {got}: the dataset copy changed; run prepare_data again "
+                         f"(snakemake --forcerun prepare_data)")
 
 
 def run(cfg, job):
@@ -12,11 +29,17 @@ def run(cfg, job):
     from l2h.features import extract_to_cache
 
     source = get_dataset(cfg.dataset)
+    classes = job.inputs.get("classes")
+    recorded = json.loads(Path(classes).read_text(encoding="utf-8"))["splits"] if classes else {}
     shapes = {}
     for split in SPLITS:
         images = source.load(str(cfg.paths.data), split)
-        cached = extract_to_cache(cfg.backbone, images, job.output, split,
-                                  dataset={"name": str(cfg.dataset.name), "split": split})
+        identity = {"name": str(cfg.dataset.name), "split": split}
+        if "copy" in images.info:
+            if classes:
+                check_same_copy(recorded.get(split, {}).get("copy"), images.info["copy"], classes, split)
+            identity["copy"] = images.info["copy"]["checksum"]
+        cached = extract_to_cache(cfg.backbone, images, job.output, split, dataset=identity)
         shapes[split] = [cached.meta["n"], cached.meta["dim"]]
     return {"shapes": shapes, "device": cached.meta["device"]}
 

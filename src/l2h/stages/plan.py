@@ -283,6 +283,7 @@ class Plan:
         self._check_changes()
         for stage, fields in self.jobs():
             self.tracked(stage, fields)  # compose every job's config now: bad values fail before any job runs
+        self._check_datasets(str(base.paths.data))
 
     # -- composition ------------------------------------------------------------------------------------
     def _experiment_selection(self, experiment: str | None) -> list[str]:
@@ -403,6 +404,15 @@ class Plan:
         if not runs:
             raise InputError(f"experiment {self.name}: the grid is empty")
         return list(runs)
+
+    def _check_datasets(self, data_root: str) -> None:
+        """Each dataset's config and local copy (its path, layout and archive checksums), before any job runs."""
+        from l2h.data import check_dataset_config, verify_local_copy
+
+        for name in dict.fromkeys(run.dataset for run in self.runs):
+            node = self.group_config("dataset", name)
+            check_dataset_config(node)
+            verify_local_copy(node, data_root, progress=True)
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def jobs(self) -> list[tuple[str, dict[str, Any]]]:
