@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from archive_helpers import CIFAR10_CLASSES, RangeServer, cifar_jpegs, digest, write_tar
+from archive_helpers import CIFAR10_CLASSES, RangeServer, build_cifar10, cifar_jpegs, cifar_rows, digest, write_tar
 from l2h.data import DownloadError, ImageSet, get_dataset
 from l2h.errors import InputError
 
@@ -60,38 +60,7 @@ def jpegs(shared_data):
     return cifar_jpegs(shared_data / "images" / "cifar10-test-jpg.tar.gz", 7)
 
 
-def cifar_rows(pixels: list[np.ndarray]) -> np.ndarray:
-    """CIFAR's row layout: 1024 red, then green, then blue values per image."""
-    return np.stack([p.transpose(2, 0, 1).reshape(-1) for p in pixels]).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------- CIFAR-10
-def build_cifar10(jpegs, folder: Path) -> tuple[Path, dict]:
-    """cifar-10-python.tar.gz: 5 train batches with one image per class, a test batch with two per class.
-    Keys and strings are bytes, as the original Python-2 pickles give them."""
-    expect = {"train": ([], []), "test": ([], [])}
-    files = {}
-    for b in range(5):
-        labels = list(range(10))
-        pix = [jpegs[c][b][1] for c in CIFAR10_CLASSES]
-        expect["train"][0].extend(pix)
-        expect["train"][1].extend(labels)
-        batch = {b"batch_label": f"training batch {b + 1} of 5".encode(), b"labels": labels,
-                 b"data": cifar_rows(pix), b"filenames": [f"img_{b}_{i}.png".encode() for i in range(10)]}
-        files[f"cifar-10-batches-py/data_batch_{b + 1}"] = pickle.dumps(batch, protocol=2)
-    labels = [i for i in range(10) for _ in range(2)]
-    pix = [jpegs[CIFAR10_CLASSES[i]][5 + k][1] for i in range(10) for k in range(2)]
-    expect["test"] = (pix, labels)
-    files["cifar-10-batches-py/test_batch"] = pickle.dumps(
-        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": cifar_rows(pix),
-         b"filenames": [f"t{i}.png".encode() for i in range(20)]}, protocol=2)
-    files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"num_cases_per_batch": 10, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072},
-        protocol=2)
-    files["cifar-10-batches-py/readme.html"] = b"<html></html>"
-    return write_tar(folder / "cifar-10-python.tar.gz", files), expect
-
-
 @pytest.fixture(scope="module")
 def cifar10_archive(jpegs, tmp_path_factory):
     return build_cifar10(jpegs, tmp_path_factory.mktemp("cifar10-src"))

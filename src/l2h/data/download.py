@@ -114,9 +114,10 @@ def remove_download(path: Path) -> bool:
     return True
 
 
-def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False, remove: bool = False) -> None:
+def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False, remove: bool = False,
+                offline: bool = False) -> None:
     """Check ``path`` against ``(algorithm, digest)`` and raise DownloadError on a mismatch, removing the file
-    first only when ``remove`` is true (a transfer's own ``.part`` file)."""
+    first only when ``remove`` is true (a transfer's own ``.part`` file). ``offline`` adapts the advice."""
     algo, want = checksum
     got = file_checksum(path, algo, progress=progress)
     if got == want:
@@ -125,9 +126,10 @@ def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False
         path.unlink(missing_ok=True)
         raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the download was "
                             f"damaged or truncated and has been removed: run again to download it afresh")
+    fix = "replace it by the official file" if offline else "remove it to download it afresh"
     raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, found {got}); the file was left "
-                        f"untouched: remove it to download it afresh, or, if it is a copy you made on purpose, "
-                        f"use it as it is with dataset.local={path} dataset.unofficial=true")
+                        f"untouched: {fix}, or, if it is a copy you made on purpose, use it as it is with "
+                        f"dataset.local={path} dataset.unofficial=true")
 
 
 def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offline: bool = False,
@@ -141,7 +143,7 @@ def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offli
     """
     dest = Path(dest)
     if dest.is_file():
-        verify_file(dest, checksum, progress=progress)
+        verify_file(dest, checksum, progress=progress, offline=offline)
         return dest
     if offline:
         raise DownloadError(f"{dest} is missing and offline mode forbids downloading it from {url}; point "
