@@ -180,6 +180,27 @@ def test_food101_extracted_folder_is_read_in_place(jpegs, tmp_path):
     assert ("test", changed) not in identities
 
 
+def test_cifar10_extracted_folder_and_a_pickle_that_is_not_data(cifar10_copy, tmp_path):
+    """torchvision's layout (a folder holding cifar-10-batches-py/) or the batch folder itself, read in place;
+    a batch file that would run code when unpickled is refused."""
+    import pickle
+    import tarfile
+
+    archive, expect, official = cifar10_copy
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "datasets", filter="data")
+    batches = tmp_path / "datasets" / "cifar-10-batches-py"
+    before = snapshot(batches)
+    for local in (batches.parent, batches):
+        train = get_dataset(dataset_cfg("cifar10", local=str(local), **official)).load(tmp_path / "data", "train")
+        np.testing.assert_array_equal(train.pixels, np.stack(expect["train"][0]))
+        assert train.info["copy"]["form"] == "folder" and train.info["copy"]["path"] == str(batches)
+    assert snapshot(batches) == before and not (tmp_path / "data").exists()
+    (batches / "test_batch").write_bytes(pickle.dumps({"data": os.system}, protocol=2))
+    with pytest.raises(InputError, match="test_batch: not a CIFAR pickle .*posix.system"):
+        get_dataset(dataset_cfg("cifar10", local=str(batches), unofficial=True)).load(tmp_path / "data", "test")
+
+
 def test_inat21_one_split_extracted_the_other_archived(jpegs, tmp_path):
     """Per archive, the extracted folder or the archive under its published name: here val/ is extracted and
     train_mini.tar.gz is an archive, in the same folder."""
@@ -343,6 +364,10 @@ def test_plan_checks_the_local_copy_from_an_experiment_file_or_the_command_line(
     with pytest.raises(InputError) as exc:
         Plan(conf, "local_cifar", overrides=f"dataset.local={tmp_path / 'nowhere'}")
     assert one_line(exc) == f"dataset cifar10: dataset.local={tmp_path / 'nowhere'}: no such file or folder"
+    with pytest.raises(InputError) as exc:  # one path on the command line would apply to every dataset
+        Plan(conf, "local_cifar", overrides=f"dataset=cifar10,cifar100 dataset.local={archive}")
+    assert one_line(exc).startswith(f"dataset.local={archive} is set for 2 datasets (cifar10, cifar100): a copy "
+                                    f"belongs to one dataset; give each its own in the experiment's settings")
 
 
 def run_snakemake(workdir: Path, *config: str):

@@ -27,8 +27,8 @@ FAMILIES: dict[str, type[DatasetSource]] = {
     "inat21": INat21Source,
 }
 
-__all__ = ["get_dataset", "check_dataset_config", "verify_local_copy", "FAMILIES", "DatasetSource", "DownloadError", "ImageSet", "ClassTree",
-           "load_wordnet_edges", "wordnet_tree"]
+__all__ = ["get_dataset", "check_dataset_config", "verify_local_copy", "FAMILIES", "DatasetSource", "DownloadError",
+           "ImageSet", "ClassTree", "load_wordnet_edges", "wordnet_tree"]
 
 
 def get_dataset(cfg: Any) -> DatasetSource:

@@ -409,10 +409,19 @@ class Plan:
         """Each dataset's config and local copy (its path, layout and archive checksums), before any job runs."""
         from l2h.data import check_dataset_config, verify_local_copy
 
+        owners: dict[str, list[str]] = {}
         for name in dict.fromkeys(run.dataset for run in self.runs):
             node = self.group_config("dataset", name)
             check_dataset_config(node)
-            verify_local_copy(node, data_root, progress=True)
+            if node.get("local") is not None:
+                owners.setdefault(str(node["local"]), []).append(name)
+        for local, names in owners.items():
+            if len(names) > 1:
+                raise InputError(f"dataset.local={local} is set for {len(names)} datasets ({', '.join(names)}): a "
+                                 f"copy belongs to one dataset; give each its own in the experiment's settings "
+                                 f"(dataset/{names[0]}: ['dataset.local=...'])")
+        for name in dict.fromkeys(run.dataset for run in self.runs):
+            verify_local_copy(self.group_config("dataset", name), data_root, progress=True)
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def jobs(self) -> list[tuple[str, dict[str, Any]]]:
