@@ -17,12 +17,13 @@ def test_off_a_terminal_each_update_is_a_line_at_the_interval(monkeypatch):
     monkeypatch.setenv("L2H_PROGRESS_INTERVAL", "3600")
     log = io.StringIO()
     with progress_bar(total=1000, desc="work", unit="img", file=log, leave=False) as bar:
-        for _ in range(1000):
+        for i in range(1000):
+            bar.set_postfix(loss=i)  # ClustPy sets one every epoch: no extra line
             bar.update(1)
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and log.getvalue().endswith("\n")
     assert len(lines) == 2 and lines[0].startswith("work:   0%") and lines[1].startswith("work: 100%")
-    assert "1000/1000" in lines[1]  # the final state stays (leave=False is for terminals)
+    assert "1000/1000" in lines[1] and "loss=999" in lines[1]  # the final state stays (leave=False: terminals)
 
     monkeypatch.setenv("L2H_PROGRESS_INTERVAL", "0")
     log = io.StringIO()

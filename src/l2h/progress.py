@@ -38,6 +38,22 @@ class _LineWriter:
         getattr(self._stream, "flush", lambda: None)()
 
 
+class _LineBar(std_tqdm):
+    """A bar for log files: a new postfix or description shows in the next line, without forcing one."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+    def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description_str(desc, refresh=False)
+
+
 def _interval() -> float:
     value = os.environ.get("L2H_PROGRESS_INTERVAL", "")
     try:
@@ -64,7 +80,8 @@ def progress_bar(iterable: Iterable | None = None, *, file: TextIO | None = None
         Where the bar goes (default ``sys.stderr``).
     **kwargs
         Passed to tqdm (``total``, ``desc``, ``unit``, ``disable``, ``leave``, ...). Off a terminal, ``leave``
-        is forced on (the last line states the total) and ``position`` to 0 (no cursor movement).
+        is forced on (the last line states the total), ``position`` to 0 (no cursor movement), and a new
+        postfix or description waits for the next line instead of writing one.
 
     Returns
     -------
@@ -88,7 +105,7 @@ def progress_bar(iterable: Iterable | None = None, *, file: TextIO | None = None
     interval = _interval()
     kwargs.update(leave=True, position=0, ascii=True, dynamic_ncols=False, ncols=80,
                   mininterval=interval, maxinterval=max(interval, 10.0))
-    return std_tqdm(iterable, file=_LineWriter(stream), **kwargs)
+    return _LineBar(iterable, file=_LineWriter(stream), **kwargs)
 
 
 @contextlib.contextmanager
@@ -99,13 +116,14 @@ def routed_progress(*modules: ModuleType) -> Iterator[None]:
 
     Examples
     --------
-    >>> import io, types
-    >>> lib = types.ModuleType("lib"); lib.tqdm = __import__("tqdm")
+    >>> import io, types, tqdm
+    >>> lib = types.ModuleType("lib"); lib.tqdm = tqdm
+    >>> log = io.StringIO()
     >>> with routed_progress(lib):
-    ...     lib.tqdm.trange(2, file=io.StringIO()).__class__.__name__
-    'tqdm'
-    >>> lib.tqdm.__name__
-    'tqdm'
+    ...     for _ in lib.tqdm.trange(2, file=log):
+    ...         pass
+    >>> "\\r" in log.getvalue(), lib.tqdm is tqdm
+    (False, True)
     """
     shim = SimpleNamespace(tqdm=progress_bar, trange=lambda *args, **kwargs: progress_bar(range(*args), **kwargs))
     saved = [(m, m.tqdm) for m in modules if isinstance(getattr(m, "tqdm", None), ModuleType)]
