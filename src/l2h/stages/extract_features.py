@@ -1,8 +1,8 @@
 """Stage: encode every split of a dataset with one backbone → ``<split>.npy`` (float32 N×d) and
 ``<split>.meta.json`` for the train and the test split (one job: the backbone is built and loaded once).
 
-The identity of the dataset copy each split was read from goes into the features' meta (so features of
-another copy are never reused) and must be the one ``prepare_data`` recorded in ``classes.json``."""
+The dataset copy each split is read from must be the one ``prepare_data`` recorded in ``classes.json``; its
+checksum goes into the features' meta (``dataset.copy``), so features of another copy are never reused."""
 
 from __future__ import annotations
 
@@ -34,12 +34,10 @@ def run(cfg, job):
     shapes = {}
     for split in SPLITS:
         images = source.load(str(cfg.paths.data), split)
-        identity = {"name": str(cfg.dataset.name), "split": split}
-        if "copy" in images.info:
-            if classes:
-                check_same_copy(recorded.get(split, {}).get("copy"), images.info["copy"], classes, split)
-            identity["copy"] = images.info["copy"]["checksum"]
-        cached = extract_to_cache(cfg.backbone, images, job.output, split, dataset=identity)
+        if classes and "copy" in images.info:
+            check_same_copy(recorded.get(split, {}).get("copy"), images.info["copy"], classes, split)
+        cached = extract_to_cache(cfg.backbone, images, job.output, split,
+                                  dataset={"name": str(cfg.dataset.name), "split": split})
         shapes[split] = [cached.meta["n"], cached.meta["dim"]]
     return {"shapes": shapes, "device": cached.meta["device"]}
 
