@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import re
 import tarfile
 import threading
@@ -30,6 +31,40 @@ def cifar_jpegs(tar_path: Path, per_class: int) -> dict[str, list[tuple[bytes, n
                 out[cls].append((raw, pixels))
     assert all(len(v) == per_class for v in out.values()), "shared CIFAR-10 JPEGs incomplete"
     return out
+
+
+def cifar_rows(pixels: list[np.ndarray]) -> np.ndarray:
+    """CIFAR's row layout: 1024 red, then green, then blue values per image."""
+    return np.stack([p.transpose(2, 0, 1).reshape(-1) for p in pixels]).astype(np.uint8)
+
+
+def build_cifar10(jpegs, folder: Path, *, train_per_class: int = 5, test_per_class: int = 2) -> tuple[Path, dict]:
+    """cifar-10-python.tar.gz in the official python format, from ``jpegs`` (see :func:`cifar_jpegs`): image j
+    < ``train_per_class`` of each class goes into training batch j % 5, the next ``test_per_class`` of each
+    class (class-major) into the test batch. Keys and strings are bytes, as the original Python-2 pickles give
+    them. Returns the archive and ``{split: (pixels, labels)}`` in file order."""
+    expect = {"train": ([], []), "test": ([], [])}
+    files = {}
+    for b in range(5):
+        rows = [(j, c) for j in range(b, train_per_class, 5) for c in range(10)]
+        pix = [jpegs[CIFAR10_CLASSES[c]][j][1] for j, c in rows]
+        labels = [c for _, c in rows]
+        expect["train"][0].extend(pix)
+        expect["train"][1].extend(labels)
+        batch = {b"batch_label": f"training batch {b + 1} of 5".encode(), b"labels": labels,
+                 b"data": cifar_rows(pix), b"filenames": [f"img_{b}_{i}.png".encode() for i in range(len(rows))]}
+        files[f"cifar-10-batches-py/data_batch_{b + 1}"] = pickle.dumps(batch, protocol=2)
+    labels = [c for c in range(10) for _ in range(test_per_class)]
+    pix = [jpegs[CIFAR10_CLASSES[c]][train_per_class + k][1] for c in range(10) for k in range(test_per_class)]
+    expect["test"] = (pix, labels)
+    files["cifar-10-batches-py/test_batch"] = pickle.dumps(
+        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": cifar_rows(pix),
+         b"filenames": [f"t{i}.png".encode() for i in range(len(labels))]}, protocol=2)
+    files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
+        {b"num_cases_per_batch": 10, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072},
+        protocol=2)
+    files["cifar-10-batches-py/readme.html"] = b"<html></html>"
+    return write_tar(folder / "cifar-10-python.tar.gz", files), expect
 
 
 def write_tar(path: Path, files: dict[str, bytes], mode: str = "w:gz") -> Path:

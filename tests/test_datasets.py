@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from archive_helpers import CIFAR10_CLASSES, RangeServer, cifar_jpegs, digest, write_tar
+from archive_helpers import CIFAR10_CLASSES, RangeServer, build_cifar10, cifar_jpegs, cifar_rows, digest, write_tar
 from l2h.data import DownloadError, ImageSet, get_dataset
 from l2h.errors import InputError
 
@@ -60,38 +60,7 @@ def jpegs(shared_data):
     return cifar_jpegs(shared_data / "images" / "cifar10-test-jpg.tar.gz", 7)
 
 
-def cifar_rows(pixels: list[np.ndarray]) -> np.ndarray:
-    """CIFAR's row layout: 1024 red, then green, then blue values per image."""
-    return np.stack([p.transpose(2, 0, 1).reshape(-1) for p in pixels]).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------- CIFAR-10
-def build_cifar10(jpegs, folder: Path) -> tuple[Path, dict]:
-    """cifar-10-python.tar.gz: 5 train batches with one image per class, a test batch with two per class.
-    Keys and strings are bytes, as the original Python-2 pickles give them."""
-    expect = {"train": ([], []), "test": ([], [])}
-    files = {}
-    for b in range(5):
-        labels = list(range(10))
-        pix = [jpegs[c][b][1] for c in CIFAR10_CLASSES]
-        expect["train"][0].extend(pix)
-        expect["train"][1].extend(labels)
-        batch = {b"batch_label": f"training batch {b + 1} of 5".encode(), b"labels": labels,
-                 b"data": cifar_rows(pix), b"filenames": [f"img_{b}_{i}.png".encode() for i in range(10)]}
-        files[f"cifar-10-batches-py/data_batch_{b + 1}"] = pickle.dumps(batch, protocol=2)
-    labels = [i for i in range(10) for _ in range(2)]
-    pix = [jpegs[CIFAR10_CLASSES[i]][5 + k][1] for i in range(10) for k in range(2)]
-    expect["test"] = (pix, labels)
-    files["cifar-10-batches-py/test_batch"] = pickle.dumps(
-        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": cifar_rows(pix),
-         b"filenames": [f"t{i}.png".encode() for i in range(20)]}, protocol=2)
-    files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"num_cases_per_batch": 10, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072},
-        protocol=2)
-    files["cifar-10-batches-py/readme.html"] = b"<html></html>"
-    return write_tar(folder / "cifar-10-python.tar.gz", files), expect
-
-
 @pytest.fixture(scope="module")
 def cifar10_archive(jpegs, tmp_path_factory):
     return build_cifar10(jpegs, tmp_path_factory.mktemp("cifar10-src"))
@@ -174,7 +143,7 @@ def test_config_sizes_and_splits_are_checked(cifar10_archive, tmp_path):
                       **QUIET)
     source = get_dataset(cfg)
     source.prepare(tmp_path, progress=False)
-    with pytest.raises(InputError, match="sizes.train=50000"):
+    with pytest.raises(InputError, match=r"has 50 images, the official dataset 50000 \(dataset.sizes.train\)"):
         source.load(tmp_path, "train")
     with pytest.raises(InputError, match="unknown split 'val'"):
         source.load(tmp_path, "val")
@@ -418,7 +387,7 @@ def build_imagenet(jpegs, root: Path, *, flat_val: bool = False) -> dict:
 
 def test_imagenet_local_folders(jpegs, tmp_path, shared_data):
     expect = build_imagenet(jpegs, tmp_path / "ilsvrc")
-    cfg = dataset_cfg("imagenet", root=str(tmp_path / "ilsvrc"), sizes={"train": 6, "val": 3})
+    cfg = dataset_cfg("imagenet", local=str(tmp_path / "ilsvrc"), sizes={"train": 6, "val": 3})
     source = get_dataset(cfg)
     source.prepare("/nonexistent", progress=False)
     with pytest.warns(UserWarning, match="only 3 of the 1000"):
@@ -448,7 +417,7 @@ def test_imagenet_local_folders(jpegs, tmp_path, shared_data):
 
 def test_imagenet_flat_val_and_names(jpegs, tmp_path):
     expect = build_imagenet(jpegs, tmp_path, flat_val=True)
-    source = get_dataset(dataset_cfg("imagenet", root=str(tmp_path), sizes=None, class_names="wnid"))
+    source = get_dataset(dataset_cfg("imagenet", local=str(tmp_path), sizes=None, class_names="wnid"))
     with pytest.warns(UserWarning):
         images = source.load("/x", "test")
     assert images.labels.tolist() == expect["val"] and images.class_names[65] == "n01751748"
@@ -457,22 +426,25 @@ def test_imagenet_flat_val_and_names(jpegs, tmp_path):
         source.load("/x", "test")
     clean = get_dataset(dataset_cfg("imagenet")).cfg
     assert clean["class_names"] == "clean"
-    names = get_dataset(dataset_cfg("imagenet", root=str(tmp_path), sizes=None))
+    names = get_dataset(dataset_cfg("imagenet", local=str(tmp_path), sizes=None))
     with pytest.warns(UserWarning):
         assert len(set(names.load("/x", "train").class_names)) == 1000  # duplicate names disambiguated
 
 
 def test_imagenet_missing_folder_is_named(tmp_path):
     (tmp_path / "train").mkdir()
-    source = get_dataset(dataset_cfg("imagenet", root=str(tmp_path)))
-    with pytest.raises(InputError, match=f"{tmp_path / 'val'} not found"):
+    source = get_dataset(dataset_cfg("imagenet", local=str(tmp_path)))
+    with pytest.raises(InputError, match=f"local={tmp_path} holds neither .* expected val/ or ILSVRC2012_img_val.tar"):
         source.prepare("/x")
+    (tmp_path / "val").mkdir()
     (tmp_path / "train" / "n99999999").mkdir()
     (tmp_path / "train" / "n99999999" / "a.JPEG").write_bytes(b"")
     with pytest.raises(InputError, match="n99999999: not one of the 1,000"):
         source.load("/x", "train")
-    with pytest.raises(InputError, match="imagenet"):  # default root: <data root>/imagenet
+    with pytest.raises(InputError, match="set dataset.local"):  # default: <data root>/imagenet
         get_dataset(dataset_cfg("imagenet")).prepare(tmp_path / "none")
+    with pytest.raises(InputError, match=f"'root' was renamed 'local': use dataset.local={tmp_path}$"):
+        get_dataset(dataset_cfg("imagenet", root=str(tmp_path)))
 
 
 # ---------------------------------------------------------------------------------------------- digits
@@ -503,11 +475,12 @@ def test_digits_split_sizes_stratification_determinism(tmp_path):
 def test_every_dataset_config_is_complete():
     for path in sorted((REPO / "conf" / "dataset").glob("*.yaml")):
         cfg = OmegaConf.load(path)
-        assert cfg.name == path.stem and cfg.offline is False
+        assert cfg.name == path.stem and cfg.offline is False and cfg.local is None and cfg.unofficial is False
         assert set(cfg.splits) == {"train", "test"}
         source = get_dataset(cfg)
         for _, entry in getattr(source, "archive_entries", lambda: [])():
-            assert entry["url"].startswith("http") and (entry.get("md5") or entry.get("sha256"))
+            assert (entry.get("md5") or entry.get("sha256"))
+            assert entry["url"].startswith("http") if cfg.name != "imagenet" else entry["file"].startswith("ILSVRC2012")
 
 
 # ---------------------------------------------------------------- the paper experiments' data jobs
@@ -555,7 +528,7 @@ def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment
     for name, job in prepare.items():        # the download + verify + extract stage of that dataset config
         assert "-m l2h.stages.prepare_data" in job["command"] and f"dataset={name}" in job["command"]
         cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{name}.yaml")
-        urls = [entry.url for entry in (cfg.get("archives") or {}).values()]
+        urls = [entry.url for entry in (cfg.get("archives") or {}).values() if entry.get("url")]  # ImageNet: none
         assert (name in DOWNLOADED) == bool(urls) and all(url.startswith("http") for url in urls)
 
     weights = {job["wildcards"]["backbone"]: job for job in by_rule["prefetch_weights"]}

@@ -44,7 +44,7 @@ def test_file_url_download_verified_and_renamed(tmp_path, archive):
     dest = tmp_path / "dl" / "pkg.tar.gz"
     out = fetch(path.as_uri(), dest, checksum=("md5", digest(data)), **FAST)
     assert out == dest and dest.read_bytes() == data
-    assert leftovers(dest.parent) == ["pkg.tar.gz"]
+    assert leftovers(dest.parent) == [".pkg.tar.gz.downloaded", "pkg.tar.gz"]  # the marker: ours to remove
 
 
 def test_http_download_sha256(tmp_path, archive):
@@ -87,7 +87,7 @@ def test_resume_from_partial_file_uses_range(tmp_path, archive):
     with RangeServer({"pkg.tar.gz": data}) as server:
         fetch(server.url("pkg.tar.gz"), dest, checksum=("md5", digest(data)), **FAST)
     assert server.log == [("pkg.tar.gz", f"bytes={half}-", 206, len(data) - half)]
-    assert dest.read_bytes() == data and leftovers(dest.parent) == ["pkg.tar.gz"]
+    assert dest.read_bytes() == data and leftovers(dest.parent) == [".pkg.tar.gz.downloaded", "pkg.tar.gz"]
 
 
 def test_resume_from_partial_file_url(tmp_path, archive):
@@ -193,6 +193,28 @@ def test_prepare_archive_extracts_atomically_and_is_idempotent(tmp_path, archive
         assert prepare_archive(entry, root, "pkg", **FAST) == target
         assert time.perf_counter() - start < 0.1
     assert len(server.log) == 1
+
+
+def test_placed_archive_is_never_removed(tmp_path, archive):
+    """An archive someone put where the download goes (no download marker) stays, with keep_archive=False and
+    when it cannot be extracted; the same archive downloaded by fetch is removed when it cannot be extracted."""
+    _, data = archive
+    cut = data[: len(data) // 2]
+    placed = tmp_path / "placed" / "pkg.tar.gz"
+    placed.parent.mkdir()
+    placed.write_bytes(data)
+    unreachable = "http://127.0.0.1:9/pkg.tar.gz"
+    prepare_archive({"url": unreachable, "md5": digest(data)}, placed.parent, "pkg", keep_archive=False,
+                    offline=True, **FAST)
+    assert placed.read_bytes() == data and (placed.parent / "pkg" / "pkg" / "a.bin").is_file()
+    placed.write_bytes(cut)
+    with pytest.raises(DownloadError, match=r"damaged or truncated \(the file was left untouched\)$"):
+        prepare_archive({"url": unreachable, "md5": digest(cut)}, placed.parent, "other", offline=True, **FAST)
+    assert placed.read_bytes() == cut
+    with RangeServer({"pkg.tar.gz": cut}) as server:
+        with pytest.raises(DownloadError, match=r"\(the archive was removed\)$"):
+            prepare_archive({"url": server.url("pkg.tar.gz"), "md5": digest(cut)}, tmp_path / "dl", "pkg", **FAST)
+    assert leftovers(tmp_path / "dl") == []
 
 
 def _tar_with(member: tarfile.TarInfo, data: bytes = b"x") -> bytes:

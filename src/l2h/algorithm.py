@@ -65,10 +65,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2h import kernels
 from l2h.errors import InputError
+from l2h.progress import progress_bar
 from l2h.hierarchy import Hierarchy
 from l2h.validation import check_block, check_input_kind, check_shape
 
@@ -689,7 +689,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
                           "mean confidence is taken as 0, so they are merged first", UserWarning,
                           stacklevel=2)
         groups = _Groups(clusters, g, h, aggregation)
-        with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
+        with progress_bar(total=k - 1, desc="L2H merges", disable=not progress) as bar:
             merge = _lowest_score if strategy == "lowest_score" else _all_pairs
             children, step_scores, stats = merge(clusters, groups, bar)
     finally:

@@ -163,6 +163,8 @@ def _message(group: str, kind: str, root: Mapping[str, Any], error) -> str:
 def _rule(error) -> str:
     """What the schema allows, in words."""
     spec, v = error.schema, error.validator
+    if isinstance(spec, Mapping) and spec.get("message"):
+        return str(spec["message"])
     words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
     if v in words:
         return f"must be {words[v]} {error.validator_value}"

@@ -76,8 +76,10 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
     (bit-reproducible for a seed), "cuda", or null (ClustPy picks). ``seed`` is ClustPy's random_state,
     from which it seeds torch, numpy and its k-means. Training time is ``run_info["train_time_s"]``.
     """
-    from clustpy.deep import DeepECT
-    from clustpy.deep.neural_networks import FeedforwardAutoencoder
+    from clustpy.deep import DeepECT, deepect as clustpy_deepect
+    from clustpy.deep.neural_networks import FeedforwardAutoencoder, _abstract_neural_network
+
+    from l2h.progress import routed_progress
 
     x = check_features(features, k=k)
     if scaling not in SCALINGS:
@@ -98,7 +100,8 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
                     grow_interval=grow_interval, pruning_threshold=pruning_threshold, device=device,
                     random_state=seed)
     start = time.perf_counter()
-    model.fit(x)
+    with routed_progress(clustpy_deepect, _abstract_neural_network):  # ClustPy's bars: lines in log files
+        model.fit(x)
     train_time = time.perf_counter() - start
 
     z, cluster_ids = tree_to_linkage(model.tree_)

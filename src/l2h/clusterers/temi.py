@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from l2h.clusterers._torch import Checkpointer, resolve_device, to_device, weight_normed
 from l2h.clusterers.base import Clusterer, l2_normalize
 from l2h.errors import InputError
+from l2h.progress import progress_bar
 
 
 def cosine_schedule(base: float, final: float, epochs: int, iters_per_epoch: int,
@@ -217,8 +217,8 @@ class TemiClusterer(Clusterer):
             start = resumed_from = int(state["epoch"])
 
         t1 = time.perf_counter()
-        bar = tqdm(range(start, self.epochs), initial=start, total=self.epochs, desc="TEMI",
-                   disable=not self.progress, leave=False)
+        bar = progress_bar(range(start, self.epochs), initial=start, total=self.epochs, desc="TEMI",
+                           disable=not self.progress, leave=False)
         for epoch in bar:
             order = torch.randperm(n, generator=gen)
             pick = torch.randint(0, knn, (n,), generator=gen)

@@ -28,11 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
 from l2h.errors import InputError
+from l2h.progress import progress_bar
 
 #: Bumped when the checkpoint layout changes, so that an older checkpoint is ignored instead of misread.
 _CHECKPOINT_VERSION = 2
@@ -173,8 +173,8 @@ class TurtleClusterer(Clusterer):
 
         t0 = time.perf_counter()
         pred_error = entropy = float("nan")
-        bar = tqdm(range(start, self.outer_steps), initial=start, total=self.outer_steps, desc="TURTLE",
-                   disable=not self.progress, leave=False)
+        bar = progress_bar(range(start, self.outer_steps), initial=start, total=self.outer_steps, desc="TURTLE",
+                           disable=not self.progress, leave=False)
         for step in bar:
             if batch < n:
                 idx = torch.randperm(n, generator=gen)[:batch].to(device)

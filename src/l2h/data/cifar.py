@@ -18,16 +18,30 @@ def _text(value) -> str:
     return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a local copy's files may come from anywhere, and a pickle
+    that names any other global (which could run code) is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR file never holds")
+        return super().find_class(module, name)
+
+
 def unpickle(path: Path) -> dict:
     """A CIFAR batch or meta file as a dict with str keys (the originals were pickled by Python 2).
 
-    Only ever called on files from a checksum-verified archive: unpickling runs code from the file.
+    Only plain data and numpy arrays are unpickled (see ``_CifarUnpickler``).
     """
     if not path.is_file():
         raise InputError(f"{path}: CIFAR file not found; run prepare (download) first")
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh, encoding="latin1")
+            obj = _CifarUnpickler(fh, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise InputError(f"{path}: not a CIFAR pickle ({exc})") from exc
     if not isinstance(obj, dict):
@@ -42,8 +56,14 @@ class CifarSource(ArchiveSource):
     ``cfg.coarse_groups`` (a name -> class-names mapping, CIFAR-10's vehicles/animals).
     """
 
+    def marker(self) -> str:
+        return str(self.cfg["meta_file"])
+
+    def index_files(self, folder: Path, name: str) -> list[Path]:
+        return [folder / b for b in (self.cfg.get("batches") or {}).get(name) or ()] + [folder / self.marker()]
+
     def _folder(self, root: str | os.PathLike) -> Path:
-        return self.extracted(root, self.cfg["folder"])
+        return self.data_dir(root, self.split_key(""))
 
     def _field(self, obj: dict, key: str, path: Path):
         if key not in obj:
@@ -129,7 +149,7 @@ class CifarSource(ArchiveSource):
             info["fine_to_coarse"] = mapping.tolist()
         images = ImageSet(labels=labels, class_names=class_names, pixels=pixels, coarse_labels=coarse_labels,
                           coarse_names=coarse_names, info=info)
-        return self.finish(images, split)
+        return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:
         """Root -> coarse classes -> classes (leaf i = class i); None without coarse labels. With per-image

@@ -13,7 +13,14 @@ from l2h.errors import InputError
 
 class DigitsSource(DatasetSource):
     """1,797 grey 8×8 images; pixel values 0..16 scaled to uint8 0..255; a fixed stratified split
-    (``cfg.test_fraction``, ``cfg.split_seed``); class names ``"0"``..``"9"``. Nothing to prepare."""
+    (``cfg.test_fraction``, ``cfg.split_seed``); class names ``"0"``..``"9"``. Nothing to prepare, and no
+    local copy: the images ship with scikit-learn."""
+
+    def _check_types(self) -> None:
+        super()._check_types()
+        if self.cfg.get("local") is not None:
+            raise InputError(f"dataset {self.name}: the digits ship with scikit-learn, there is no copy to point "
+                             f"at: remove dataset.local={self.cfg['local']}")
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         from sklearn.datasets import load_digits  # imported here: scikit-learn takes seconds to import
@@ -30,4 +37,4 @@ class DigitsSource(DatasetSource):
         rows = np.sort(parts[name])
         images = ImageSet(labels=bunch.target[rows], class_names=[str(n) for n in bunch.target_names],
                           pixels=pixels[rows], info={"indices": rows.tolist(), "source": "sklearn load_digits"})
-        return self.finish(images, split)
+        return self.finish(images, split, root)

@@ -1,15 +1,19 @@
 """Checksum-verified, resumable downloads and safe, atomic archive extraction.
 
 A download is written to ``<dest>.part`` (resumed with an HTTP ``Range`` request when a previous transfer was cut
-short), verified against the published md5/sha256 and only then renamed onto ``<dest>``. A file that fails
-verification is removed. An archive is extracted member by member into a temporary folder beside its target,
-refusing absolute paths, ``..`` components, links that leave the folder and special files; the folder is renamed
-onto the target only when extraction completed, so the target either is complete or does not exist.
+short), verified against the published md5/sha256 and only then renamed onto ``<dest>``, beside a marker file
+``.<name>.downloaded`` that says this module wrote it. Only such files (and ``.part`` files) are ever removed
+(when they fail verification or extraction, or once extracted with ``keep_archive=False``); a file someone else
+placed is never modified or deleted. An archive is extracted member by member into a temporary folder beside
+its target, refusing absolute paths, ``..`` components, links that leave the folder and special files; the
+folder is renamed onto the target only when extraction completed, so the target either is complete or does
+not exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,10 +28,10 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, url2pathname, urlopen
 
-from tqdm import tqdm
-
 from l2h import __version__
 from l2h.errors import InputError
+from l2h.io import write_json
+from l2h.progress import progress_bar
 
 CHECKSUM_ALGORITHMS = {"md5": 32, "sha256": 64}  # algorithm -> hex digest length
 CHUNK = 1 << 20
@@ -57,39 +61,94 @@ def file_checksum(path: str | os.PathLike, algorithm: str, *, progress: bool = F
     """Hex digest of a file, read in chunks."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
-                                      desc=f"verify {path.name}", disable=not progress, leave=False) as bar:
+    with open(path, "rb") as fh, progress_bar(total=path.stat().st_size, unit="B", unit_scale=True,
+                                              unit_divisor=1024, desc=f"verify {path.name}",
+                                              disable=not progress, leave=False) as bar:
         while block := fh.read(CHUNK):
             digest.update(block)
             bar.update(len(block))
     return digest.hexdigest()
 
 
-def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False) -> None:
-    """Check ``path`` against ``(algorithm, digest)``; on a mismatch remove it and raise DownloadError."""
+def cached_checksum(path: str | os.PathLike, algorithm: str, cache: str | os.PathLike, *,
+                    progress: bool = False) -> str:
+    """Hex digest of a file, remembered in the JSON file ``cache`` under the file's resolved path, size and
+    modification time (a file that keeps all three is not read again). The cache is best effort: when it
+    cannot be written the digest is still returned."""
+    path, cache = Path(path), Path(cache)
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        entries = json.loads(cache.read_text())
+        if not isinstance(entries, dict):
+            entries = {}
+    except (OSError, ValueError):
+        entries = {}
+    key = str(path.resolve())
+    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    if {k: entry.get(k) for k in stamp} == stamp and isinstance(entry.get(algorithm), str):
+        return entry[algorithm]
+    digest = file_checksum(path, algorithm, progress=progress)
+    entries[key] = {**(entry if {k: entry.get(k) for k in stamp} == stamp else {}), **stamp, algorithm: digest}
+    try:
+        write_json(cache, entries)
+    except OSError:
+        pass
+    return digest
+
+
+def download_marker(path: str | os.PathLike) -> Path:
+    """The marker file that says ``path`` was downloaded by :func:`fetch` (so it may be removed)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.downloaded")
+
+
+def remove_download(path: Path) -> bool:
+    """Remove ``path`` if :func:`fetch` downloaded it (and its marker); a file placed by someone else stays.
+    True when it was removed."""
+    marker = download_marker(path)
+    if not marker.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+    return True
+
+
+def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False, remove: bool = False,
+                offline: bool = False) -> None:
+    """Check ``path`` against ``(algorithm, digest)`` and raise DownloadError on a mismatch, removing the file
+    first only when ``remove`` is true (a transfer's own ``.part`` file). ``offline`` adapts the advice."""
     algo, want = checksum
     got = file_checksum(path, algo, progress=progress)
-    if got != want:
+    if got == want:
+        return
+    if remove:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the file was "
+        raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the download was "
                             f"damaged or truncated and has been removed: run again to download it afresh")
+    fix = "replace it by the official file" if offline else "remove it to download it afresh"
+    raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, found {got}); the file was left "
+                        f"untouched: {fix}, or, if it is a copy you made on purpose, use it as it is with "
+                        f"dataset.local={path} dataset.unofficial=true")
 
 
 def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offline: bool = False,
           progress: bool = True, retries: int = 3, timeout_s: float = 60.0, backoff_s: float = 1.0) -> Path:
     """Make ``dest`` a verified copy of ``url`` (http, https or file) and return its path.
 
-    An existing ``dest`` is verified, not downloaded again. ``offline=True`` turns a missing ``dest`` into an
-    immediate DownloadError. A transfer cut short is resumed from its ``.part`` file up to ``retries`` times
-    (waiting ``backoff_s * 2**attempt`` seconds); after that the ``.part`` file stays for a later resume.
+    An existing ``dest`` is verified, not downloaded again, and never removed (a mismatch is a DownloadError).
+    ``offline=True`` turns a missing ``dest`` into an immediate DownloadError. A transfer cut short is resumed
+    from its ``.part`` file up to ``retries`` times (waiting ``backoff_s * 2**attempt`` seconds); after that the
+    ``.part`` file stays for a later resume. A completed download gets a marker (:func:`download_marker`).
     """
     dest = Path(dest)
     if dest.is_file():
-        verify_file(dest, checksum, progress=progress)
+        verify_file(dest, checksum, progress=progress, offline=offline)
         return dest
     if offline:
-        raise DownloadError(f"{dest} is missing and offline mode forbids downloading it from {url}; place a copy "
-                            f"there ({checksum[0]} {checksum[1]}) or run with offline=false")
+        raise DownloadError(f"{dest} is missing and offline mode forbids downloading it from {url}; point "
+                            f"dataset.local at your copy of {dest.name} ({checksum[0]} {checksum[1]}) or run "
+                            f"with dataset.offline=false")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(retries + 1):
@@ -102,7 +161,8 @@ def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offli
                 raise DownloadError(f"download of {url} failed {retries + 1} times (last: {exc}); {kept} bytes kept "
                                     f"in {part}: run again to resume") from exc
             time.sleep(backoff_s * 2 ** attempt)
-    verify_file(part, checksum, progress=progress)
+    verify_file(part, checksum, progress=progress, remove=True)
+    download_marker(dest).touch()
     os.replace(part, dest)
     return dest
 
@@ -115,8 +175,8 @@ def _transfer(url: str, part: Path, *, desc: str, progress: bool, timeout_s: flo
         return
     try:
         with stream, open(part, "ab" if start else "wb") as out, \
-                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                     disable=not progress, leave=False) as bar:
+                progress_bar(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                             disable=not progress, leave=False) as bar:
             while block := stream.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
@@ -174,7 +234,7 @@ def _open(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO | None, int
 class _ProgressReader:
     """A read-only file wrapper that advances a progress bar by the bytes read."""
 
-    def __init__(self, fh: BinaryIO, bar: tqdm) -> None:
+    def __init__(self, fh: BinaryIO, bar) -> None:
         self._fh, self._bar = fh, bar
 
     def read(self, size: int = -1) -> bytes:
@@ -213,9 +273,9 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, prog
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
     try:
-        with open(archive, "rb") as raw, tqdm(total=archive.stat().st_size, unit="B", unit_scale=True,
-                                              unit_divisor=1024, desc=f"extract {archive.name}",
-                                              disable=not progress, leave=False) as bar:
+        with open(archive, "rb") as raw, progress_bar(total=archive.stat().st_size, unit="B", unit_scale=True,
+                                                      unit_divisor=1024, desc=f"extract {archive.name}",
+                                                      disable=not progress, leave=False) as bar:
             with tarfile.open(fileobj=_ProgressReader(raw, bar), mode="r|*") as tar:
                 for member in tar:
                     reason = _unsafe_reason(member)
@@ -246,14 +306,15 @@ def prepare_archive(entry: Mapping, directory: str | os.PathLike, key: str, *, o
     """Download, verify and extract one archive ``entry`` (``url`` + ``md5``/``sha256``) into ``directory/key``.
 
     A fast no-op when ``directory/key`` exists (extraction is atomic, so it is complete). The archive is kept
-    beside it unless ``keep_archive`` is false; an archive that fails extraction is removed. ``download``
-    passes ``retries``, ``timeout_s`` and ``backoff_s`` to :func:`fetch`.
+    beside it unless ``keep_archive`` is false; an archive that fails extraction is removed. Only archives
+    that :func:`fetch` downloaded are ever removed: one placed there by hand stays. ``download`` passes
+    ``retries``, ``timeout_s`` and ``backoff_s`` to :func:`fetch`.
     """
     directory = Path(directory)
     target = directory / key
     if target.is_dir():
         return target
-    if "url" not in entry:
+    if not entry.get("url"):
         raise InputError(f"archive {key!r}: no url given")
     url = str(entry["url"])
     archive = directory / archive_filename(url)
@@ -262,8 +323,9 @@ def prepare_archive(entry: Mapping, directory: str | os.PathLike, key: str, *, o
     try:
         extract_archive(archive, target, progress=progress)
     except DownloadError as exc:
-        archive.unlink(missing_ok=True)
-        raise DownloadError(f"{exc} (the archive was removed)") from exc
+        removed = remove_download(archive)
+        raise DownloadError(f"{exc} ({'the archive was removed' if removed else 'the file was left untouched'})"
+                            ) from exc
     if not keep_archive:
-        archive.unlink()
+        remove_download(archive)
     return target

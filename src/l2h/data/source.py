@@ -1,19 +1,31 @@
-"""What every dataset family shares: its config, split names, integrity checks and folder scanning."""
+"""What every dataset family shares: its config, split names, local copies, integrity checks and folder scanning.
+
+A dataset is either downloaded (archives with published checksums, into ``<data root>/<name>/``) or read from
+the user's own copy, ``cfg.local``: an archive in the official format, a folder holding the official archives
+under their published file names, or the extracted folder. A local copy is only ever read. An archive whose
+checksum is not the published one, or an extracted folder whose split sizes differ from ``cfg.sizes``, is
+refused unless ``cfg.unofficial`` is true; every loaded split records the identity of the copy it was read
+from (``info["copy"]``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from tqdm import tqdm
-
-from l2h.data.download import prepare_archive
+from l2h.data.download import (DownloadError, archive_filename, cached_checksum, expected_checksum,
+                               extract_archive, prepare_archive)
 from l2h.data.imageset import ImageSet
 from l2h.data.taxonomy import ClassTree
 from l2h.errors import InputError
+from l2h.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Per dataset folder: checksums of local archives, by resolved path, size and modification time.
+CHECKSUM_CACHE = ".local-checksums.json"
 
 
 def as_dict(cfg: Any) -> dict:
@@ -33,6 +45,7 @@ class DatasetSource:
     Files live under ``<root>/<name>/``. ``prepare`` makes them available (download + verify + extract,
     idempotent); ``load(root, split)`` returns the split ``"train"`` or ``"test"`` (keys of ``cfg.splits``)
     as an :class:`ImageSet`; ``hierarchy(root)`` returns the ground-truth class tree where the dataset has one.
+    The constructor checks the types of the shared keys; :meth:`check_config` also checks the local copy's path.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -41,12 +54,50 @@ class DatasetSource:
             if key not in self.cfg:
                 raise InputError(f"dataset config: missing key {key!r}")
         self.name = str(self.cfg["name"])
+        self._check_types()
+
+    def _check_types(self) -> None:
+        cfg, where = self.cfg, f"dataset {self.name}"
+        if cfg.get("root") is not None:
+            raise InputError(f"{where}: the key 'root' was renamed 'local': use dataset.local={cfg['root']}")
+        for key in ("offline", "unofficial"):
+            if not isinstance(cfg.get(key, False), bool):
+                raise InputError(f"{where}: dataset.{key}={cfg[key]!r} must be true or false")
+        local = cfg.get("local")
+        if local is not None and (not isinstance(local, str) or not local.strip()):
+            raise InputError(f"{where}: dataset.local={local!r} must be the path of your copy (an archive or a "
+                             f"folder)")
+        if local is None and cfg.get("unofficial"):
+            raise InputError(f"{where}: dataset.unofficial=true accepts a local copy that differs from the "
+                             f"official one: set dataset.local=/path/to/your/copy as well")
+        sizes = cfg.get("sizes") or {}
+        if not isinstance(sizes, Mapping) or any(v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                                                                    or v < 0) for v in sizes.values()):
+            raise InputError(f"{where}: dataset.sizes must map split names to image counts (integers >= 0, or "
+                             f"null), got {sizes!r}")
+
+    def check_config(self) -> None:
+        """Raise InputError (one line) unless the config's values are valid and a local copy exists where
+        ``cfg.local`` says and has the dataset's layout. Reads no file contents."""
+        local = self.local_path()
+        if local is not None and not local.exists():
+            raise InputError(f"dataset {self.name}: dataset.local={self.cfg['local']}: no such file or folder")
+
+    def verify_local(self, root: str | os.PathLike, *, progress: bool = False) -> None:
+        """Raise InputError (one line) when a local archive is not the official one and ``cfg.unofficial`` is
+        false. Checksums are remembered in ``<root>/<name>/.local-checksums.json``."""
+
+    def local_path(self) -> Path | None:
+        """``cfg.local`` as a path, or None."""
+        local = self.cfg.get("local")
+        return None if local is None else Path(str(local)).expanduser()
 
     def directory(self, root: str | os.PathLike) -> Path:
         return Path(root) / self.name
 
     def prepare(self, root: str | os.PathLike, offline: bool = False, *, progress: bool = True) -> None:
         """Nothing to prepare by default."""
+        self.check_config()
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         raise NotImplementedError
@@ -66,48 +117,211 @@ class DatasetSource:
         """True when the call or the config (``cfg.offline``) forbids downloading."""
         return bool(offline or self.cfg.get("offline", False))
 
-    def finish(self, images: ImageSet, split: str) -> ImageSet:
-        """Check the loaded split against ``num_classes`` and ``sizes``, record its origin, return it."""
+    def copy_identity(self, root: str | os.PathLike, split: str, images: ImageSet) -> dict | None:
+        """What identifies the copy a split was read from (see :meth:`finish`); None when there is one copy."""
+        return None
+
+    def finish(self, images: ImageSet, split: str, root: str | os.PathLike) -> ImageSet:
+        """Check the loaded split against ``num_classes`` and (unless ``cfg.unofficial``) ``sizes``, record its
+        origin and the identity of the copy it came from (``info["copy"]``), return it."""
         expected_k = self.cfg.get("num_classes")
         if expected_k is not None and len(images.class_names) != int(expected_k):
             raise InputError(f"dataset {self.name}: found {len(images.class_names)} classes but the config says "
-                             f"num_classes={expected_k}")
+                             f"num_classes={expected_k} (set dataset.num_classes={len(images.class_names)} if "
+                             f"your copy has other classes)")
         name = self.split_name(split)
         expected_n = (self.cfg.get("sizes") or {}).get(name)
-        if expected_n is not None and len(images) != int(expected_n):
-            raise InputError(f"dataset {self.name}: split {name!r} has {len(images)} images but the config says "
-                             f"sizes.{name}={expected_n}: the copy is incomplete or damaged (set "
-                             f"sizes.{name}=null to accept it)")
+        if expected_n is not None and len(images) != int(expected_n) and not self.cfg.get("unofficial"):
+            raise InputError(self._size_mismatch(root, name, len(images), int(expected_n)))
         check_label_range(images.labels, len(images.class_names), f"dataset {self.name}, split {name!r}")
         images.info.update({"dataset": self.name, "split": split, "split_name": name})
+        identity = self.copy_identity(root, split, images)
+        if identity is not None:
+            images.info["copy"] = identity
         return images
+
+    def _size_mismatch(self, root, name: str, found: int, expected: int) -> str:
+        head = f"dataset {self.name}: split {name!r} has {found} images, the official dataset {expected} " \
+               f"(dataset.sizes.{name})"
+        if self.local_path() is not None:
+            return f"{head}: your copy {self.cfg['local']} is not the official one; to use it as it is (its " \
+                   f"sizes then come from the copy), add dataset.unofficial=true"
+        return f"{head}: the files under {self.directory(root)} are incomplete or damaged (or dataset.sizes.{name} " \
+               f"is wrong)"
+
+
+@dataclass(frozen=True)
+class LocalPart:
+    """Where one archive's data comes from in a local copy: the archive file (``form="archive"``) or the
+    folder holding its extracted data (``form="folder"``)."""
+
+    form: str
+    path: Path
+
+
+def folder_checksum(base: Path, files: Iterable[str | os.PathLike], content: Iterable[Path] = ()) -> str:
+    """``"listing-sha256:<hex>"``: a SHA-256 over the bytes of the ``content`` files and over the path
+    (relative to ``base``) and size of each of ``files``, in order. Independent of where ``base`` is."""
+    digest = hashlib.sha256()
+    for path in content:
+        with open(path, "rb") as fh:
+            digest.update(f"{os.path.relpath(path, base)}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n"
+                          .encode())
+    for path in files:
+        digest.update(f"{os.path.relpath(path, base)}\0{os.stat(path).st_size}\n".encode())
+    return f"listing-sha256:{digest.hexdigest()}"
+
+
+class ArchiveSource(DatasetSource):
+    """A dataset distributed as published archives: ``cfg.archives`` maps a key to ``{url, md5|sha256}``.
+
+    Archive ``key`` is extracted into ``<root>/<name>/<key>/`` and holds the data under ``inner(key)``
+    (``cfg.folder`` is ``<key>/<inner>``). A local copy (``cfg.local``) gives, per archive, either the
+    extracted data folder (``<local>/<inner>``, or ``<local>`` itself when it holds :meth:`marker`), read in
+    place, or the archive (``<local>`` itself, or ``<local>/<published file name>``), verified and extracted
+    into ``<root>/<name>/<key>/`` when it is the official one, else into ``<root>/<name>/copy-<checksum>/<key>/``.
+    """
+
+    def archive_entries(self) -> list[tuple[str, dict]]:
+        """``(key, {url, md5|sha256})`` of every archive ``prepare`` fetches; key = folder it extracts into."""
+        return list((self.cfg.get("archives") or {}).items())
+
+    def archive_file(self, entry: Mapping) -> str:
+        """The published file name of an archive entry (``file``, else the last part of its ``url``)."""
+        return str(entry["file"]) if entry.get("file") else archive_filename(str(entry["url"]))
+
+    def marker(self) -> str | None:
+        """A file (relative to the data folder) that identifies the data folder itself; None: no such file."""
+        return None
+
+    def inner(self, key: str) -> str:
+        """The data folder's path inside archive ``key`` (``cfg.folder`` minus its first part, or ``key``)."""
+        first, _, rest = str(self.cfg.get("folder") or "").partition("/")
+        return rest if first == key and rest else key
+
+    def split_key(self, name: str) -> str:
+        """The key of the archive holding the split named ``name``."""
+        return str(self.cfg["folder"]).partition("/")[0]
+
+    def index_files(self, folder: Path, name: str) -> list[Path]:
+        """Files in the data folder whose bytes identify split ``name`` in an extracted copy (besides the
+        listing of its images)."""
+        return []
+
+    def _entry(self, key: str) -> dict:
+        entries = dict(self.archive_entries())
+        if key not in entries:
+            raise InputError(f"dataset {self.name}: no archive {key!r} configured (have {sorted(entries)})")
+        return entries[key]
+
+    def locate(self) -> dict[str, LocalPart]:
+        """Per archive key, where a local copy holds it; ``{}`` without a local copy."""
+        local = self.local_path()
+        if local is None:
+            return {}
+        entries = self.archive_entries()
+        if local.is_file():
+            if len(entries) != 1:
+                files = ", ".join(self.archive_file(e) for _, e in entries)
+                raise InputError(f"dataset {self.name}: dataset.local={local} is one file but this dataset needs "
+                                 f"{len(entries)} archives ({files}): point dataset.local at the folder holding "
+                                 f"them or their extracted folders")
+            return {entries[0][0]: LocalPart("archive", local)}
+        parts, missing = {}, []
+        marker = self.marker()
+        for key, entry in entries:
+            inner, filename = self.inner(key), self.archive_file(entry)
+            if (local / inner).is_dir() and (marker is None or (local / inner / marker).exists()):
+                parts[key] = LocalPart("folder", local / inner)
+            elif len(entries) == 1 and marker is not None and (local / marker).exists():
+                parts[key] = LocalPart("folder", local)
+            elif (local / filename).is_file():
+                parts[key] = LocalPart("archive", local / filename)
+            else:
+                missing.append(f"{inner}/" + (f" (with {marker})" if marker else "") + f" or {filename}")
+        if missing:
+            raise InputError(f"dataset {self.name}: dataset.local={local} holds neither the extracted data nor the "
+                             f"archive: expected {'; '.join(missing)} in it")
+        return parts
+
+    def check_config(self) -> None:
+        super().check_config()
+        self.locate()
+
+    def _verified(self, root, key: str, path: Path, *, progress: bool = False) -> tuple[bool, str, str]:
+        """``(official, algorithm, digest)`` of the local archive ``path`` for ``key``; raises when it is not
+        the official archive and ``cfg.unofficial`` is false. The file is only read."""
+        algo, want = expected_checksum(self._entry(key), source=f"dataset {self.name}, archive {key!r}")
+        got = cached_checksum(path, algo, self.directory(root) / CHECKSUM_CACHE, progress=progress)
+        if got != want and not self.cfg.get("unofficial"):
+            raise DownloadError(f"{path}: {algo} is {got}, the official {self.archive_file(self._entry(key))} "
+                                f"has {want} (dataset {self.name}); the file was left untouched: if it is a copy "
+                                f"you made on purpose (a subset, re-encoded, other split sizes), accept it with "
+                                f"dataset.unofficial=true")
+        return got == want, algo, got
+
+    def verify_local(self, root: str | os.PathLike, *, progress: bool = False) -> None:
+        for key, part in self.locate().items():
+            if part.form == "archive":
+                self._verified(root, key, part.path, progress=progress)
+
+    def _extraction(self, root, key: str, official: bool, digest: str) -> Path:
+        """Where a local archive is extracted: beside the downloads when official, else by its checksum."""
+        return self.directory(root) / (key if official else f"copy-{digest[:12]}/{key}")
+
+    def prepare(self, root: str | os.PathLike, offline: bool = False, *, progress: bool = True) -> None:
+        self.check_config()
+        parts = self.locate()
+        for key, entry in self.archive_entries():
+            part = parts.get(key)
+            if part is None:
+                prepare_archive(entry, self.directory(root), key, offline=self.is_offline(offline),
+                                progress=progress, keep_archive=bool(self.cfg.get("keep_archives", True)),
+                                **(self.cfg.get("download") or {}))
+            elif part.form == "archive":
+                official, _, digest = self._verified(root, key, part.path, progress=progress)
+                target = self._extraction(root, key, official, digest)
+                if not target.is_dir():
+                    extract_archive(part.path, target, progress=progress)
+
+    def data_dir(self, root: str | os.PathLike, key: str) -> Path:
+        """The folder holding archive ``key``'s data: in the local copy, or where ``prepare`` extracted it."""
+        part = self.locate().get(key)
+        if part is not None and part.form == "folder":
+            return part.path
+        base = self.directory(root) / key
+        if part is not None:
+            official, _, digest = self._verified(root, key, part.path)
+            base = self._extraction(root, key, official, digest)
+        path = base / self.inner(key)
+        if not path.exists():
+            raise InputError(f"dataset {self.name}: {path} not found; run prepare (the prepare_data stage) first")
+        return path
+
+    def copy_identity(self, root: str | os.PathLike, split: str, images: ImageSet) -> dict:
+        """``{form, path, checksum, matches_official}`` of the copy split ``split`` came from: the archive's
+        checksum (``form`` "download" or "archive"), or for an extracted folder (``form`` "folder") a
+        :func:`folder_checksum` of its images' names and sizes and its index files (``matches_official`` is
+        then None: no published checksum exists for folders)."""
+        name = self.split_name(split)
+        key = self.split_key(name)
+        part = self.locate().get(key)
+        if part is None:
+            algo, want = expected_checksum(self._entry(key), source=f"dataset {self.name}, archive {key!r}")
+            return {"form": "download", "path": self._entry(key)["url"], "checksum": f"{algo}:{want}",
+                    "matches_official": True}
+        if part.form == "archive":
+            official, algo, digest = self._verified(root, key, part.path)
+            return {"form": "archive", "path": str(part.path.resolve()), "checksum": f"{algo}:{digest}",
+                    "matches_official": official}
+        checksum = folder_checksum(part.path, images.paths or (), self.index_files(part.path, name))
+        return {"form": "folder", "path": str(part.path.resolve()), "checksum": checksum, "matches_official": None}
 
 
 def check_label_range(labels, k: int, where: str) -> None:
     """Raise InputError unless every label is in 0..k-1."""
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
         raise InputError(f"{where}: labels outside 0..{k - 1} (min {labels.min()}, max {labels.max()})")
-
-
-class ArchiveSource(DatasetSource):
-    """A dataset distributed as published archives: ``cfg.archives`` maps a key to ``{url, md5|sha256}``."""
-
-    def archive_entries(self) -> list[tuple[str, dict]]:
-        """``(key, {url, md5|sha256})`` of every archive ``prepare`` fetches; key = folder it extracts into."""
-        return list((self.cfg.get("archives") or {}).items())
-
-    def prepare(self, root: str | os.PathLike, offline: bool = False, *, progress: bool = True) -> None:
-        for key, entry in self.archive_entries():
-            prepare_archive(entry, self.directory(root), key, offline=self.is_offline(offline), progress=progress,
-                            keep_archive=bool(self.cfg.get("keep_archives", True)),
-                            **(self.cfg.get("download") or {}))
-
-    def extracted(self, root: str | os.PathLike, relative: str) -> Path:
-        """``<root>/<name>/<relative>``, which must exist (else: run prepare)."""
-        path = self.directory(root) / relative
-        if not path.exists():
-            raise InputError(f"dataset {self.name}: {path} not found; run prepare (download) first")
-        return path
 
 
 def scan_class_folders(split_dir: Path, *, progress: bool = True) -> list[tuple[str, list[str]]]:
@@ -119,7 +333,8 @@ def scan_class_folders(split_dir: Path, *, progress: bool = True) -> list[tuple[
         raise InputError(f"{split_dir}: folder not found")
     folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
     result = []
-    for name in tqdm(folders, desc=f"scan {split_dir.name}", unit="class", disable=not progress, leave=False):
+    for name in progress_bar(folders, desc=f"scan {split_dir.name}", unit="class", disable=not progress,
+                             leave=False):
         files = sorted(e.path for e in os.scandir(split_dir / name)
                        if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
         if not files:

@@ -40,8 +40,9 @@ class CachedFeatures:
 
 
 def images_identity(images: Sequence, dataset: Mapping | None = None) -> dict:
-    """What identifies an image set: its size, a SHA-256 over its labels and pixels (or file paths), and
-    the caller's ``dataset`` description (e.g. name and split)."""
+    """What identifies an image set: its size, a SHA-256 over its labels and pixels (or file paths), the
+    checksum of the dataset copy it was read from (``info["copy"]``, see ``l2h.data``) and the caller's
+    ``dataset`` description (e.g. name and split)."""
     digest = hashlib.sha256()
     labels = getattr(images, "labels", None)
     pixels, paths = getattr(images, "pixels", None), getattr(images, "paths", None)
@@ -55,7 +56,9 @@ def images_identity(images: Sequence, dataset: Mapping | None = None) -> dict:
             digest.update(pixels[start:start + 4096].tobytes())
     else:
         digest.update("\n".join(str(p) for p in paths).encode())
-    return {**(dict(dataset) if dataset else {}), "n": len(labels), "content_sha256": digest.hexdigest()}
+    copy = (getattr(images, "info", None) or {}).get("copy") or {}
+    return {**(dict(dataset) if dataset else {}), **({"copy": copy["checksum"]} if copy.get("checksum") else {}),
+            "n": len(labels), "content_sha256": digest.hexdigest()}
 
 
 def _expected(cfg: dict, identity: dict) -> dict:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone
+from l2h.progress import progress_bar
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `import l2h.features` stays fast
     import torch
@@ -98,8 +98,8 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
     loader = make_loader(backbone, images, batch_size=batch_size, num_workers=num_workers, device=dev)
     backbone.to(dev)
     pos, shape = 0, None
-    with torch.inference_mode(), tqdm(total=n, unit="img", desc=f"features[{backbone.name}]",
-                                      disable=not progress) as bar:
+    with torch.inference_mode(), progress_bar(total=n, unit="img", desc=f"features[{backbone.name}]",
+                                              disable=not progress) as bar:
         for batch in loader:
             shape = shape or tuple(batch.shape[1:])
             _check_shape(shape, {tuple(batch.shape[1:])})

@@ -78,6 +78,7 @@ class Plan:
         self.patterns = layout.wildcard_patterns(self.options, *self._l2h_choices())
         for stage, fields in self.jobs():
             self.tracked(stage, fields)  # composes and validates every job's config: nothing runs on a bad value
+        self._check_datasets(str(self.paths["data"]))
 
     def _default_experiment(self) -> str:
         from omegaconf import OmegaConf
@@ -247,6 +248,24 @@ class Plan:
         if size is not None and k > size:
             raise InputError(f"clusterer.k = {k}: {what} cannot make more clusters than the {size} points of "
                              f"{dataset}'s {split} split ({self._grid_source('k')})")
+
+    def _check_datasets(self, data_root: str) -> None:
+        """Each dataset's config and local copy (its path, layout and archive checksums), before any job runs."""
+        from l2h.data import check_dataset_config, verify_local_copy
+
+        owners: dict[str, list[str]] = {}
+        for name in dict.fromkeys(run.dataset for run in self.runs):
+            node = self.group_config("dataset", name)
+            check_dataset_config(node)
+            if node.get("local") is not None:
+                owners.setdefault(str(node["local"]), []).append(name)
+        for local, names in owners.items():
+            if len(names) > 1:
+                raise InputError(f"dataset.local={local} is set for {len(names)} datasets ({', '.join(names)}): a "
+                                 f"copy belongs to one dataset; give each its own in the experiment's settings "
+                                 f"(dataset/{names[0]}: ['dataset.local=...'])")
+        for name in dict.fromkeys(run.dataset for run in self.runs):
+            verify_local_copy(self.group_config("dataset", name), data_root, progress=True)
 
     # -- jobs ---------------------------------------------------------------------------------------------
     def jobs(self) -> list[tuple[str, dict[str, Any]]]:

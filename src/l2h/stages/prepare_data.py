@@ -1,7 +1,8 @@
 """Stage: make a dataset available (download, verify, extract) and record its labels and class names.
 
 Writes ``labels.npz`` (``<split>`` and, where the dataset has them, ``<split>_coarse`` int64 arrays for every
-logical split) and ``classes.json`` (class names, coarse names, split sizes).
+logical split) and ``classes.json`` (class names, coarse names, and per split its size and the identity of the
+copy it was read from: ``splits.<split>.copy``, see ``DatasetSource.copy_identity``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def run(cfg, job):
         arrays[split] = images.labels
         if images.coarse_labels is not None:
             arrays[f"{split}_coarse"] = images.coarse_labels
-        splits[split] = {"name": source.split_name(split), "n": len(images)}
+        splits[split] = {"name": source.split_name(split), "n": len(images), "copy": images.info.get("copy")}
     with atomic_path(job.output / "labels.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     write_json(job.output / "classes.json", {
         "dataset": source.name, "class_names": list(first.class_names), "num_classes": len(first.class_names),
-        "coarse_names": None if first.coarse_names is None else list(first.coarse_names), "splits": splits})
+        "coarse_names": None if first.coarse_names is None else list(first.coarse_names),
+        "local": source.cfg.get("local"), "unofficial": bool(source.cfg.get("unofficial")), "splits": splits})
     return {"splits": splits}
 
 
