@@ -97,7 +97,7 @@ BAD_OVERRIDES = [
     ("dataset.sizes.test=-1", "dataset.sizes.test = -1: must be >= 1"),
     ("l2h.block_rows=-1", "l2h.block_rows = -1: must be >= 1"),
     ("l2h.aggregation=bogus", "l2h.aggregation = 'bogus': must be one of"),
-    ("backbone=nope", "backbone 'nope': unknown"),
+    ("dataset=nope", "dataset 'nope': unknown"),
     ("backbone.image_size=0", "backbone.image_size = 0: must be >= 1"),
     ("clusterer.n_init=0", "clusterer.n_init = 0: must be >= 1"),
     ("clusterer.tol=abc", "clusterer.tol = 'abc': must be a number"),
@@ -105,7 +105,7 @@ BAD_OVERRIDES = [
     ("clusterer.temperature=-1", "clusterer.temperature = -1: must be 'auto' or a positive number"),
     ("baseline.linkage=single", "baseline.linkage = 'single': must be one of ward, average"),
     ("baseline.memory_limit_gib=-5", "baseline.memory_limit_gib = -5: must be > 0"),
-    ("paths.results=''", "paths.results = '': should be non-empty"),
+    ("paths.results=''", "paths.results = '': must not be empty"),
     ("hydra.run.dir=x", "is not allowed: the pipeline sets hydra"),
     ("nogroup.key=1", "does not name a config group"),
 ]

@@ -179,8 +179,10 @@ def _rule(error) -> str:
         return f"must be {error.validator_value!r}"
     if v == "pattern":
         return f"must match {error.validator_value}"
-    if v in ("minLength", "minItems", "maxItems"):
-        return error.message.split(" is ", 1)[-1] if " is " in error.message else error.message
+    if v == "minLength":
+        return "must not be empty" if error.validator_value == 1 else f"must have at least {error.validator_value} characters"
+    if v in ("minItems", "maxItems"):
+        return f"must have {'at least' if v == 'minItems' else 'at most'} {error.validator_value} items"
     if spec.get("description"):
         return f"must be {spec['description']}"
     return error.message

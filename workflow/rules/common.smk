@@ -38,7 +38,7 @@ wildcard_constraints:
 
 
 onerror:
-    for line in session.failed_job_errors([PLAN.log_pattern(s) for s in PLAN.stages], L2H_STARTED):
+    for line in session.failed_job_errors(PLAN.logs(), L2H_STARTED):
         print(line, file=sys.stderr)
 
 

@@ -200,7 +200,11 @@ class Plan:
         return int(str(k).strip())
 
     def _split_size(self, dataset: str, split: str) -> int | None:
+        """The number of images of a split as the dataset's config states it (None: unknown, e.g. for an
+        unofficial copy, whose sizes come from the copy)."""
         node = self.group_config("dataset", dataset)
+        if node.get("unofficial"):
+            return None
         name = (node.get("splits") or {}).get(split)
         return (node.get("sizes") or {}).get(name)
 
@@ -433,6 +437,10 @@ class Plan:
             return self.path(LOGS, stage, f"{self.table_name}.log")
         stem = spec.folder + ("/{backbone}" if "{backbone}" in "".join(spec.outputs) else "")
         return self.path(LOGS, stage, stem + ".log")
+
+    def logs(self) -> list[str]:
+        """The log file of every job of the plan."""
+        return list(dict.fromkeys(self.log_pattern(stage).format(**fields) for stage, fields in self.jobs()))
 
     def wildcard_constraints(self) -> dict[str, str]:
         """A regex per wildcard; ``run`` matches an L2H or a baseline run folder."""
