@@ -10,6 +10,7 @@ one line naming the key, the value, what is allowed and where it came from, befo
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 import shlex
@@ -53,6 +54,7 @@ class Plan:
         if not (self.conf_dir / "config.yaml").is_file():
             raise InputError(f"{self.conf_dir}: no config.yaml (expected the repository's conf/ folder)")
         self.options = {g: group_options(self.conf_dir, g) for g in (*GROUPS, "experiment")}
+        self._validated: dict[tuple, dict[str, Any]] = {}
         self.stages = stages()
         self.overrides = Overrides.parse(overrides, options=self.options)
         if experiment is not None and experiment not in self.options["experiment"]:
@@ -361,12 +363,17 @@ class Plan:
         """The resolved and validated ``group`` node as a job with ``option`` and ``values`` sees it.
 
         Groups are composed separately, with the other groups at their defaults (no option interpolates a
-        value of another selectable group); the stage itself composes the job's full config."""
-        overrides = tuple(([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
-                          + list(values) + self._extras("paths", None))
-        node = self._node(group, overrides)
-        self._check(group, node, option=option)
-        return node
+        value of another selectable group); the stage itself composes the job's full config. A group is
+        composed once per option and overrides; a job's own values (K, seed, aggregation, strategy) are
+        then set on a copy."""
+        key = (group, option, tuple(values))
+        if key not in self._validated:
+            base = tuple(([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
+                         + self._extras("paths", None))
+            node = _group_node(str(self.conf_dir), group, base, tuple(values))
+            self._check(group, node, option=option)
+            self._validated[key] = node
+        return copy.deepcopy(self._validated[key])
 
     def config(self, stage: str, fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """The resolved config of every group ``stage`` reads, for the job with wildcard values ``fields``."""
@@ -498,6 +505,25 @@ def _container(cfg, group: str, OmegaConf) -> dict[str, Any]:
         return OmegaConf.to_container(cfg[group], resolve=True)
     except OmegaConfBaseException as exc:
         raise InputError(f"{group}: {' '.join(str(exc).split())}") from None
+
+
+@lru_cache(maxsize=None)
+def _group_node(conf_dir: str, group: str, base: tuple[str, ...], values: tuple[str, ...]) -> dict[str, Any]:
+    """``group`` of the root config composed with ``base``, with the plain ``key=value`` overrides ``values``
+    set afterwards (parsed by Hydra's override parser, set with OmegaConf)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = _compose(conf_dir, base)
+    if values:
+        cfg = copy.deepcopy(cfg)
+        try:
+            for ov in OverridesParser.create().parse_overrides(list(values)):
+                OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=False)
+        except OmegaConfBaseException as exc:
+            raise InputError(f"{group}: cannot set {' '.join(values)}: {' '.join(str(exc).split())}") from None
+    return _container(cfg, group, OmegaConf)
 
 
 @lru_cache(maxsize=None)
