@@ -424,3 +424,35 @@ def test_config_edit_reruns_exactly_the_affected_jobs(demo):
     finally:
         for path, text in original.items():
             path.write_text(text)
+
+
+def test_killed_turtle_job_resumes_from_its_checkpoint(demo):
+    """TURTLE's job keeps checkpoints in its own folder (the pipeline's default): killed after one, the same
+    command resumes from it and ends byte-identical to the uninterrupted run. How often it checkpoints is a
+    runtime knob, so changing it re-runs nothing."""
+    workdir, reference = demo
+    res = workdir / "results"
+    folder = res / "digits/pixels/turtle_k10_s0"
+    for path in (folder, res / "tables", res / "figures"):
+        shutil.rmtree(path)
+    overrides = f"overrides={REDUCED} clusterer.checkpoint_every=50"
+    proc = subprocess.Popen(snakemake_args(workdir, "--config", overrides), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoints = folder / ".checkpoints" / "train_clusterer"
+
+    def saved() -> list[Path]:  # complete checkpoints (not the temporary file of one being written)
+        return [p for p in checkpoints.glob("*") if not p.name.startswith(".")] if checkpoints.is_dir() else []
+
+    deadline = time.monotonic() + 300
+    while not saved() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stage = _find_stage(proc.pid, "train_clusterer")
+    assert stage is not None and saved(), "no TURTLE checkpoint appeared"
+    os.kill(stage, signal.SIGKILL)
+    assert proc.wait(timeout=300) != 0
+    check(snakemake(workdir, "--config", overrides))
+    log = (res / "logs/train_clusterer/digits/pixels/turtle_k10_s0.log").read_text()
+    assert re.search(r"resumed_from_step=(\d+)", log), log[-2000:]
+    assert int(re.search(r"resumed_from_step=(\d+)", log).group(1)) >= 50
+    assert outputs(workdir) == reference
+    assert not checkpoints.exists()  # removed once the job succeeded
