@@ -215,6 +215,14 @@ def reference_columns(frame: "pd.DataFrame", reference: str) -> list[str]:
     return [m for m in METRICS if f"{m}_{reference}" in frame.columns]
 
 
+def reference_rows(frame: "pd.DataFrame", reference: str) -> "pd.DataFrame":
+    """The rows of ``frame`` for which ``reference`` reports a number."""
+    metrics = reference_columns(frame, reference)
+    if not metrics:
+        return frame.iloc[:0]
+    return frame[frame[[f"{m}_{reference}" for m in metrics]].notna().any(axis=1)]
+
+
 # -------------------------------------------------------------------------------------------------- writers
 def to_csv(frame: "pd.DataFrame") -> str:
     """The per-run table as CSV text: metrics with 6 decimals, empty cells where there is no value."""
@@ -274,10 +282,10 @@ def to_markdown(summary: "pd.DataFrame", *, title: str = "", description: str = 
         lines += [description.strip(), ""]
     lines += _markdown_rows(display_frame(summary, "paper"))
     for ref, text in list(REFERENCES.items())[1:]:
-        metrics = reference_columns(summary, ref)
-        if not metrics:
+        rows = reference_rows(summary, ref)
+        if rows.empty:
             continue
-        rows = summary[summary[[f"{m}_{ref}" for m in metrics]].notna().any(axis=1)]
+        metrics = reference_columns(summary, ref)
         table = display_frame(rows, ref)
         keep = ["method", "dataset", "backbone", "K", "labels", "paper labels", "seeds"]
         keep += [c for m in metrics for c in table.columns if m.upper() in c.split()]
@@ -339,3 +347,10 @@ def to_latex(summary: "pd.DataFrame", *, caption: str = "", label: str = "") -> 
 def to_html(summary: "pd.DataFrame", reference: str = "paper") -> str:
     """The table of :func:`display_frame` as an HTML ``<table class="sortable">`` (the report page sorts it)."""
     return display_frame(summary, reference).to_html(index=False, border=0, classes="sortable", escape=True)
+
+
+def runs_html(frame: "pd.DataFrame") -> str:
+    """The per-run table (:func:`runs_frame`, possibly with :func:`compare`'s columns) as a sortable HTML table."""
+    visible = [c for c in frame.columns if not c.startswith("_")]
+    return frame[visible].to_html(index=False, border=0, classes="sortable", na_rep=DASH,
+                                  float_format=lambda v: f"{v:.3f}")

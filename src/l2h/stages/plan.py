@@ -58,6 +58,7 @@ L2H = CLUSTERER + "/l2h_{aggregation}_{strategy}"
 BASELINE = "{dataset}/{backbone}/baseline_{baseline}_k{k}_s{seed}"
 TABLES = "tables"
 FIGURES = "figures/{experiment}"
+REPORTS = "reports"
 LOGS = "logs"
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -69,7 +70,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("build_tree", ("l2h",), L2H, TREE_FILES),
     Stage("run_baseline", ("baseline",), BASELINE, TREE_FILES + ("indices.npy", "info.json")),
     Stage("evaluate", (), "{run}", ("metrics.json", "leaf_names.json")),
-    Stage("report", ("experiment",), TABLES, ("{experiment}.csv", "{experiment}.md"), record="{experiment}"),
+    Stage("report", ("experiment",), TABLES, ("{experiment}.csv", "{experiment}.md", "{experiment}.tex"),
+          record="{experiment}"),
 )}
 
 #: Groups a user may override on the command line (``--config overrides=...``).
@@ -85,7 +87,7 @@ GRID_OVERRIDES = {"dataset": "dataset", "backbone": "backbone", "clusterer": "cl
 UNTRACKED = {"extract_features": {"backbone": ("batch_size", "num_workers", "weights_dir")},
              "prefetch_weights": {"backbone": ("batch_size", "num_workers")}}
 #: Folder names at the top of the results tree that a dataset may not take.
-RESERVED = {"data", "features", "weights", "tables", "figures", "logs"}
+RESERVED = {"data", "features", "weights", "tables", "figures", "reports", "logs"}
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
 
 
@@ -519,8 +521,9 @@ class Plan:
 
     def descriptor(self, stage: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """What the job computes (the ``stage.run`` node): its wildcard values, and for evaluate the run and
-        the method's display name; for report the experiment and the figure of each run."""
-        from l2h.report.tables import method_label
+        the method's display name; for report the experiment, the figure of each run, its sweep plots (stems),
+        its HTML page and the paper tables it compares with."""
+        from l2h.report.tables import method_label, reference_names
 
         if stage == "evaluate":
             run = self.run_of(fields["run"])
@@ -528,9 +531,15 @@ class Plan:
             node = self.group_config(group, run.method)
             return {**run.descriptor(), "method": method_label(run.kind, run.method, node)}
         if stage == "report":
+            paper = [str(p) for p in self.experiment.get("paper") or []]
+            unknown = sorted(set(paper) - set(reference_names()))
+            if unknown:
+                raise InputError(f"experiment {self.name}: paper tables {unknown} do not exist; available: "
+                                 f"{', '.join(reference_names())}")
             return {"experiment": self.name, "table": self.table_name,
                     "description": str(self.experiment.get("description") or ""),
-                    "figures": [self.figure(run) for run in self.runs]}
+                    "figures": [self.figure(run) for run in self.runs], "plots": self.plot_stems(),
+                    "report": self.path(REPORTS, f"{self.table_name}.html"), "paper": paper}
         return {key: (int(val) if key in ("k", "seed") else val) for key, val in fields.items()}
 
     def figure(self, run: Run) -> str | None:
@@ -555,12 +564,29 @@ class Plan:
         return [f"{folder}/{name}" for name in names]
 
     def report_outputs(self) -> list[str]:
-        """The report's tables, records and figures (no wildcards: one report per invocation)."""
+        """The report's tables, records, figures, sweep plots and HTML page (no wildcards: one report per
+        invocation)."""
         tables = [p.format(experiment=self.table_name) for p in self.output_patterns("report")]
-        return tables + self.figures()
+        return tables + self.figures() + self.plots() + [self.path(REPORTS, f"{self.table_name}.html")]
 
     def figures(self) -> list[str]:
         return [f for f in (self.figure(run) for run in self.runs) if f]
+
+    def plot_stems(self) -> dict[str, str]:
+        """The sweep plots the runs call for (``l2h.report.sweeps``), each as its path without extension."""
+        from l2h.report.sweeps import PLOTS, has_levels, sweep_kinds
+
+        levels = any(has_levels(self.group_config("dataset", d)) for d in dict.fromkeys(r.dataset for r in self.runs))
+        runs = [{"kind": r.kind, "dataset": r.dataset, "backbone": r.backbone, "method": r.method, "k": r.k,
+                 "aggregation": r.aggregation, "strategy": r.strategy} for r in self.runs]
+        folder = FIGURES.format(experiment=self.table_name)
+        return {kind: self.path(folder, PLOTS[kind]) for kind in sweep_kinds(runs, levels=levels)}
+
+    def plots(self) -> list[str]:
+        """The sweep plot files (PNG and SVG of each of :meth:`plot_stems`)."""
+        from l2h.report.sweeps import FORMATS
+
+        return [f"{stem}.{fmt}" for stem in self.plot_stems().values() for fmt in FORMATS]
 
     def log_pattern(self, stage: str) -> str:
         """The job's log file (under ``<results>/logs/<stage>/``, mirroring its output folder)."""
@@ -619,14 +645,20 @@ class Plan:
         if stage == "report":
             files = []
             for run in self.runs:
-                files += [self.path(run.folder, name) for name in ("metrics.json", "leaf_names.json", "tree.json")]
-            return {"runs": files}
+                names = ("metrics.json", "leaf_names.json", "tree.json", "leaves.npy")
+                names += ("indices.npy",) if run.kind == "baseline" else ()
+                data = self.path(DATA.format(dataset=run.dataset))
+                files += [self.path(run.folder, name) for name in names]
+                files += [f"{data}/labels.npz", f"{data}/classes.json"]
+            return {"runs": list(dict.fromkeys(files))}
         raise KeyError(stage)
 
     def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
         """The shell command of the job: ``python -m l2h.stages.<stage>`` with its Hydra overrides."""
         if stage == "report":
-            named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs]}
+            named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs],
+                     "leaves": [self.path(run.folder, "leaves.npy") for run in self.runs],
+                     "labels": [self.path(DATA.format(dataset=run.dataset), "labels.npz") for run in self.runs]}
             output = self.path(TABLES)
         else:
             named = {key: (list(val) if not isinstance(val, str) else val) for key, val in inputs.items()}
