@@ -147,7 +147,7 @@ def tree_payload(tree, *, names: Sequence[str] | None = None, leaves: np.ndarray
         0 if tree.scores is None else np.asarray(tree.scores).reshape(k - 1, -1).shape[1])]
     heights = tree.info.get("linkage_heights")
     out["heights"] = [float(h) for h in heights] if heights is not None and len(heights) == k - 1 else None
-    out["support"] = None if support is None else list(support)
+    out["support"] = None if support is None else [None if s is None else float(s) for s in support]
     return out
 
 

@@ -1,7 +1,7 @@
 /* l2h report: sortable tables and an interactive dendrogram per tree. Self-contained (no library, no network).
  *
  * A tree's data (see l2h/report/html.py, tree_payload) sits in a <script type="application/json"> element
- * whose id a <div class="tree-view" data-src="..."> names. Node ids follow scipy: leaves 0..K-1, the node
+ * whose id the data-src attribute of a "tree-view" div names. Node ids follow scipy: leaves 0..K-1, the node
  * made at merge step t (1-based) is K+t-1, children[t-1] = [G*, G†]. The view draws the visible part of the
  * tree (collapsed subtrees are one triangle) as one SVG, root on the left, leaves on the right, G* above G†.
  */
