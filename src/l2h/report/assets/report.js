@@ -10,7 +10,8 @@
 
   var ROW = 16;          // px per visible tip
   var WIDTH = 560;       // px from the root to the leaves
-  var MAX_TIPS = 600;    // a bigger tree opens with only its last merges expanded (that many visible tips)
+  var FULL = 2000;       // trees up to this many leaves open fully expanded ...
+  var TIPS = 1000;       // ... bigger ones with only their last merges expanded (this many visible tips)
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, function (c) {
@@ -50,8 +51,8 @@
       if (this.depth[v] > this.maxDepth) { this.maxDepth = this.depth[v]; }
     }
     this.collapsed = new Uint8Array(n);
-    if (k > MAX_TIPS) {
-      for (v = k; v < n - (MAX_TIPS - 1); v++) { this.collapsed[v] = 1; }
+    if (k > FULL) {
+      for (v = k; v < n - (TIPS - 1); v++) { this.collapsed[v] = 1; }
     }
     this.hits = null;
     this.layout = "step";
@@ -181,7 +182,9 @@
     this.g.innerHTML = '<path class="links" d="' + links.join("") + '"/>' + marks.join("") + labels.join("");
     this.size = {w: WIDTH + 60 + 7 * longest, h: rows * ROW};
     this.y = y;
-    this.svg.style.height = Math.max(120, Math.min(rows * ROW + 24, 720)) + "px";
+    if (!this.svg.style.height) {     // sized once: collapsing must not move the page under the pointer
+      this.svg.style.height = Math.max(120, Math.min(rows * ROW + 24, 720)) + "px";
+    }
     this.svg.setAttribute("aria-label", "dendrogram with " + rows + " visible tips");
     this.apply();
   };
