@@ -140,12 +140,13 @@ def test_zoom_pan_hover_and_sort(browser, pages):
     view = page.locator(".tree-view").nth(0)
     view.scroll_into_view_if_needed()
     transform = lambda: view.locator("g.viewport").get_attribute("transform")  # noqa: E731
-    start = transform()
-    box = view.locator("svg.canvas").bounding_box()
+    svg = view.locator("svg.canvas")
+    assert svg.get_attribute("data-row") == "16.000"                  # px per tip at 100%
+    box = svg.bounding_box()
     page.mouse.move(box["x"] + 200, box["y"] + 60)
     page.mouse.wheel(0, -300)
+    assert float(svg.get_attribute("data-row")) > 16                  # zoomed in: the tree stretches
     zoomed = transform()
-    assert zoomed != start and "scale(1)" not in zoomed
     page.mouse.move(box["x"] + 300, box["y"] + 40)
     page.mouse.down()
     page.mouse.move(box["x"] + 360, box["y"] + 80, steps=5)
@@ -180,7 +181,11 @@ def test_screenshot_is_not_blank(browser, pages):
 
 def test_thousand_leaf_tree_renders(browser, pages):
     page = open_page(browser, pages["folder"] / "big.html")
-    assert leaf_count(page.locator(".tree-view")) == 1000 and page.errors == []
+    view = page.locator(".tree-view")
+    assert leaf_count(view) == 1000 and page.errors == []
+    view.locator("button[data-act=fit]").click()                      # the whole tree in the canvas
+    assert float(view.locator("svg.canvas").get_attribute("data-row")) < 1 and leaf_count(view) == 1000
+    assert not view.locator("text.leaf").first.is_visible()           # too small to label
 
 
 def test_bigger_tree_opens_collapsed_and_search_reveals(browser, pages):

@@ -8,8 +8,9 @@
 (function () {
   "use strict";
 
-  var ROW = 16;          // px per visible tip
-  var WIDTH = 560;       // px from the root to the leaves
+  var ROW = 16;          // px per visible tip at 100% (zooming changes it: the tree stretches vertically)
+  var LABELLED = 7;      // below this many px per tip only search hits keep their label
+  var CHAR = 7;          // px per character of a 12 px label (to leave room for the labels)
   var FULL = 2000;       // trees up to this many leaves open fully expanded ...
   var TIPS = 1000;       // ... bigger ones with only their last merges expanded (this many visible tips)
 
@@ -56,8 +57,11 @@
     }
     this.hits = null;
     this.layout = "step";
-    this.view = {x: 8, y: 8, s: 1};
+    this.row = ROW;
+    this.view = {x: 20, y: 8};
     this.build();
+    var longest = data.names.reduce(function (m, name) { return Math.max(m, String(name).length); }, 0);
+    this.width = Math.max(300, Math.min(1600, this.svg.clientWidth - CHAR * (longest + 4) - 40));  // root → leaves
     this.render();
   }
 
@@ -85,7 +89,7 @@
       if (act === "in") { self.zoom(1.25); }
       else if (act === "out") { self.zoom(0.8); }
       else if (act === "fit") { self.fit(); }
-      else if (act === "top") { self.view = {x: 8, y: 8, s: 1}; self.apply(); }
+      else if (act === "top") { self.row = ROW; self.view = {x: 20, y: 8}; self.render(); }
       else if (act === "expand") { self.collapsed.fill(0); self.render(); }
     });
     this.root.querySelector("select.layout").addEventListener("change", function (e) {
@@ -122,16 +126,18 @@
       if (node === null) { return; }
       self.tip.innerHTML = self.describe(+node);
       self.tip.hidden = false;
-      var box = self.root.getBoundingClientRect();
-      self.tip.style.left = (e.clientX - box.left + 14) + "px";
-      self.tip.style.top = (e.clientY - box.top + 14) + "px";
+      var box = self.root.getBoundingClientRect(), w = self.tip.offsetWidth, h = self.tip.offsetHeight;
+      var left = e.clientX + 14 + w > window.innerWidth ? e.clientX - w - 14 : e.clientX + 14;   // stay on screen
+      var top = e.clientY + 14 + h > window.innerHeight ? e.clientY - h - 14 : e.clientY + 14;
+      self.tip.style.left = (left - box.left) + "px";
+      self.tip.style.top = (top - box.top) + "px";
     });
     this.svg.addEventListener("mouseout", function () { self.tip.hidden = true; });
   };
 
   TreeView.prototype.x = function (v) {
-    if (this.layout === "depth") { return WIDTH * this.depth[v] / this.maxDepth; }
-    return WIDTH * (1 - this.step[v] / Math.max(1, this.k - 1));
+    if (this.layout === "depth") { return this.width * this.depth[v] / this.maxDepth; }
+    return this.width * (1 - this.step[v] / Math.max(1, this.k - 1));
   };
 
   TreeView.prototype.render = function () {
@@ -142,16 +148,17 @@
       pre.push(v);
       if (v >= k && !collapsed[v]) { c = ch[v - k]; stack.push(c[1], c[0]); }
     }
-    var y = new Float64Array(this.n), rows = 0;
+    var y = new Float64Array(this.n), rows = 0, row = this.row, font = Math.min(12, 0.75 * row);
+    var r = Math.max(1.5, Math.min(4, row / 4)).toFixed(1), dy = 0.35 * font;
     for (i = 0; i < pre.length; i++) {
       v = pre[i];
-      if (v < k || collapsed[v]) { y[v] = rows * ROW + ROW / 2; rows++; }
+      if (v < k || collapsed[v]) { y[v] = rows * row + row / 2; rows++; }
     }
     for (i = pre.length - 1; i >= 0; i--) {
       v = pre[i];
       if (v >= k && !collapsed[v]) { c = ch[v - k]; y[v] = (y[c[0]] + y[c[1]]) / 2; }
     }
-    var links = [], marks = [], labels = [], support = this.data.support, longest = 0, x, text;
+    var links = [], marks = [], labels = [], support = this.data.support, x, text;
     var rootX = this.x(this.n - 1);
     links.push("M" + (rootX - 12) + "," + y[this.n - 1] + "H" + rootX);
     for (i = 0; i < pre.length; i++) {
@@ -163,24 +170,25 @@
                    "M" + x + "," + y[c[0]] + "H" + this.x(c[0]) + "M" + x + "," + y[c[1]] + "H" + this.x(c[1]));
         var strength = support && support[v - k] !== null && support[v - k] !== undefined ?
           ' style="fill-opacity:' + (0.15 + 0.85 * support[v - k]).toFixed(2) + '"' : "";
-        marks.push('<circle class="node" data-n="' + v + '" cx="' + x + '" cy="' + y[v] + '" r="4"' + strength + "/>");
+        marks.push('<circle class="node" data-n="' + v + '" cx="' + x + '" cy="' + y[v] + '" r="' + r + '"' + strength + "/>");
       } else if (v >= k) {
-        var end = this.layout === "depth" ? x + 40 : WIDTH;
+        var end = this.layout === "depth" ? x + 40 : this.width;
         marks.push('<path class="collapsed" data-n="' + v + '" d="M' + x + "," + y[v] + "L" + end + "," +
-                   (y[v] - ROW * 0.42) + "V" + (y[v] + ROW * 0.42) + 'Z"/>');
+                   (y[v] - row * 0.42) + "V" + (y[v] + row * 0.42) + 'Z"/>');
         text = "▸ " + this.leaves[v] + " leaves" + (this.data.majority ? ": " + this.majority(v) : "");
-        labels.push('<text class="clabel" data-n="' + v + '" x="' + (end + 6) + '" y="' + (y[v] + 4) + '">' +
+        labels.push('<text class="clabel" data-n="' + v + '" x="' + (end + 6) + '" y="' + (y[v] + dy) + '">' +
                     esc(text) + "</text>");
-        longest = Math.max(longest, text.length);
       } else {
         var hit = this.hits && this.hits.has(v) ? " hit" : "";
-        labels.push('<text class="leaf' + hit + '" data-n="' + v + '" x="' + (x + 6) + '" y="' + (y[v] + 4) + '">' +
+        labels.push('<text class="leaf' + hit + '" data-n="' + v + '" x="' + (x + 6) + '" y="' + (y[v] + dy) + '">' +
                     esc(names[v]) + "</text>");
-        longest = Math.max(longest, String(names[v]).length);
       }
     }
     this.g.innerHTML = '<path class="links" d="' + links.join("") + '"/>' + marks.join("") + labels.join("");
-    this.size = {w: WIDTH + 60 + 7 * longest, h: rows * ROW};
+    this.g.style.fontSize = font.toFixed(2) + "px";
+    this.g.classList.toggle("small", row < LABELLED);
+    this.svg.setAttribute("data-row", row.toFixed(3));
+    this.rows = rows;
     this.y = y;
     if (!this.svg.style.height) {     // sized once: collapsing must not move the page under the pointer
       this.svg.style.height = Math.max(120, Math.min(rows * ROW + 24, 720)) + "px";
@@ -190,24 +198,24 @@
   };
 
   TreeView.prototype.apply = function () {
-    this.g.setAttribute("transform", "translate(" + this.view.x + "," + this.view.y + ") scale(" + this.view.s + ")");
+    this.g.setAttribute("transform", "translate(" + this.view.x + "," + this.view.y + ")");
   };
 
+  // Zooming stretches the tree vertically (px per tip), keeping the tip under the pointer in place; the
+  // labels keep their size, so a zoomed-out overview stays legible where it has room for them.
   TreeView.prototype.zoom = function (factor, cx, cy) {
-    var box = this.svg.getBoundingClientRect(), s = this.view.s;
-    var ns = Math.max(0.01, Math.min(40, s * factor));
-    if (cx === undefined) { cx = box.width / 2; cy = box.height / 2; }
-    this.view.x = cx - (cx - this.view.x) * ns / s;
-    this.view.y = cy - (cy - this.view.y) * ns / s;
-    this.view.s = ns;
-    this.apply();
+    var box = this.svg.getBoundingClientRect(), old = this.row;
+    this.row = Math.max(0.2, Math.min(64, old * factor));
+    if (cy === undefined) { cy = box.height / 2; }
+    this.view.y = cy - (cy - this.view.y) * this.row / old;
+    this.render();
   };
 
   TreeView.prototype.fit = function () {
     var box = this.svg.getBoundingClientRect();
-    var s = Math.min((box.width - 16) / this.size.w, (box.height - 16) / Math.max(1, this.size.h));
-    this.view = {x: 8 + 12 * s, y: 8, s: Math.min(s, 4)};
-    this.apply();
+    this.row = Math.max(0.2, Math.min(ROW, (box.height - 16) / Math.max(1, this.rows)));
+    this.view = {x: 20, y: 8};
+    this.render();
   };
 
   TreeView.prototype.toggle = function (v) {
@@ -234,7 +242,7 @@
     if (!this.hits || !this.hits.size) { return; }
     var first = Math.min.apply(null, Array.from(this.hits, function (v) { return this.y[v]; }, this));
     var box = this.svg.getBoundingClientRect();
-    this.view.y = box.height / 2 - first * this.view.s;
+    this.view.y = box.height / 2 - first;
     this.apply();
   };
 
