@@ -372,7 +372,7 @@ def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_pa
     `--unlock`, and refuses to trust the half-done job's files until `--rerun-incomplete` (README)."""
     workdir, reference = demo
     res = workdir / "results"
-    for folder in ("digits/pixels/kmeans_k10_s0", "tables", "figures"):
+    for folder in ("digits/pixels/kmeans_k10_s0", "tables", "figures", "reports"):
         shutil.rmtree(res / folder)
     untouched = {p: p.stat().st_mtime_ns for p in res.rglob("*") if p.is_file() and "logs" not in p.parts}
     env, marker = pause_hook(tmp_path, dict(os.environ), "train_clusterer")
