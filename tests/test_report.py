@@ -15,7 +15,7 @@ import pytest
 from l2h.hierarchy import Hierarchy
 from l2h.report import html, tables
 from l2h.report.sweeps import sweep_kinds
-from l2h.stages.plan import Plan
+from l2h.stages.plan import STAGES, Plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -297,6 +297,9 @@ def test_plan_declares_the_report_outputs():
     assert "results/reports/demo+ksweep.html" in ksweep.report_outputs()
     report = ksweep.descriptor("report", {"experiment": "demo+ksweep"})
     assert report["plots"] == {"k": "results/figures/demo+ksweep/sweep_k"} and report["paper"] == []
+    # the stage names its records after the tagged table, as the rule expects them
+    stem = STAGES["report"].record_stem.format(**report)
+    assert f"results/tables/{stem}.config.yaml" in ksweep.report_outputs() and stem == "demo+ksweep"
     ablation = Plan(CONF, "ablation_aggregation")
     assert set(ablation.plot_stems()) == {"aggregation", "levels"}   # CIFAR has coarse labels
     assert ablation.descriptor("report", {"experiment": "ablation_aggregation"})["paper"] == ["ablation_aggregation"]

@@ -69,7 +69,8 @@ def _series_label(key: Mapping[str, Any], varying: Sequence[str]) -> str:
 
 
 def _varying(frame, columns: Sequence[str]) -> list[str]:
-    return [c for c in columns if frame[c].astype(str).nunique() > 1]
+    """The columns worth naming in a legend: those with several values besides "" (a baseline's strategy)."""
+    return [c for c in columns if frame[c].astype(str).replace("", None).nunique() > 1]
 
 
 def _panels(metrics: Sequence[str], title: str) -> tuple[Figure, list]:
@@ -103,8 +104,9 @@ def _legend(fig: Figure, ax, title: str | None = None) -> None:
     """One legend for all panels, below them."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small",
-                   title=title)
+        width = fig.get_figwidth() * 72 / (5.5 * max(len(label) for label in labels) + 40)  # ~5.5 pt per char
+        fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(3, len(labels), int(width))),
+                   fontsize="small", title=title)
 
 
 def plot_k_sweep(frame, stem: str | os.PathLike, *, title: str = "") -> list[Path]:
@@ -126,6 +128,8 @@ def plot_k_sweep(frame, stem: str | os.PathLike, *, title: str = "") -> list[Pat
                                capsize=3, label=label)
             ax.plot(group["k"].to_numpy(dtype=float), group[metric], ".", color=line[0].get_color(), alpha=0.4)
     for ax, metric in zip(axes, metrics):
+        if not swept.empty:
+            ax.set_xticks(sorted(swept["k"].unique()))
         ax.set_xlabel("K (number of clusters)")
         ax.set_ylabel(_metric_label(metric))
         ax.grid(alpha=0.3)

@@ -70,8 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("build_tree", ("l2h",), L2H, TREE_FILES),
     Stage("run_baseline", ("baseline",), BASELINE, TREE_FILES + ("indices.npy", "info.json")),
     Stage("evaluate", (), "{run}", ("metrics.json", "leaf_names.json")),
-    Stage("report", ("experiment",), TABLES, ("{experiment}.csv", "{experiment}.md", "{experiment}.tex"),
-          record="{experiment}"),
+    Stage("report", ("experiment",), TABLES, ("{table}.csv", "{table}.md", "{table}.tex"), record="{table}"),
 )}
 
 #: Groups a user may override on the command line (``--config overrides=...``).
@@ -566,7 +565,7 @@ class Plan:
     def report_outputs(self) -> list[str]:
         """The report's tables, records, figures, sweep plots and HTML page (no wildcards: one report per
         invocation)."""
-        tables = [p.format(experiment=self.table_name) for p in self.output_patterns("report")]
+        tables = [p.format(table=self.table_name) for p in self.output_patterns("report")]
         return tables + self.figures() + self.plots() + [self.path(REPORTS, f"{self.table_name}.html")]
 
     def figures(self) -> list[str]:

@@ -23,7 +23,7 @@ PLOT_CAPTIONS = {"k": "Every metric against the number of clusters K (mean ± st
                  "levels": "Agreement with the classes and with the coarse labels (the tree cut at their number)."}
 
 
-def run_title(record: dict) -> str:
+def _run_title(record: dict) -> str:
     r = record["run"]
     extra = f", {r['aggregation']}, {r['strategy']}" if r.get("aggregation") else ""
     return f"{r['method']} on {r['dataset']} / {r['backbone']} (K={r['k']}, seed {r['seed']}{extra})"
@@ -52,7 +52,7 @@ def run(cfg, job):
 
     paths = [Path(p) for p in job.input("metrics")]
     records = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    name, experiment = job.run["table"], job.run["experiment"]
+    name = job.run["table"]  # the experiment's name, with its tag (demo+ksweep)
     description = job.run.get("description", "")
     frame = tables.runs_frame(records)
     summary = tables.summarize(frame)
@@ -61,14 +61,14 @@ def run(cfg, job):
         reference = tables.load_reference(paper)
         frame, summary = tables.compare(frame, reference), tables.compare(summary, reference)
     write_text(job.output / f"{name}.csv", tables.to_csv(frame))
-    write_text(job.output / f"{name}.md", tables.to_markdown(summary, title=experiment, description=description))
-    write_text(job.output / f"{name}.tex", tables.to_latex(summary, caption=f"{experiment}: {description}".strip(),
+    write_text(job.output / f"{name}.md", tables.to_markdown(summary, title=name, description=description))
+    write_text(job.output / f"{name}.tex", tables.to_latex(summary, caption=f"{name}: {description}".strip(),
                                                            label=f"tab:{name}"))
     for path, record, figure in zip(paths, records, job.run["figures"]):
         if figure is not None:
             names = json.loads((path.parent / "leaf_names.json").read_text(encoding="utf-8"))
             figures.plot_dendrogram(Hierarchy.load(path.parent / "tree.json"), figure, names=names,
-                                    title=run_title(record))
+                                    title=_run_title(record))
     plots = []
     for kind, stem in job.run["plots"].items():
         if kind in ("aggregation", "strategy"):
@@ -76,7 +76,7 @@ def run(cfg, job):
         else:
             written = {"k": figures.plot_k_sweep, "levels": figures.plot_levels}[kind](frame, stem)
         plots.append((PLOT_CAPTIONS[kind], written[-1].read_bytes()))
-    trees = [(run_title(record), tree_view(path.parent, Path(labels)))
+    trees = [(_run_title(record), tree_view(path.parent, Path(labels)))
              for path, record, labels in zip(paths, records, job.input("labels"))]
     page_tables = [("Averaged over seeds" + (" (the paper's numbers and Δ = ours − paper)" if paper else ""),
                     tables.to_html(summary))]
@@ -87,9 +87,8 @@ def run(cfg, job):
     page_tables.append(("One row per run", tables.runs_html(frame)))
     notes = [f"Paper numbers: l2h/report/paper/{{{','.join(paper)}}}.csv (sources tagged there); each is compared on "
              "the labels the paper scored that row on (\"paper labels\")."] if paper else []
-    write_text(job.run["report"], html.report_page(title=experiment if name == experiment else name,
-                                                   description=description, tables=page_tables, plots=plots,
-                                                   trees=trees, notes=notes))
+    write_text(job.run["report"], html.report_page(title=name, description=description, tables=page_tables,
+                                                   plots=plots, trees=trees, notes=notes))
     return {"runs": len(records)}
 
 
