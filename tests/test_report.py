@@ -10,7 +10,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy.cluster.hierarchy import linkage
 
 from l2h.hierarchy import Hierarchy
 from l2h.report import html, tables
@@ -332,8 +334,7 @@ def test_sweep_plots_are_written_and_reproducible(tmp_path):
 def test_node_stats_match_a_direct_count():
     rng = np.random.default_rng(3)
     k, n = 40, 2000
-    tree = Hierarchy.from_linkage(__import__("scipy.cluster.hierarchy", fromlist=["linkage"]).linkage(
-        rng.normal(size=(k, 3)), "average"))
+    tree = Hierarchy.from_linkage(linkage(rng.normal(size=(k, 3)), "average"))
     leaves, labels = rng.integers(0, k - 5, n), rng.integers(0, 7, n)       # five leaves without points
     stats = html.node_stats(tree.children, leaves, labels)
     for node in range(2 * k - 1):
@@ -349,8 +350,6 @@ def test_node_stats_match_a_direct_count():
 
 def _payload(k: int = 12, seed: int = 0, support: bool = True) -> dict:
     rng = np.random.default_rng(seed)
-    from scipy.cluster.hierarchy import linkage
-
     tree = Hierarchy.from_linkage(linkage(rng.normal(size=(k, 2)), "ward"))
     tree.scores = rng.random((k - 1, 2))
     labels = rng.integers(0, 4, 50 * k)
@@ -408,3 +407,53 @@ def test_l2h_tree_writes_the_interactive_view(tmp_path):
     assert all(re.fullmatch(r"\d \(\d+%\)", name) for name in data["names"])  # majority class and share
     assert main(["tree", str(tmp_path / "logits.npy"), "--quiet", "--no-plot", "--out", str(tmp_path / "out")]) == 0
     assert not (tmp_path / "out" / "tree.html").exists()
+
+
+def test_report_stage_with_paper_numbers_and_sweep_plots(tmp_path):
+    """The report stage on stored runs of an aggregation ablation on CIFAR-100 (two aggregations, with coarse
+    labels): tables with the paper's numbers, the ablation and level plots, and the page."""
+    from l2h.io import write_json
+    from l2h.stages.app import Job
+    from l2h.stages.report import run
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "cifar100"
+    data.mkdir(parents=True)
+    labels = rng.integers(0, 100, 2000)
+    np.savez(data / "labels.npz", test=labels)
+    write_json(data / "classes.json", {"class_names": [f"class{i}" for i in range(100)], "num_classes": 100})
+    metrics, leaves_files, label_files = [], [], []
+    for i, aggregation in enumerate(("sum_all", "sum_of_cluster_means")):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        tree = Hierarchy.from_linkage(linkage(rng.normal(size=(100, 3)), "average"))
+        tree.save(folder / "tree.json")
+        leaves = np.where(rng.random(2000) < 0.9, labels, rng.integers(0, 100, 2000))
+        np.save(folder / "leaves.npy", leaves)
+        write_json(folder / "leaf_names.json", [f"class{i} (90%)" for i in range(100)])
+        rec = record("cifar100", "L2H-TURTLE", 100, 100, 20, value=0.8 + 0.01 * i, aggregation=aggregation)
+        write_json(folder / "metrics.json", rec)
+        metrics.append(str(folder / "metrics.json"))
+        leaves_files.append(str(folder / "leaves.npy"))
+        label_files.append(str(data / "labels.npz"))
+    out = tmp_path / "tables"
+    out.mkdir()
+    (tmp_path / "figures").mkdir()
+    plots = {kind: str(tmp_path / "figures" / kind) for kind in ("aggregation", "levels")}
+    job = Job(stage="report", inputs={"metrics": metrics, "leaves": leaves_files, "labels": label_files}, output=out,
+              run={"experiment": "ablation_aggregation", "table": "ablation_aggregation", "description": "d",
+                   "figures": [None, None], "plots": plots, "report": str(tmp_path / "report.html"),
+                   "paper": ["ablation_aggregation"]})
+    assert run(None, job) == {"runs": 2}
+    frame = pd.read_csv(out / "ablation_aggregation.csv")
+    ours = frame[frame["seed"].notna()]
+    assert list(ours["dp_paper"]) == [0.801, 0.803] and list(ours["dp_paper_delta"].round(3)) == [-0.001, 0.007]
+    assert len(frame) == 2 + 4     # + the paper's CIFAR-10 rows and its CIFAR-100 mean_all row, not run here
+    for stem in plots.values():
+        assert Path(f"{stem}.png").is_file() and Path(f"{stem}.svg").is_file()
+    page = (tmp_path / "report.html").read_text()
+    assert_self_contained(page)
+    assert page.count("data:image/svg+xml;base64,") == 2 and page.count('<div class="tree-view"') == 2
+    assert "DP paper" in page and "Δ DP" in page
+    rows = check_latex((out / "ablation_aggregation.tex").read_text())
+    assert "DP paper" in rows[0]

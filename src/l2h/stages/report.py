@@ -54,12 +54,12 @@ def run(cfg, job):
     records = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     name = job.run["table"]  # the experiment's name, with its tag (demo+ksweep)
     description = job.run.get("description", "")
-    frame = tables.runs_frame(records)
-    summary = tables.summarize(frame)
+    runs = tables.runs_frame(records)
+    frame, summary = runs, tables.summarize(runs)
     paper = list(job.run.get("paper") or [])
-    if paper:
+    if paper:  # the paper's numbers beside ours, and its rows that we have not run
         reference = tables.load_reference(paper)
-        frame, summary = tables.compare(frame, reference), tables.compare(summary, reference)
+        frame, summary = tables.compare(runs, reference), tables.compare(summary, reference)
     write_text(job.output / f"{name}.csv", tables.to_csv(frame))
     write_text(job.output / f"{name}.md", tables.to_markdown(summary, title=name, description=description))
     write_text(job.output / f"{name}.tex", tables.to_latex(summary, caption=f"{name}: {description}".strip(),
@@ -72,9 +72,9 @@ def run(cfg, job):
     plots = []
     for kind, stem in job.run["plots"].items():
         if kind in ("aggregation", "strategy"):
-            written = figures.plot_ablation(frame, kind, stem)
+            written = figures.plot_ablation(runs, kind, stem)
         else:
-            written = {"k": figures.plot_k_sweep, "levels": figures.plot_levels}[kind](frame, stem)
+            written = {"k": figures.plot_k_sweep, "levels": figures.plot_levels}[kind](runs, stem)
         plots.append((PLOT_CAPTIONS[kind], written[-1].read_bytes()))
     trees = [(_run_title(record), tree_view(path.parent, Path(labels)))
              for path, record, labels in zip(paths, records, job.input("labels"))]
