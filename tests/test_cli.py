@@ -38,7 +38,7 @@ FINE_TO_COARSE = [
     18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19,
     5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13]
 
-OUTPUTS = {"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png",
+OUTPUTS = {"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png", "tree.html",
            "provenance.json", ".l2h-tree"}
 CIFAR100_SHA256 = "ab3ce671b234521fe346977df2bb1c755a2c96b1781c350cef76be0ad36e5e12"
 
@@ -179,7 +179,7 @@ def test_every_input_format_gives_the_same_tree(tmp_path):
         assert main(["tree", *args, "--labels", str(tmp_path / "y.npy"), "--names",
                      str(tmp_path / "names.json"), "--no-plot", "--quiet", "--out",
                      str(tmp_path / fmt)]) == 0
-        assert {p.name for p in (tmp_path / fmt).iterdir()} == OUTPUTS - {"dendrogram.png"}
+        assert {p.name for p in (tmp_path / fmt).iterdir()} == OUTPUTS - {"dendrogram.png", "tree.html"}
     for name in ("linkage.npy", "tree.nwk", "metrics.json"):
         digests = {hashlib.sha256((tmp_path / fmt / name).read_bytes()).hexdigest() for fmt in runs}
         assert len(digests) == 1, name

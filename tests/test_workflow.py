@@ -178,6 +178,18 @@ def test_reduced_demo_values_are_sane(demo):
     assert "DP" in md and "LP" in md
 
 
+def test_reduced_demo_report_page_and_latex(demo):
+    """results/reports/demo.html holds every run's tree and loads nothing from the network (its browser checks
+    are in test_report_browser.py); results/tables/demo.tex is a booktabs table of every method."""
+    workdir, _ = demo
+    res = workdir / "results"
+    page = (res / "reports" / "demo.html").read_text()
+    assert not re.search(r"https?://", page) and page.count('<div class="tree-view"') == len(METHODS)
+    tex = (res / "tables" / "demo.tex").read_text()
+    assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
+    assert all(method in tex for method in METHODS)
+
+
 def test_reduced_demo_turtle_and_deepect_rows(demo):
     """TURTLE and DeepECT ran with the demo's settings and gave real clusterings (far above chance = 0.1)."""
     from l2h.hierarchy import Hierarchy
@@ -363,7 +375,7 @@ def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_pa
     then redoes the job, and the results are byte-identical."""
     workdir, reference = demo
     res = workdir / "results"
-    for folder in ("digits/pixels/kmeans_k10_s0", "tables", "figures"):
+    for folder in ("digits/pixels/kmeans_k10_s0", "tables", "figures", "reports"):
         shutil.rmtree(res / folder)
     untouched = {p: p.stat().st_mtime_ns for p in res.rglob("*") if p.is_file() and "logs" not in p.parts}
     env, marker = pause_hook(tmp_path, dict(os.environ), "train_clusterer")

@@ -21,7 +21,7 @@ import numpy as np
 from l2h import __version__
 from l2h.algorithm import AGGREGATIONS, STRATEGIES, l2h
 from l2h.errors import InputError
-from l2h.io import load_array, load_labels, provenance, write_json
+from l2h.io import load_array, load_labels, provenance, write_json, write_text
 from l2h.levels import suggest_levels, tree_supports
 from l2h.metrics import evaluate
 from l2h.outdir import check_out_dir, replace_outputs
@@ -35,6 +35,7 @@ writes to DIR:
   metrics.json     with --labels: nmi, nmi_geometric, ari, acc, dp, lp (+ coarse_* with --coarse)
   levels.json      numbers of groups at which the tree is best cut, ranked, with scores
   dendrogram.png   the dendrogram (unless --no-plot)
+  tree.html        the interactive dendrogram, one self-contained page (unless --no-plot)
   provenance.json  command line, options, package versions, input checksums
 
 bad input (NaN/inf, wrong shape, label count, missing key, ...) gives a one-line error,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--cache-gib", metavar="GIB", type=float, default=2.0,
                       help="memory that may hold exp(z - max z) of every row, which makes the merge steps "
                            "cheaper on logits (merges are unchanged; 0 = off; default: 2)")
-    tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png")
+    tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png and tree.html")
     tree.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     tree.set_defaults(run=run_tree)
     compare = commands.add_parser(
@@ -220,6 +221,11 @@ def run_tree(args, argv: list[str]) -> int:
 
             plot_dendrogram(tree, folder / "dendrogram.png", names=names,
                             title=f"L2H hierarchy of {args.logits.name} ({k} clusters)")
+            from l2h.report.html import merge_support, tree_page, tree_payload
+
+            view = tree_payload(tree, names=names, leaves=leaves, labels=labels, support=merge_support(tree))
+            write_text(folder / "tree.html", tree_page(view, title=f"L2H hierarchy of {args.logits.name}",
+                                                       description=f"N = {n:,} points, K = {k} clusters"))
         write_json(folder / "provenance.json", record)
 
     leftover = replace_outputs(args.out, write_all)

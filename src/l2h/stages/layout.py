@@ -28,6 +28,7 @@ L2H = CLUSTERER + "/l2h_{aggregation}_{strategy}"
 BASELINE = "{dataset}/{backbone}/baseline_{baseline}_k{k}_s{seed}"
 TABLES = "tables"
 FIGURES = "figures/{experiment}"
+REPORTS = "reports"
 LOGS = "logs"
 #: Hidden folders inside a job's output folder: its checkpoints (kept across attempts until it succeeds)
 #: and the staging folder its outputs are written to before they replace the previous set.

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 from l2h import schema
 from l2h.errors import InputError
 from l2h.stages import layout
-from l2h.stages.layout import CHECKPOINTS, FIGURES, LOGS, NAME_RE, RESERVED, TABLES, Run
+from l2h.stages.layout import CHECKPOINTS, DATA, FIGURES, LOGS, NAME_RE, REPORTS, RESERVED, TABLES, Run
 from l2h.stages.overrides import GRID_KEYS, GRID_OVERRIDES, GROUPS, Overrides, hydra_value
 from l2h.stages.spec import stages
 
@@ -395,9 +395,17 @@ class Plan:
             node = self.group_config(group, run.method)
             return {**run.descriptor(), "method": layout.method_label(run.kind, run.method, node)}
         if stage == "report":
+            from l2h.report.tables import reference_names
+
+            paper = [str(p) for p in self.experiment.get("paper") or []]
+            unknown = sorted(set(paper) - set(reference_names()))
+            if unknown:
+                raise InputError(f"experiment.paper = {unknown}: no such paper table; available: "
+                                 f"{', '.join(reference_names())} (in {self._rel(self.experiment_file)})")
             return {"experiment": self.name, "table": self.table_name,
                     "description": str(self.experiment.get("description") or ""),
-                    "figures": [self.figure(run) for run in self.runs]}
+                    "figures": [self.figure(run) for run in self.runs], "plots": self.plot_stems(),
+                    "report": self.path(REPORTS, f"{self.table_name}.html"), "paper": paper}
         return {key: (int(val) if key in ("k", "seed") else val) for key, val in fields.items()}
 
     def figure(self, run: Run) -> str | None:
@@ -427,11 +435,29 @@ class Plan:
         return [p.format(**fields) for p in self.output_patterns(stage)]
 
     def report_outputs(self) -> list[str]:
-        """The report's tables, records and figures (no wildcards: one report per invocation)."""
+        """The report's tables, records, figures, sweep plots and HTML page (no wildcards: one report per
+        invocation)."""
         spec = self.stages["report"]
         folder = self.path(spec.folder)
-        tables = [f"{folder}/{name}".format(experiment=self.table_name) for name in (*spec.outputs, *spec.records())]
-        return tables + [f for f in (self.figure(run) for run in self.runs) if f]
+        tables = [f"{folder}/{name}".format(table=self.table_name) for name in (*spec.outputs, *spec.records())]
+        figures = [f for f in (self.figure(run) for run in self.runs) if f]
+        return tables + figures + self.plots() + [self.path(REPORTS, f"{self.table_name}.html")]
+
+    def plot_stems(self) -> dict[str, str]:
+        """The sweep plots the runs call for (``l2h.report.sweeps``), each as its path without extension."""
+        from l2h.report.sweeps import PLOTS, has_levels, sweep_kinds
+
+        levels = any(has_levels(self.group_config("dataset", d)) for d in dict.fromkeys(r.dataset for r in self.runs))
+        runs = [{"kind": r.kind, "dataset": r.dataset, "backbone": r.backbone, "method": r.method, "k": r.k,
+                 "aggregation": r.aggregation, "strategy": r.strategy} for r in self.runs]
+        folder = FIGURES.format(experiment=self.table_name)
+        return {kind: self.path(folder, PLOTS[kind]) for kind in sweep_kinds(runs, levels=levels)}
+
+    def plots(self) -> list[str]:
+        """The sweep plot files (PNG and SVG of each of :meth:`plot_stems`)."""
+        from l2h.report.sweeps import FORMATS
+
+        return [f"{stem}.{fmt}" for stem in self.plot_stems().values() for fmt in FORMATS]
 
     def all_outputs(self) -> list[str]:
         """Every output of every job: the default target, so that a missing intermediate is rebuilt."""
@@ -482,7 +508,9 @@ class Plan:
     def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
         """The shell command of the job: ``python -m l2h.stages.<stage>`` with its Hydra overrides."""
         if stage == "report":
-            named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs]}
+            named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs],
+                     "leaves": [self.path(run.folder, "leaves.npy") for run in self.runs],
+                     "labels": [self.path(DATA.format(dataset=run.dataset), "labels.npz") for run in self.runs]}
             output = self.path(TABLES)
         else:
             named = {key: (list(val) if not isinstance(val, str) else val) for key, val in inputs.items()}
