@@ -17,7 +17,8 @@ from scipy.cluster.hierarchy import linkage
 from l2h.hierarchy import Hierarchy
 from l2h.report import html, tables
 from l2h.report.sweeps import sweep_kinds
-from l2h.stages.plan import STAGES, Plan
+from l2h.stages.plan import Plan
+from l2h.stages.spec import stages
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -300,7 +301,7 @@ def test_plan_declares_the_report_outputs():
     report = ksweep.descriptor("report", {"experiment": "demo+ksweep"})
     assert report["plots"] == {"k": "results/figures/demo+ksweep/sweep_k"} and report["paper"] == []
     # the stage names its records after the tagged table, as the rule expects them
-    stem = STAGES["report"].record_stem.format(**report)
+    stem = stages()["report"].record_stem.format(**report)
     assert f"results/tables/{stem}.config.yaml" in ksweep.report_outputs() and stem == "demo+ksweep"
     ablation = Plan(CONF, "ablation_aggregation")
     assert set(ablation.plot_stems()) == {"aggregation", "levels"}   # CIFAR has coarse labels
@@ -441,7 +442,7 @@ def test_report_stage_with_paper_numbers_and_sweep_plots(tmp_path):
     (tmp_path / "figures").mkdir()
     plots = {kind: str(tmp_path / "figures" / kind) for kind in ("aggregation", "levels")}
     job = Job(stage="report", inputs={"metrics": metrics, "leaves": leaves_files, "labels": label_files}, output=out,
-              run={"experiment": "ablation_aggregation", "table": "ablation_aggregation", "description": "d",
+              folder=out, run={"experiment": "ablation_aggregation", "table": "ablation_aggregation", "description": "d",
                    "figures": [None, None], "plots": plots, "report": str(tmp_path / "report.html"),
                    "paper": ["ablation_aggregation"]})
     assert run(None, job) == {"runs": 2}
