@@ -229,6 +229,20 @@ def test_image_shapes_options_and_lazy_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_experiments_plan_treevae_runs():
+    from l2h.stages.plan import Plan
+
+    table1 = Plan(REPO / "conf", experiment="table1")
+    runs = {(r.dataset, r.backbone, r.k) for r in table1.runs if r.kind == "baseline" and r.method == "treevae"}
+    assert runs == {("cifar10", "pixels", 10), ("cifar100", "pixels", 20), ("food101", "pixels", 101)}
+    demo = Plan(REPO / "conf", experiment="demo_treevae")
+    assert [(r.kind, r.method, r.dataset, r.backbone, r.k) for r in demo.runs] == [
+        ("baseline", "treevae", "digits", "pixels", 10)]
+    cfg = demo.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "treevae", "k": 10,
+                                        "seed": 0})["baseline"]
+    assert (cfg["encoder"], cfg["augment"], cfg["num_epochs"], cfg["mlp_layers"]) == ("mlp", False, 40, [128] * 6)
+
+
 # ---------------------------------------------------------------- growing, pruning, determinism, resumption
 def test_grows_the_three_groups(one_thread, tmp_path):
     x, y = three_groups()
