@@ -100,12 +100,12 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         full = time_epoch("full", device=args.device, iters=args.iters)
         small = time_epoch("small", device=args.device, iters=args.iters)
+        hours = projected_recipe_seconds(full["seconds_per_epoch"], small["seconds_per_epoch"], args.k) / 3600
         runs.append({"torch_threads": threads, "load_average_1m_before": load_before,
                      "load_average_1m_after": os.getloadavg()[0], "full": full, "small": small,
-                     f"projected_hours_recipe_k{args.k}":
-                         projected_recipe_seconds(full["seconds_per_epoch"], small["seconds_per_epoch"], args.k) / 3600})
-        print(f"{threads} thread(s): full {full['seconds_per_epoch']:.0f} s/epoch, small {small['seconds_per_epoch']:.0f} "
-              f"s/epoch, recipe (K={args.k}) ≈ {runs[-1][f'projected_hours_recipe_k{args.k}']:.1f} h "
+                     f"projected_hours_recipe_k{args.k}": hours})
+        print(f"{threads} thread(s): full {full['seconds_per_epoch']:.0f} s/epoch, small "
+              f"{small['seconds_per_epoch']:.0f} s/epoch, recipe (K={args.k}) ≈ {hours:.1f} h "
               f"(load {load_before:.1f})", flush=True)
     write_json(args.out, {"benchmark": "treevae_cifar_scale", "machine": describe_machine(("numpy", "torch")),
                           "recipe": {"epochs_initial": EPOCHS, "epochs_per_split": EPOCHS, "batch_size": BATCH,

@@ -86,6 +86,8 @@ def tree_linkage(kids: dict[int, list[int]], split_step: dict[int, int], leaves:
 
 def _levels(values, name: str) -> list[int]:
     try:
+        if isinstance(values, str):
+            raise TypeError
         out = [int(v) for v in values]
     except (TypeError, ValueError):
         raise InputError(f"treevae baseline: {name} must be a list of positive integers, got {values!r}") from None
@@ -150,7 +152,7 @@ def treevae(features, *, k: int, seed: int = 0, image_shape: list[int] | None = 
     ...                  augment=False, device="cpu", progress=False)          # doctest: +SKIP
     """
     from l2h.baselines.treevae.model import CONTRASTIVE_METHODS, ModelConfig
-    from l2h.baselines.treevae.networks import resnet_levels, resnet_out_dim
+    from l2h.baselines.treevae.networks import resnet_out_dim
     from l2h.baselines.treevae.train import Recipe, assign, fit
     from l2h.clusterers._torch import resolve_device
 
@@ -165,12 +167,10 @@ def treevae(features, *, k: int, seed: int = 0, image_shape: list[int] | None = 
         raise InputError(f"treevae baseline: latent_dim and mlp_layers need one entry per level, got "
                          f"{len(latent)} and {len(hidden)}")
     if encoder == "cnn2":
-        try:
-            resnet_levels(height)
-        except ValueError:
+        if height != width or height < 4 or height & (height - 1):     # the side must be 4·2^n
             raise InputError(f"treevae baseline: encoder cnn2 needs square images of side 4·2^n, got "
-                             f"{height}×{width}; use encoder: mlp") from None
-        if height != width or hidden[0] != resnet_out_dim(height):
+                             f"{height}×{width}; use encoder: mlp")
+        if hidden[0] != resnet_out_dim(height):
             raise InputError(f"treevae baseline: encoder cnn2 on {height}×{width} images outputs "
                              f"{resnet_out_dim(height)} features, so mlp_layers[0] must be that, got {hidden[0]}")
     depth = max(len(latent) - 1, math.ceil(math.log2(k))) if max_depth is None else int(max_depth)

@@ -167,9 +167,9 @@ class TreeVAE(nn.Module):
 
     def structure(self) -> dict:
         """The tree's shape as plain data (rebuild with :meth:`from_structure`)."""
-        return {"kids": {str(n): list(k) for n, k in self.kids.items()}, "parent": {str(n): p for n, p in
-                self.parent.items()}, "split_step": {str(n): s for n, s in self.split_step.items()},
-                "next_id": self.next_id}
+        return {"kids": {str(n): list(k) for n, k in self.kids.items()},
+                "parent": {str(n): p for n, p in self.parent.items()},
+                "split_step": {str(n): s for n, s in self.split_step.items()}, "next_id": self.next_id}
 
     @classmethod
     def from_structure(cls, cfg: ModelConfig, structure: dict) -> "TreeVAE":
