@@ -76,7 +76,7 @@ def brute_force_dp(linkage: np.ndarray, labels: np.ndarray) -> float:
 # ---------------------------------------------------------------- configs and dispatch
 def test_configs_name_their_file_and_all_keys_are_accepted(digits):
     names = sorted(p.stem for p in CONF.glob("*.yaml"))
-    assert names == ["agglomerative", "agglomerative_average", "deepect"]
+    assert names == ["agglomerative", "agglomerative_average", "deepect", "treevae"]
     for name in names:
         cfg = OmegaConf.load(CONF / f"{name}.yaml")
         assert cfg.name == name

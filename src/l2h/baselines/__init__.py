@@ -6,6 +6,8 @@
   backbone features; a point-level tree (leaves = points), flat clusters = the tree cut at K.
 * ``deepect`` (:mod:`l2h.baselines.deepect`): ClustPy's DeepECT trained from scratch on pixels; a tree
   over its leaf clusters, flat clusters = its tree cut at K.
+* ``treevae`` (:mod:`l2h.baselines.treevae`): TreeVAE trained from scratch on pixels; a tree over its
+  leaves, flat clusters = its tree cut at K.
 
 The config node is the Hydra ``baseline`` group (``conf/baseline/<name>.yaml``). Besides the
 method's own options it has ``name`` and ``features_backbone`` (which backbone's features the
@@ -23,13 +25,15 @@ import numpy as np
 from l2h.baselines.agglomerative import agglomerative
 from l2h.baselines.deepect import deepect
 from l2h.baselines.result import BaselineResult
+from l2h.baselines.treevae import treevae
 from l2h.errors import InputError
 from l2h.io import format_run_info
 from l2h.schema import options as schema_options
 
-__all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect"]
+__all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect", "treevae"]
 
-METHODS: dict[str, Callable[..., BaselineResult]] = {"agglomerative": agglomerative, "deepect": deepect}
+METHODS: dict[str, Callable[..., BaselineResult]] = {"agglomerative": agglomerative, "deepect": deepect,
+                                                     "treevae": treevae}
 _PIPELINE_KEYS = ("name", "method", "features_backbone")
 
 log = logging.getLogger(__name__)
