@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
 from l2h.io import write_json, write_npy, write_text
@@ -28,19 +29,46 @@ MAX_JSON_MEMBERS = 5_000_000   # tree.json lists member tuples only up to this t
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9.\-]+")
 
 
-def _check_children(children: np.ndarray, source: str) -> None:
-    if children.ndim != 2 or children.shape[1] != 2 or children.shape[0] < 1:
-        raise InputError(f"{source}: children must have shape (K-1, 2) with K >= 2, got {children.shape}")
-    k = children.shape[0] + 1
-    created = np.arange(k, 2 * k - 1)
-    if children.min() < 0 or (children >= created[:, None]).any():
-        t = int(np.flatnonzero((children < 0).any(1) | (children >= created[:, None]).any(1))[0])
-        raise InputError(f"{source}: step {t + 1} merges {children[t].tolist()}, but only nodes "
-                         f"0..{k + t - 1} exist before it")
-    uses = np.bincount(children.ravel(), minlength=2 * k - 1)
+def check_children(children: ArrayLike, *, source: str = "children", min_leaves: int = 2) -> np.ndarray:
+    """The merge table of a binary tree as a (K−1, 2) int64 array, checked; else InputError.
+
+    Row t (0-based) holds the two node ids merged at step t + 1; leaves are 0..K−1 and that step creates
+    node K + t (scipy's convention). Every node but the root must be merged exactly once, and only after
+    it exists. Integer-valued floats (a scipy linkage's columns) are accepted. ``min_leaves=1`` also
+    accepts the single-leaf tree (no rows).
+
+    Examples
+    --------
+    >>> check_children([[0, 2], [1, 3], [4, 5]]).shape
+    (3, 2)
+    >>> check_children([[0, 3], [1, 2]], source="tree.json")
+    Traceback (most recent call last):
+    ...
+    l2h.errors.InputError: tree.json: step 1 merges [0, 3], but node 3 does not exist yet (only nodes 0..2 exist before it)
+    """
+    arr = np.asarray(children)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                           and np.array_equal(arr, np.round(arr))):
+        raise InputError(f"{source}: child ids must be integer node ids, got dtype {arr.dtype}"
+                         + (" with non-integer values" if arr.dtype.kind == "f" else ""))
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < min_leaves - 1:
+        raise InputError(f"{source}: children must have shape (K-1, 2) with K >= {min_leaves}, got {arr.shape}")
+    arr = arr.astype(np.int64)
+    k = arr.shape[0] + 1
+    created = np.arange(k, 2 * k - 1)[:, None]
+    wrong = (arr < 0) | (arr >= created)
+    if wrong.any():
+        t = int(np.flatnonzero(wrong.any(1))[0])
+        node = int(arr[t][wrong[t]][0])
+        what = "is not a node id" if node < 0 else "does not exist yet"
+        raise InputError(f"{source}: step {t + 1} merges {arr[t].tolist()}, but node {node} {what} "
+                         f"(only nodes 0..{k + t - 1} exist before it)")
+    uses = np.bincount(arr.ravel(), minlength=2 * k - 1)
     if (uses[:2 * k - 2] != 1).any():
         node = int(np.flatnonzero(uses[:2 * k - 2] != 1)[0])
-        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (must be exactly once)")
+        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (it must be merged exactly "
+                         "once)")
+    return arr
 
 
 def _integer_in(value, low: int, high: int, what: str) -> int:
@@ -82,11 +110,7 @@ class Hierarchy:
 
     def __init__(self, children, *, scores=None, names=None, info: dict | None = None,
                  source: str = "children"):
-        arr = np.asarray(children)
-        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr))):
-            raise InputError(f"{source}: children must be integer node ids, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64)
-        _check_children(arr, source)
+        arr = check_children(children, source=source)
         self.children = arr
         self.children.flags.writeable = False
         self.k = arr.shape[0] + 1

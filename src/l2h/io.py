@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from l2h.errors import InputError
+from l2h.validation import check_labels
 
 PROVENANCE_PACKAGES = (
     "l2h", "numpy", "scipy", "scikit-learn", "torch", "torchvision", "open-clip-torch", "timm",
@@ -166,11 +167,7 @@ def load_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
         labels = labels.ravel()
     if labels.ndim != 1:
         raise InputError(f"{path}: expected one label per point (a 1-D array), got shape {labels.shape}")
-    if labels.dtype.kind in "iu":
-        return labels.astype(np.int64, copy=False)
-    if labels.dtype.kind != "f" or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-        raise InputError(f"{path}: labels must be integers, got non-integer values (dtype {labels.dtype})")
-    return labels.astype(np.int64)
+    return check_labels(labels, source=str(path), allow_negative=True)
 
 
 def _pick_key(path: Path, key: str | None, keys: list[str]) -> str:
