@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy, _newick_label, _parse_newick, _relabel_by_first_appearance
+from l2h.hierarchy import Hierarchy, newick_label, parse_newick, relabel_by_first_appearance
 from l2h.metrics import ari, nmi
 
 FORMATS = ("edges", "newick", "mapping")
@@ -61,6 +62,7 @@ class Reference:
 
     @property
     def leaves(self) -> tuple[str, ...]:
+        """The reference's leaf (class) names, in its leaf order."""
         return self.tree.leaves
 
     def levels(self) -> list[tuple[str, np.ndarray]]:
@@ -68,7 +70,7 @@ class Reference:
         a level that repeats the partition of the one above it is left out."""
         out, previous = [], None
         for d, name in enumerate(self.level_names, start=1):
-            labels = _relabel_by_first_appearance(self.ancestors[d])
+            labels = relabel_by_first_appearance(self.ancestors[d])
             if 1 < labels.max() + 1 < len(self.leaves) and not (
                     previous is not None and np.array_equal(labels, previous)):
                 out.append((name, labels))
@@ -105,14 +107,14 @@ class Reference:
             kids = children.get(node, ())
             if all(c in text for c in kids):
                 stack.pop()
-                text[node] = "(" + ",".join(text[c] for c in kids) + ")" if kids else _newick_label(label[node])
+                text[node] = "(" + ",".join(text[c] for c in kids) + ")" if kids else newick_label(label[node])
             else:
                 stack.extend(c for c in kids if c not in text)
         return text[self.tree.root] + ";"
 
 
 # ----------------------------------------------------------------------------- reading references
-def read_reference(path, *, format: str | None = None) -> Reference:
+def read_reference(path: str | os.PathLike, *, format: str | None = None) -> Reference:
     """Read a reference hierarchy; ``format`` is one of :data:`FORMATS` or None (from the suffix: Newick
     for .nwk/.newick/.tre/.tree, a mapping for .csv/.json, else a text starting with '(' is Newick and any
     other text an edge list).
@@ -150,7 +152,7 @@ def read_reference(path, *, format: str | None = None) -> Reference:
 
 def _newick_tree(text: str, source: str) -> ClassTree:
     try:
-        root = _parse_newick(text)
+        root = parse_newick(text)
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from None
     edges, labels, stack, count = [], [], [(root, None)], 0
@@ -367,7 +369,7 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
     }
 
 
-def format_summary(result: dict, path) -> str:
+def format_summary(result: dict, path: str | os.PathLike) -> str:
     """A few lines about a comparison: each value beside its chance level (mean ± sd over random trees)."""
     def show(entry: dict) -> str:
         chance = entry["chance"]

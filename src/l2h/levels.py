@@ -16,20 +16,25 @@ With bootstrap supports per merge, the score is multiplied by the mean support o
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
 from l2h.validation import check_input_kind, check_shape
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 DENSE_MAX_K = 2048       # up to this K the confusion graph keeps every entry (a dense K×K table)
 TOP_CONFUSIONS = 32      # above it, each point's largest masked-softmax entries only (a sparse graph)
 _MIN_SLOPE = 1e-12       # γ bounds below this count as 0 (groups with no confusion between them)
 
 
-def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = None,
-                    top: int | None = None, block_rows: int = 8192):
+def confusion_graph(scores: np.ndarray, leaves: ArrayLike, *, input: str = "logits", k: int | None = None,
+                    top: int | None = None, block_rows: int = 8192) -> sparse.csr_matrix:
     """Symmetric K×K confusion weights between clusters, from each point's masked softmax.
 
     For a point with argmax cluster ``h``, the masked softmax ``q`` is the softmax over the other clusters
@@ -107,7 +112,7 @@ def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = No
     return graph.tocsr()
 
 
-def cut_curve(tree: Hierarchy, graph) -> tuple[np.ndarray, np.ndarray]:
+def cut_curve(tree: Hierarchy, graph: sparse.spmatrix | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Modularity terms of every cut of ``tree``: ``M[s]`` and ``V[s]`` after ``s`` merges (s = 0..K−1).
 
     ``M`` is the share of the graph's weight inside the groups, ``V`` = Σ_g (vol_g / W)², so the
@@ -158,8 +163,10 @@ def _group_support(tree: Hierarchy, supports: np.ndarray, n_merges: int) -> floa
     return float(supports[roots - tree.k].mean())
 
 
-def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "logits", graph=None,
-                   supports=None, max_suggestions: int = 10, top: int | None = None) -> dict:
+def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves: ArrayLike | None = None,
+                   input: str = "logits", graph: sparse.spmatrix | ArrayLike | None = None,
+                   supports: ArrayLike | None = None, max_suggestions: int = 10, top: int | None = None
+                   ) -> dict[str, Any]:
     """Rank the numbers of groups at which ``tree`` is best cut.
 
     Parameters
