@@ -23,7 +23,7 @@ import numpy as np
 
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy, newick_label, parse_newick, relabel_by_first_appearance
+from l2h.hierarchy import Hierarchy, newick_label, newick_leaves, parse_newick, relabel_by_first_appearance
 from l2h.metrics import ari, nmi
 
 FORMATS = ("edges", "newick", "mapping")
@@ -153,9 +153,10 @@ def read_reference(path: str | os.PathLike, *, format: str | None = None) -> Ref
 def _newick_tree(text: str, source: str) -> ClassTree:
     try:
         root = parse_newick(text)
+        labels = [leaf["label"] for leaf in newick_leaves(root)]
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from None
-    edges, labels, stack, count = [], [], [(root, None)], 0
+    edges, stack, count = [], [(root, None)], 0
     while stack:
         node, parent = stack.pop()
         if node["children"]:
@@ -163,16 +164,9 @@ def _newick_tree(text: str, source: str) -> ClassTree:
             count += 1
         else:
             name = node["label"]
-            if name is None:
-                raise InputError(f"{source}: every leaf of the Newick tree needs a label")
-            labels.append(name)
         if parent is not None:
             edges.append((parent, name))
         stack.extend((child, name) for child in reversed(node["children"]))
-    if len(labels) < 2:
-        raise InputError(f"{source}: the Newick tree needs at least 2 leaves")
-    if len(set(labels)) != len(labels):
-        raise InputError(f"{source}: leaf label {next(n for n in labels if labels.count(n) > 1)!r} occurs twice")
     return ClassTree.from_edges(edges, source=source).reorder(labels)
 
 

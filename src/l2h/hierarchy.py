@@ -383,19 +383,9 @@ class Hierarchy:
         [((3,), (4,)), ((0,), (1,))]
         """
         root = parse_newick(text)
-        nodes, parent_first = [], [root]
-        while parent_first:                      # preorder: parents before children
-            node = parent_first.pop()
-            nodes.append(node)
-            parent_first.extend(reversed(node["children"]))
-        leaves = [nd for nd in nodes if not nd["children"]]
+        nodes = _preorder(root)
+        leaves = newick_leaves(root)
         labels = [nd["label"] for nd in leaves]
-        if any(lab is None for lab in labels):
-            raise InputError("newick: every leaf needs a label")
-        if len(set(labels)) != len(labels):
-            raise InputError("newick: leaf labels are not unique")
-        if len(leaves) < 2:
-            raise InputError("newick: the tree needs at least 2 leaves")
         k = len(leaves)
         if names is not None:
             names = [str(n) for n in names]
@@ -552,6 +542,39 @@ def _tokenize_newick(text: str) -> Iterator[tuple[str, str]]:
             yield "label", token[1:-1].replace("''", "'")
         elif not token[0].isspace() and token[0] != "[":
             yield "label", token
+
+
+def _preorder(root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of a :func:`parse_newick` tree, parents before children, in the order they are written."""
+    nodes, todo = [], [root]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(reversed(node["children"]))
+    return nodes
+
+
+def newick_leaves(root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The leaves of a :func:`parse_newick` tree in the order they are written, checked to name a tree of
+    classes: every leaf has a label, no label occurs twice, at least 2 leaves (else InputError).
+
+    Examples
+    --------
+    >>> [leaf["label"] for leaf in newick_leaves(parse_newick("((a,b),(c,(d,e)));"))]
+    ['a', 'b', 'c', 'd', 'e']
+    """
+    leaves = [node for node in _preorder(root) if not node["children"]]
+    labels = [leaf["label"] for leaf in leaves]
+    if None in labels:
+        raise InputError("newick: every leaf needs a label")
+    if len(leaves) < 2:
+        raise InputError("newick: the tree needs at least 2 leaves")
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise InputError(f"newick: leaf labels are not unique: {label!r} occurs twice")
+        seen.add(label)
+    return leaves
 
 
 def parse_newick(text: str) -> dict[str, Any]:
