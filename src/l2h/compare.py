@@ -156,7 +156,9 @@ def _newick_tree(text: str, source: str) -> ClassTree:
         labels = [leaf["label"] for leaf in newick_leaves(root)]
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from None
-    edges, stack, count = [], [(root, None)], 0
+    edges: list[tuple[str, str]] = []
+    stack: list[tuple[dict, str | None]] = [(root, None)]
+    count = 0
     while stack:
         node, parent = stack.pop()
         if node["children"]:

@@ -164,7 +164,7 @@ def _group_support(tree: Hierarchy, supports: np.ndarray, n_merges: int) -> floa
 
 
 def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves: ArrayLike | None = None,
-                   input: str = "logits", graph: sparse.spmatrix | ArrayLike | None = None,
+                   input: str = "logits", graph: sparse.spmatrix | np.ndarray | None = None,
                    supports: ArrayLike | None = None, max_suggestions: int = 10, top: int | None = None
                    ) -> dict[str, Any]:
     """Rank the numbers of groups at which ``tree`` is best cut.
@@ -218,7 +218,7 @@ def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves:
         supports = np.asarray(supports, dtype=np.float64)
         if supports.shape != (k - 1,) or not np.all((supports >= 0) & (supports <= 1)):
             raise InputError(f"supports: expected K-1 = {k - 1} values in [0, 1], got shape {supports.shape}")
-    result = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
+    result: dict[str, Any] = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
                            "modularity of the masked-softmax confusion graph among the tree's cuts"
                            + (", times the mean bootstrap support of its groups" if supports is not None else ""),
               "suggestions": [], "baselines": baseline_levels(tree)}
@@ -251,7 +251,7 @@ def tree_supports(tree: Hierarchy) -> np.ndarray | None:
     return None if supports is None else np.asarray(supports, dtype=np.float64)
 
 
-def baseline_levels(tree: Hierarchy) -> dict[str, int]:
+def baseline_levels(tree: Hierarchy) -> dict[str, int | None]:
     """Two simple level choices to compare with: the cut before the largest drop in merge affinity
     (``scores[:, 1]`` between consecutive merges; None without scores or K < 3) and ``round(√K)``."""
     k = tree.k
