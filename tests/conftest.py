@@ -8,6 +8,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite the golden files under tests/data/golden from this run instead of comparing "
+                          "them (tests/test_golden.py; see docs/testing.md)")
+
+
 @pytest.fixture(scope="session")
 def dry_run(tmp_path_factory):
     """``dry_run(experiment)`` → (working directory, completed process) of ``snakemake -n -p --config

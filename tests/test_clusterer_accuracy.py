@@ -40,7 +40,7 @@ TEMI_TEST = {"epochs": 20, "heads": 4, "batch_size": 128, "warmup_epochs": 2, "l
              "momentum_teacher": 0.9, "max_momentum_teacher": 0.9, "knn": 10, "progress": False}
 CASES = ["digits-pixels", "digits-efficientnet_lite0", "cifar10-efficientnet_lite0"]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # trains TURTLE and TEMI: minutes
 
 
 @pytest.fixture(autouse=True)

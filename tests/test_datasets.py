@@ -515,6 +515,7 @@ def dry_run_jobs(proc) -> list[dict]:
     return jobs
 
 
+@pytest.mark.slow  # a Snakemake dry run per paper experiment: 5-20 s each
 @pytest.mark.parametrize("experiment", sorted(PAPER_DATA_JOBS))
 def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment, dry_run):
     datasets, backbones = PAPER_DATA_JOBS[experiment]

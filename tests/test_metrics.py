@@ -132,7 +132,7 @@ def test_acc_refuses_point_level_partitions():
     ([0, 1, 1], [0, 1], "clusters: 2 entries, but labels has 3"),
     ([[0, 1]], [[0, 1]], "labels: expected a 1-D array"),
     ([], [], "labels: empty"),
-    ([0, 1.5], [0, 1], "labels: expected integer labels"),
+    ([0, 1.5], [0, 1], "labels: labels must be integers; label 1 is not an integer"),
 ])
 def test_flat_metric_errors(y, c, problem):
     with pytest.raises(InputError, match=problem):
@@ -220,7 +220,7 @@ def test_dp_known_values_and_invariances():
     ([[0, 1, 1, 2]], [0, 1], [0, 1], "no two points share a class"),
     ([[0, 1, 1, 2]], [0, 1, 1], [0, 0], "leaves: 3 entries, but labels has 2"),
     ([0, 1], [0, 1], [0, 0], "linkage: expected"),
-    ([[0.5, 1, 1, 2]], [0, 1], [0, 0], "child ids must be integers"),
+    ([[0.5, 1, 1, 2]], [0, 1], [0, 0], "child ids must be integer node ids"),
 ])
 def test_dp_errors(z, leaves, labels, problem):
     with pytest.raises(InputError, match=problem):

@@ -148,3 +148,12 @@ def test_environment_brings_the_compiler_of_the_declared_extension():
     assert all(m["optional"] for m in modules)       # without a compiler: the numpy build (l2h.kernels)
     conda, _ = _env_entries()
     assert "c-compiler" in conda
+
+
+def test_declared_package_data_exists():
+    """Every package-data file pyproject declares is in the source tree (py.typed: the package is typed)."""
+    declared = PYPROJECT["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in declared["l2h"]
+    missing = [f"{package}/{name}" for package, names in declared.items() for name in names
+               if not list((REPO / "src" / package.replace(".", "/")).glob(name))]
+    assert not missing

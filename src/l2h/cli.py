@@ -21,7 +21,8 @@ import numpy as np
 from l2h import __version__
 from l2h.algorithm import AGGREGATIONS, STRATEGIES, l2h
 from l2h.errors import InputError
-from l2h.io import load_array, load_labels, provenance, write_json, write_text
+from l2h.hierarchy import Hierarchy
+from l2h.io import load_array, load_labels, provenance, sha256_file, write_json, write_text
 from l2h.levels import suggest_levels, tree_supports
 from l2h.metrics import evaluate
 from l2h.outdir import check_out_dir, replace_outputs
@@ -62,6 +63,7 @@ example:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``l2h`` argument parser, with its ``tree`` and ``compare`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="l2h", description="Hierarchical clustering from the logits of any flat clusterer (L2H).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -186,7 +188,8 @@ def _read_labels(path: Path, key: str | None, n: int):
     return labels
 
 
-def run_tree(args, argv: list[str]) -> int:
+def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
+    """``l2h tree``: read and check every input, build the tree, write the outputs as a whole."""
     data = _read_inputs(args)
     scores, labels, coarse, names = data["scores"], data["labels"], data["coarse"], data["names"]
     n, k = scores.shape
@@ -242,10 +245,9 @@ def run_tree(args, argv: list[str]) -> int:
     return 0
 
 
-def run_compare(args, argv: list[str]) -> int:
+def run_compare(args: argparse.Namespace, argv: list[str]) -> int:
+    """``l2h compare``: score the tree in ``args.tree_dir`` against a reference, write comparison.json."""
     from l2h.compare import compare, format_summary, match_leaves, read_reference
-    from l2h.hierarchy import Hierarchy
-    from l2h.io import sha256_file
 
     tree_file = args.tree_dir / "tree.json"
     if not tree_file.is_file():
@@ -269,7 +271,7 @@ def run_compare(args, argv: list[str]) -> int:
     return 0
 
 
-def summary(tree, names, n: int, seconds: float, out: Path, metrics: dict | None,
+def summary(tree: Hierarchy, names: list[str] | None, n: int, seconds: float, out: Path, metrics: dict | None,
             levels: dict | None = None) -> str:
     """A few human-readable lines about the run."""
     k = tree.k

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy, _newick_label, _parse_newick, _relabel_by_first_appearance
+from l2h.hierarchy import Hierarchy, newick_label, newick_leaves, parse_newick, relabel_by_first_appearance
 from l2h.metrics import ari, nmi
 
 FORMATS = ("edges", "newick", "mapping")
@@ -61,6 +62,7 @@ class Reference:
 
     @property
     def leaves(self) -> tuple[str, ...]:
+        """The reference's leaf (class) names, in its leaf order."""
         return self.tree.leaves
 
     def levels(self) -> list[tuple[str, np.ndarray]]:
@@ -68,7 +70,7 @@ class Reference:
         a level that repeats the partition of the one above it is left out."""
         out, previous = [], None
         for d, name in enumerate(self.level_names, start=1):
-            labels = _relabel_by_first_appearance(self.ancestors[d])
+            labels = relabel_by_first_appearance(self.ancestors[d])
             if 1 < labels.max() + 1 < len(self.leaves) and not (
                     previous is not None and np.array_equal(labels, previous)):
                 out.append((name, labels))
@@ -105,14 +107,14 @@ class Reference:
             kids = children.get(node, ())
             if all(c in text for c in kids):
                 stack.pop()
-                text[node] = "(" + ",".join(text[c] for c in kids) + ")" if kids else _newick_label(label[node])
+                text[node] = "(" + ",".join(text[c] for c in kids) + ")" if kids else newick_label(label[node])
             else:
                 stack.extend(c for c in kids if c not in text)
         return text[self.tree.root] + ";"
 
 
 # ----------------------------------------------------------------------------- reading references
-def read_reference(path, *, format: str | None = None) -> Reference:
+def read_reference(path: str | os.PathLike, *, format: str | None = None) -> Reference:
     """Read a reference hierarchy; ``format`` is one of :data:`FORMATS` or None (from the suffix: Newick
     for .nwk/.newick/.tre/.tree, a mapping for .csv/.json, else a text starting with '(' is Newick and any
     other text an edge list).
@@ -150,10 +152,13 @@ def read_reference(path, *, format: str | None = None) -> Reference:
 
 def _newick_tree(text: str, source: str) -> ClassTree:
     try:
-        root = _parse_newick(text)
+        root = parse_newick(text)
+        labels = [leaf["label"] for leaf in newick_leaves(root)]
     except InputError as exc:
         raise InputError(f"{source}: {exc}") from None
-    edges, labels, stack, count = [], [], [(root, None)], 0
+    edges: list[tuple[str, str]] = []
+    stack: list[tuple[dict, str | None]] = [(root, None)]
+    count = 0
     while stack:
         node, parent = stack.pop()
         if node["children"]:
@@ -161,16 +166,9 @@ def _newick_tree(text: str, source: str) -> ClassTree:
             count += 1
         else:
             name = node["label"]
-            if name is None:
-                raise InputError(f"{source}: every leaf of the Newick tree needs a label")
-            labels.append(name)
         if parent is not None:
             edges.append((parent, name))
         stack.extend((child, name) for child in reversed(node["children"]))
-    if len(labels) < 2:
-        raise InputError(f"{source}: the Newick tree needs at least 2 leaves")
-    if len(set(labels)) != len(labels):
-        raise InputError(f"{source}: leaf label {next(n for n in labels if labels.count(n) > 1)!r} occurs twice")
     return ClassTree.from_edges(edges, source=source).reorder(labels)
 
 
@@ -367,7 +365,7 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
     }
 
 
-def format_summary(result: dict, path) -> str:
+def format_summary(result: dict, path: str | os.PathLike) -> str:
     """A few lines about a comparison: each value beside its chance level (mean ± sd over random trees)."""
     def show(entry: dict) -> str:
         chance = entry["chance"]

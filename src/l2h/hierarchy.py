@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
 from l2h.io import write_json, write_npy, write_text
@@ -28,19 +30,46 @@ MAX_JSON_MEMBERS = 5_000_000   # tree.json lists member tuples only up to this t
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9.\-]+")
 
 
-def _check_children(children: np.ndarray, source: str) -> None:
-    if children.ndim != 2 or children.shape[1] != 2 or children.shape[0] < 1:
-        raise InputError(f"{source}: children must have shape (K-1, 2) with K >= 2, got {children.shape}")
-    k = children.shape[0] + 1
-    created = np.arange(k, 2 * k - 1)
-    if children.min() < 0 or (children >= created[:, None]).any():
-        t = int(np.flatnonzero((children < 0).any(1) | (children >= created[:, None]).any(1))[0])
-        raise InputError(f"{source}: step {t + 1} merges {children[t].tolist()}, but only nodes "
-                         f"0..{k + t - 1} exist before it")
-    uses = np.bincount(children.ravel(), minlength=2 * k - 1)
+def check_children(children: ArrayLike, *, source: str = "children", min_leaves: int = 2) -> np.ndarray:
+    """The merge table of a binary tree as a (K−1, 2) int64 array, checked; else InputError.
+
+    Row t (0-based) holds the two node ids merged at step t + 1; leaves are 0..K−1 and that step creates
+    node K + t (scipy's convention). Every node but the root must be merged exactly once, and only after
+    it exists. Integer-valued floats (a scipy linkage's columns) are accepted. ``min_leaves=1`` also
+    accepts the single-leaf tree (no rows).
+
+    Examples
+    --------
+    >>> check_children([[0, 2], [1, 3], [4, 5]]).shape
+    (3, 2)
+    >>> check_children([[0, 3], [1, 2]], source="tree.json")
+    Traceback (most recent call last):
+    ...
+    l2h.errors.InputError: tree.json: step 1 merges [0, 3], but node 3 does not exist yet (only nodes 0..2 exist before it)
+    """
+    arr = np.asarray(children)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                           and np.array_equal(arr, np.round(arr))):
+        raise InputError(f"{source}: child ids must be integer node ids, got dtype {arr.dtype}"
+                         + (" with non-integer values" if arr.dtype.kind == "f" else ""))
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < min_leaves - 1:
+        raise InputError(f"{source}: children must have shape (K-1, 2) with K >= {min_leaves}, got {arr.shape}")
+    arr = arr.astype(np.int64)
+    k = arr.shape[0] + 1
+    created = np.arange(k, 2 * k - 1)[:, None]
+    wrong = (arr < 0) | (arr >= created)
+    if wrong.any():
+        t = int(np.flatnonzero(wrong.any(1))[0])
+        node = int(arr[t][wrong[t]][0])
+        what = "is not a node id" if node < 0 else "does not exist yet"
+        raise InputError(f"{source}: step {t + 1} merges {arr[t].tolist()}, but node {node} {what} "
+                         f"(only nodes 0..{k + t - 1} exist before it)")
+    uses = np.bincount(arr.ravel(), minlength=2 * k - 1)
     if (uses[:2 * k - 2] != 1).any():
         node = int(np.flatnonzero(uses[:2 * k - 2] != 1)[0])
-        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (must be exactly once)")
+        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (it must be merged exactly "
+                         "once)")
+    return arr
 
 
 def _integer_in(value, low: int, high: int, what: str) -> int:
@@ -52,41 +81,78 @@ def _integer_in(value, low: int, high: int, what: str) -> int:
     return int(value)
 
 
-def _relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+def relabel_by_first_appearance(labels: ArrayLike) -> np.ndarray:
+    """Group ids renumbered 0, 1, ... in the order in which the groups first appear.
+
+    Examples
+    --------
+    >>> relabel_by_first_appearance([7, 7, 3, 9, 3]).tolist()
+    [0, 0, 1, 2, 1]
+    """
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(first.size, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(first.size)
     return rank[inverse]
 
 
-def _newick_label(name: str) -> str:
+def newick_label(name: str) -> str:
+    """``name`` as a Newick leaf label: as it is if plain (letters, digits, ``.``, ``-``), else single-quoted
+    with quotes doubled. Underscores are quoted too, so that readers keep them (unquoted, they mean blanks).
+
+    Examples
+    --------
+    >>> newick_label("dog"), newick_label("maple_tree"), newick_label("d'or")
+    ('dog', "'maple_tree'", "'d''or'")
+    """
     if _PLAIN_LABEL.fullmatch(name):
         return name
     return "'" + name.replace("'", "''") + "'"
 
 
 class Hierarchy:
-    """An ordered binary hierarchy over ``k`` leaves.
+    """An ordered binary hierarchy over ``k`` leaves: the merges of L2H (or of any agglomerative method).
+
+    Node ids follow scipy: leaves are 0..K−1 and the node created at merge step t (1-based) is K+t−1.
+    A Hierarchy converts to and from a scipy linkage (:meth:`to_linkage`, :meth:`from_linkage`), Newick
+    (:meth:`to_newick`, :meth:`from_newick`) and ``tree.json`` (:meth:`save`, :meth:`load`), and is cut into
+    flat partitions with :meth:`cut`. It is immutable: ``children`` is a read-only array.
 
     Parameters
     ----------
     children : int array (K−1, 2)
-        ``[id(G*), id(G†)]`` per merge step, scipy node ids.
+        ``[id(G*), id(G†)]`` per merge step, scipy node ids (checked by :func:`check_children`).
     scores : float array with K−1 rows, optional
         The numbers that chose each merge (L2H: [score of G*, affinity of G†]).
-    names : list of K str, optional
+    names : sequence of K str, optional
         Leaf names.
     info : dict, optional
         Provenance: aggregation, strategy, source checksum, ...
+    source : str
+        Name of the input in error messages.
+
+    Attributes
+    ----------
+    k : int
+        Number of leaves.
+    children : int64 array (K−1, 2)
+    scores : float64 array or None
+    names : list of str or None
+    info : dict
+
+    Examples
+    --------
+    >>> tree = Hierarchy([[0, 2], [1, 3], [4, 5]], names=["cat", "car", "dog", "truck"])
+    >>> tree.k, tree.merges
+    (4, [((0,), (2,)), ((1,), (3,)), ((0, 2), (1, 3))])
+    >>> tree.cut(2).tolist()                 # two groups: {cat, dog} and {car, truck}
+    [0, 1, 0, 1]
+    >>> tree.to_newick()
+    '((cat:1,dog:1):2,(car:2,truck:2):1);'
     """
 
-    def __init__(self, children, *, scores=None, names=None, info: dict | None = None,
-                 source: str = "children"):
-        arr = np.asarray(children)
-        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr))):
-            raise InputError(f"{source}: children must be integer node ids, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64)
-        _check_children(arr, source)
+    def __init__(self, children: ArrayLike, *, scores: ArrayLike | None = None, names: Sequence[str] | None = None,
+                 info: dict | None = None, source: str = "children"):
+        arr = check_children(children, source=source)
         self.children = arr
         self.children.flags.writeable = False
         self.k = arr.shape[0] + 1
@@ -140,12 +206,18 @@ class Hierarchy:
         return self._leaf_layout()[0].copy()
 
     def members(self, node: int) -> np.ndarray:
-        """Leaf ids under ``node`` (a node id in 0..2K−2) in group order (G* members first)."""
+        """Leaf ids under ``node`` (a node id in 0..2K−2) in group order (G* members first).
+
+        Examples
+        --------
+        >>> Hierarchy([[0, 2], [1, 3], [4, 5]]).members(5).tolist()
+        [1, 3]
+        """
         node = _integer_in(node, 0, 2 * self.k - 2, "members: node")
         order, start = self._leaf_layout()
         return order[start[node]:start[node] + self.sizes[node]].copy()
 
-    def merge_step(self, i, j) -> np.ndarray:
+    def merge_step(self, i: ArrayLike, j: ArrayLike) -> np.ndarray:
         """The merge step (1..K−1) at which leaves ``i`` and ``j`` first share a group, elementwise: the
         cophenetic height of :meth:`to_linkage` (0 where ``i == j``). O(K log K + pairs).
 
@@ -178,6 +250,7 @@ class Hierarchy:
         return out
 
     def iter_merges(self) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Yield the merges one at a time as (G* members, G† members) (see :attr:`merges`)."""
         order, start = self._leaf_layout()
         sizes = self.sizes
         for a, b in self.children.tolist():
@@ -186,7 +259,13 @@ class Hierarchy:
 
     @property
     def merges(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-        """The ordered merges as (G* members, G† members), built in O(total size)."""
+        """The ordered merges as (G* members, G† members), built in O(total size).
+
+        Examples
+        --------
+        >>> Hierarchy([[0, 2], [1, 3], [4, 5]]).merges[-1]
+        ((0, 2), (1, 3))
+        """
         return list(self.iter_merges())
 
     def total_members(self) -> int:
@@ -195,16 +274,32 @@ class Hierarchy:
 
     # ------------------------------------------------------------------ scipy
     def to_linkage(self) -> np.ndarray:
-        """A valid, monotone scipy linkage: row t = [id(G*), id(G†), t, #leaves]."""
+        """A valid, monotone scipy linkage: row t = [id(G*), id(G†), t, #leaves].
+
+        Examples
+        --------
+        >>> Hierarchy([[0, 2], [1, 3], [4, 5]]).to_linkage()
+        array([[0., 2., 1., 2.],
+               [1., 3., 2., 2.],
+               [4., 5., 3., 4.]])
+        """
         steps = np.arange(1, self.k, dtype=np.float64)
         return np.column_stack([self.children.astype(np.float64), steps,
                                 self.sizes[self.k:].astype(np.float64)])
 
     @classmethod
-    def from_linkage(cls, Z, names=None, info: dict | None = None) -> "Hierarchy":
+    def from_linkage(cls, Z: ArrayLike, names: Sequence[str] | None = None, info: dict | None = None
+                     ) -> "Hierarchy":
         """From any valid scipy linkage; the row order is kept (heights become step indices).
 
         The original heights are kept in ``info["linkage_heights"]``.
+
+        Examples
+        --------
+        >>> from scipy.cluster.hierarchy import linkage
+        >>> tree = Hierarchy.from_linkage(linkage([[0.0], [0.1], [5.0], [5.3]], "ward"))
+        >>> tree.children.tolist(), [round(h, 2) for h in tree.info["linkage_heights"]]
+        ([[0, 1], [2, 3], [4, 5]], [0.1, 0.3, 7.21])
         """
         from scipy.cluster.hierarchy import is_valid_linkage
 
@@ -223,7 +318,14 @@ class Hierarchy:
 
     def cut(self, n_groups: int) -> np.ndarray:
         """Leaf → group labels (0..n−1, by first appearance) after the first K − n merges; ``n_groups`` is an
-        integer in 1..K (not a float or a bool)."""
+        integer in 1..K (not a float or a bool).
+
+        Examples
+        --------
+        >>> tree = Hierarchy([[0, 2], [1, 3], [4, 5]])
+        >>> tree.cut(3).tolist(), tree.cut(2).tolist()
+        ([0, 1, 0, 2], [0, 1, 0, 1])
+        """
         k = self.k
         n_merges = k - _integer_in(n_groups, 1, k, "cut: n_groups")
         root = list(range(2 * k - 1))
@@ -231,12 +333,19 @@ class Hierarchy:
         for t in range(n_merges - 1, -1, -1):   # parents before children
             a, b = children[t]
             root[a] = root[b] = root[k + t]
-        return _relabel_by_first_appearance(np.array(root[:k]))
+        return relabel_by_first_appearance(np.array(root[:k]))
 
     # ------------------------------------------------------------------ Newick
-    def to_newick(self, names=None) -> str:
-        """Newick string; leaf labels are quoted where needed; internal node created at step t has
-        height t, so branch lengths (integers) let :meth:`from_newick` recover the merge order."""
+    def to_newick(self, names: Sequence[str] | None = None) -> str:
+        """Newick string; leaf labels are quoted where needed (:func:`newick_label`); the internal node
+        created at step t has height t, so branch lengths (integers) let :meth:`from_newick` recover the merge
+        order. Leaf labels: ``names``, else :attr:`names`, else the leaf ids.
+
+        Examples
+        --------
+        >>> Hierarchy([[0, 2], [1, 3], [4, 5]]).to_newick(["a", "b c", "d", "e"])
+        "((a:1,d:1):2,('b c':2,e:2):1);"
+        """
         names = self._names_or_ids(names)
         k = self.k
         height = np.concatenate([np.zeros(k, dtype=np.int64), np.arange(1, k)])
@@ -247,7 +356,7 @@ class Hierarchy:
             if isinstance(item, str):
                 tokens.append(item)
             elif item < k:
-                tokens.append(_newick_label(names[item]))
+                tokens.append(newick_label(names[item]))
             else:
                 a, b = self.children[item - k]
                 stack += [")", f":{height[item] - height[b]}", int(b),
@@ -255,28 +364,28 @@ class Hierarchy:
         return "".join(tokens) + ";"
 
     @classmethod
-    def from_newick(cls, text: str, names=None, info: dict | None = None) -> "Hierarchy":
-        """Parse a binary Newick tree.
+    def from_newick(cls, text: str, names: Sequence[str] | None = None, info: dict | None = None
+                    ) -> "Hierarchy":
+        """Parse a binary Newick tree (read by :func:`parse_newick`).
 
         Internal nodes are ordered by height (distance to their deepest leaf; a missing branch
         length counts 1), children first on ties; a node's first child is G*. Leaf ids: the position
         of the label in ``names`` if given; else the integer labels if they are exactly 0..K−1; else
-        the order of appearance (labels become ``names``). Underscores are kept as written.
+        the order of appearance (labels become ``names``). Underscores are kept as written. The
+        output of :meth:`to_newick` is read back with the same merge order.
+
+        Examples
+        --------
+        >>> tree = Hierarchy.from_newick("((a:1,b:1):2,(c:2,d:2):1);")
+        >>> tree.children.tolist(), tree.names
+        ([[0, 1], [2, 3], [4, 5]], ['a', 'b', 'c', 'd'])
+        >>> Hierarchy.from_newick("((a,b),(c,(d,e)));").merges[:2]
+        [((3,), (4,)), ((0,), (1,))]
         """
-        root = _parse_newick(text)
-        nodes, parent_first = [], [root]
-        while parent_first:                      # preorder: parents before children
-            node = parent_first.pop()
-            nodes.append(node)
-            parent_first.extend(reversed(node["children"]))
-        leaves = [nd for nd in nodes if not nd["children"]]
+        root = parse_newick(text)
+        nodes = _preorder(root)
+        leaves = newick_leaves(root)
         labels = [nd["label"] for nd in leaves]
-        if any(lab is None for lab in labels):
-            raise InputError("newick: every leaf needs a label")
-        if len(set(labels)) != len(labels):
-            raise InputError("newick: leaf labels are not unique")
-        if len(leaves) < 2:
-            raise InputError("newick: the tree needs at least 2 leaves")
         k = len(leaves)
         if names is not None:
             names = [str(n) for n in names]
@@ -309,6 +418,8 @@ class Hierarchy:
 
     # ------------------------------------------------------------------ JSON and files
     def to_dict(self) -> dict[str, Any]:
+        """The ``tree.json`` record: schema version, K, options, children, merges (up to
+        :data:`MAX_JSON_MEMBERS` members in all), scores, names and info."""
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "k": self.k,
@@ -325,6 +436,7 @@ class Hierarchy:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "tree") -> "Hierarchy":
+        """The Hierarchy of a :meth:`to_dict` record, checked field by field (InputError naming ``source``)."""
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
@@ -363,12 +475,24 @@ class Hierarchy:
                 raise InputError(f"{source}: merges do not match children")
         return tree
 
-    def save(self, path) -> None:
-        """Write ``tree.json`` (atomically)."""
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``tree.json`` (atomically); :meth:`load` reads it back losslessly.
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tree.json"
+        >>> tree = Hierarchy([[0, 2], [1, 3], [4, 5]], scores=[[0.1, 0.9], [0.2, 0.8], [0.5, 0.4]])
+        >>> tree.save(path)
+        >>> back = Hierarchy.load(path)
+        >>> back.merges == tree.merges and back.scores.tolist() == tree.scores.tolist()
+        True
+        """
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path) -> "Hierarchy":
+    def load(cls, path: str | os.PathLike) -> "Hierarchy":
+        """Read a ``tree.json`` written by :meth:`save` (or by ``l2h tree`` and the pipeline)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -378,8 +502,9 @@ class Hierarchy:
             raise InputError(f"{path}: not a valid JSON file ({exc})") from None
         return cls.from_dict(data, source=str(path))
 
-    def write(self, out_dir, names=None) -> dict[str, Path]:
-        """Write tree.json, linkage.npy and tree.nwk into ``out_dir`` atomically; return the paths."""
+    def write(self, out_dir: str | os.PathLike, names: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write tree.json, linkage.npy and tree.nwk into ``out_dir`` atomically; return the paths
+        (keys ``tree``, ``linkage``, ``newick``)."""
         out_dir = Path(out_dir)
         names = self.names if names is None else self._names_or_ids(names)
         tree = Hierarchy(self.children, scores=self.scores, names=names, info=self.info)
@@ -390,7 +515,7 @@ class Hierarchy:
         write_text(paths["newick"], tree.to_newick() + "\n")
         return paths
 
-    def _names_or_ids(self, names) -> list[str]:
+    def _names_or_ids(self, names: Sequence[str] | None) -> list[str]:
         if names is None:
             names = self.names if self.names is not None else [str(i) for i in range(self.k)]
         names = [str(n) for n in names]
@@ -419,8 +544,56 @@ def _tokenize_newick(text: str) -> Iterator[tuple[str, str]]:
             yield "label", token
 
 
-def _parse_newick(text: str) -> dict:
-    """Parse into nested dicts {children, label, length}, iteratively (deep trees are fine)."""
+def _preorder(root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of a :func:`parse_newick` tree, parents before children, in the order they are written."""
+    nodes, todo = [], [root]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(reversed(node["children"]))
+    return nodes
+
+
+def newick_leaves(root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The leaves of a :func:`parse_newick` tree in the order they are written, checked to name a tree of
+    classes: every leaf has a label, no label occurs twice, at least 2 leaves (else InputError).
+
+    Examples
+    --------
+    >>> [leaf["label"] for leaf in newick_leaves(parse_newick("((a,b),(c,(d,e)));"))]
+    ['a', 'b', 'c', 'd', 'e']
+    """
+    leaves = [node for node in _preorder(root) if not node["children"]]
+    labels = [leaf["label"] for leaf in leaves]
+    if None in labels:
+        raise InputError("newick: every leaf needs a label")
+    if len(leaves) < 2:
+        raise InputError("newick: the tree needs at least 2 leaves")
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise InputError(f"newick: leaf labels are not unique: {label!r} occurs twice")
+        seen.add(label)
+    return leaves
+
+
+def parse_newick(text: str) -> dict[str, Any]:
+    """Parse one Newick tree (any number of children per node) into nested dicts.
+
+    Every node is ``{"children": [...], "label": str or None, "length": float or None}``; quoted labels are
+    unquoted (``''`` → ``'``), underscores kept, comments in ``[...]`` skipped, internal node labels kept in
+    ``label``. Parsing is iterative, so deep trees are fine. Malformed text raises InputError
+    (``newick: ...``). :meth:`Hierarchy.from_newick` builds a binary hierarchy from it; :mod:`l2h.compare`
+    reads reference trees with it.
+
+    Examples
+    --------
+    >>> root = parse_newick("((a:1,'b c':2)x,d);")
+    >>> [child["label"] for child in root["children"]]
+    ['x', 'd']
+    >>> [(leaf["label"], leaf["length"]) for leaf in root["children"][0]["children"]]
+    [('a', 1.0), ('b c', 2.0)]
+    """
     tokens = _tokenize_newick(text)
     stack: list[dict] = []
     root = last = None

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
+from l2h.validation import check_labels
 
 PROVENANCE_PACKAGES = (
     "l2h", "numpy", "scipy", "scikit-learn", "torch", "torchvision", "open-clip-torch", "timm",
@@ -47,19 +49,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically."""
     write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (numpy scalars and arrays and paths converted) to ``path`` atomically.
+
+    Examples
+    --------
+    >>> import json, pathlib, tempfile
+    >>> import numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.json"
+    >>> write_json(path, {"k": np.int64(3), "scores": np.array([0.5, 1.0])})
+    >>> json.loads(path.read_text())
+    {'k': 3, 'scores': [0.5, 1.0]}
+    """
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_npy(path: str | os.PathLike, array: ArrayLike) -> None:
+    """Write ``array`` as a ``.npy`` file (no pickles) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(array), allow_pickle=False)
@@ -87,6 +103,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def package_versions(names: Iterable[str] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    """``{"python": version, package: version}`` of the installed ones among ``names``."""
     versions = {"python": platform.python_version()}
     for name in names:
         try:
@@ -121,6 +138,7 @@ def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), *,
 
 def write_provenance(path: str | os.PathLike, config: Any = None,
                      inputs: Iterable[str | os.PathLike] = (), **extra: Any) -> None:
+    """Write :func:`provenance` of the arguments to ``path`` (JSON, atomically)."""
     write_json(path, provenance(config, inputs, **extra))
 
 
@@ -166,11 +184,7 @@ def load_labels(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
         labels = labels.ravel()
     if labels.ndim != 1:
         raise InputError(f"{path}: expected one label per point (a 1-D array), got shape {labels.shape}")
-    if labels.dtype.kind in "iu":
-        return labels.astype(np.int64, copy=False)
-    if labels.dtype.kind != "f" or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-        raise InputError(f"{path}: labels must be integers, got non-integer values (dtype {labels.dtype})")
-    return labels.astype(np.int64)
+    return check_labels(labels, source=str(path), allow_negative=True)
 
 
 def _pick_key(path: Path, key: str | None, keys: list[str]) -> str:

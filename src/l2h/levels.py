@@ -16,20 +16,25 @@ With bootstrap supports per merge, the score is multiplied by the mean support o
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
 from l2h.validation import check_input_kind, check_shape
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 DENSE_MAX_K = 2048       # up to this K the confusion graph keeps every entry (a dense K×K table)
 TOP_CONFUSIONS = 32      # above it, each point's largest masked-softmax entries only (a sparse graph)
 _MIN_SLOPE = 1e-12       # γ bounds below this count as 0 (groups with no confusion between them)
 
 
-def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = None,
-                    top: int | None = None, block_rows: int = 8192):
+def confusion_graph(scores: np.ndarray, leaves: ArrayLike, *, input: str = "logits", k: int | None = None,
+                    top: int | None = None, block_rows: int = 8192) -> sparse.csr_matrix:
     """Symmetric K×K confusion weights between clusters, from each point's masked softmax.
 
     For a point with argmax cluster ``h``, the masked softmax ``q`` is the softmax over the other clusters
@@ -107,7 +112,7 @@ def confusion_graph(scores, leaves, *, input: str = "logits", k: int | None = No
     return graph.tocsr()
 
 
-def cut_curve(tree: Hierarchy, graph) -> tuple[np.ndarray, np.ndarray]:
+def cut_curve(tree: Hierarchy, graph: sparse.spmatrix | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Modularity terms of every cut of ``tree``: ``M[s]`` and ``V[s]`` after ``s`` merges (s = 0..K−1).
 
     ``M`` is the share of the graph's weight inside the groups, ``V`` = Σ_g (vol_g / W)², so the
@@ -158,8 +163,10 @@ def _group_support(tree: Hierarchy, supports: np.ndarray, n_merges: int) -> floa
     return float(supports[roots - tree.k].mean())
 
 
-def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "logits", graph=None,
-                   supports=None, max_suggestions: int = 10, top: int | None = None) -> dict:
+def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves: ArrayLike | None = None,
+                   input: str = "logits", graph: sparse.spmatrix | np.ndarray | None = None,
+                   supports: ArrayLike | None = None, max_suggestions: int = 10, top: int | None = None
+                   ) -> dict[str, Any]:
     """Rank the numbers of groups at which ``tree`` is best cut.
 
     Parameters
@@ -211,7 +218,7 @@ def suggest_levels(tree: Hierarchy, scores=None, *, leaves=None, input: str = "l
         supports = np.asarray(supports, dtype=np.float64)
         if supports.shape != (k - 1,) or not np.all((supports >= 0) & (supports <= 1)):
             raise InputError(f"supports: expected K-1 = {k - 1} values in [0, 1], got shape {supports.shape}")
-    result = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
+    result: dict[str, Any] = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
                            "modularity of the masked-softmax confusion graph among the tree's cuts"
                            + (", times the mean bootstrap support of its groups" if supports is not None else ""),
               "suggestions": [], "baselines": baseline_levels(tree)}
@@ -244,7 +251,7 @@ def tree_supports(tree: Hierarchy) -> np.ndarray | None:
     return None if supports is None else np.asarray(supports, dtype=np.float64)
 
 
-def baseline_levels(tree: Hierarchy) -> dict[str, int]:
+def baseline_levels(tree: Hierarchy) -> dict[str, int | None]:
     """Two simple level choices to compare with: the cut before the largest drop in merge affinity
     (``scores[:, 1]`` between consecutive merges; None without scores or K < 3) and ``round(√K)``."""
     k = tree.k

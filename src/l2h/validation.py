@@ -8,6 +8,7 @@ name of the checked file or array (``source``).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
 
@@ -16,11 +17,12 @@ PROBS_ATOL = 1e-3
 
 
 def check_input_kind(input: str) -> None:
+    """Raise InputError unless ``input`` is one of :data:`INPUTS` (``"logits"``, ``"probs"``)."""
     if input not in INPUTS:
         raise InputError(f"input must be one of {INPUTS}, got {input!r}")
 
 
-def check_shape(x, *, source: str = "array") -> tuple[int, int]:
+def check_shape(x: np.ndarray, *, source: str = "array") -> tuple[int, int]:
     """Check dtype and shape of a score matrix without reading its values; return ``(N, K)``."""
     dtype = getattr(x, "dtype", None)
     if dtype is None or dtype.kind not in "fiu":
@@ -60,7 +62,7 @@ def check_block(block: np.ndarray, row0: int, *, input: str = "logits", source: 
                              "input='logits'")
 
 
-def check_scores(x, *, input: str = "logits", source: str = "array", block_rows: int = 65536) -> None:
+def check_scores(x: ArrayLike, *, input: str = "logits", source: str = "array", block_rows: int = 65536) -> None:
     """Validate an N×K score matrix (ndarray or ``np.memmap``) block by block.
 
     Raises :class:`InputError` for: a non-numeric dtype, ``ndim != 2``, ``N == 0``, ``K < 2``, NaN or
@@ -76,20 +78,37 @@ def check_scores(x, *, input: str = "logits", source: str = "array", block_rows:
         check_block(np.asarray(x[start:start + block_rows]), start, input=input, source=source)
 
 
-def check_labels(labels, n: int | None, *, source: str = "labels") -> np.ndarray:
-    """Return ``labels`` as a 1-D int64 array of ``n`` non-negative integers, or raise InputError."""
+def check_labels(labels: ArrayLike, n: int | None = None, *, source: str = "labels", allow_negative: bool = False,
+                 allow_empty: bool = True) -> np.ndarray:
+    """Return ``labels`` as a 1-D int64 array (of ``n`` entries when ``n`` is given), or raise InputError.
+
+    Integer-valued floats are accepted; booleans, strings and other values are not. The metrics pass
+    ``allow_negative=True`` (any integer class ids) and ``allow_empty=False``.
+
+    Examples
+    --------
+    >>> check_labels([3.0, 0.0, 2.0], 3).tolist()
+    [3, 0, 2]
+    >>> check_labels([0, -1], 2, source="y.npy")
+    Traceback (most recent call last):
+    ...
+    l2h.errors.InputError: y.npy: label 1 is negative (-1); labels must be non-negative
+    """
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise InputError(f"{source}: expected a 1-D array of labels, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
         raise InputError(f"{source}: {arr.shape[0]} labels given for {n} points")
+    if not allow_empty and arr.size == 0:
+        raise InputError(f"{source}: empty (no labels)")
     if arr.dtype.kind == "b" or arr.dtype.kind not in "fiu":
         raise InputError(f"{source}: labels must be integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
         if bad.size:
-            raise InputError(f"{source}: label {bad[0]} is not an integer ({arr[bad[0]]!r})")
-    if arr.size and arr.min() < 0:
+            raise InputError(f"{source}: labels must be integers; label {bad[0]} is not an integer "
+                             f"({arr[bad[0]]!r})")
+    if not allow_negative and arr.size and arr.min() < 0:
         raise InputError(f"{source}: label {int(np.argmax(arr < 0))} is negative ({arr.min()}); "
                          "labels must be non-negative")
     if arr.size and arr.max() >= 2**63:
@@ -97,7 +116,7 @@ def check_labels(labels, n: int | None, *, source: str = "labels") -> np.ndarray
     return arr.astype(np.int64)
 
 
-def looks_like_probabilities(x, *, block_values: int = 1 << 22) -> bool:
+def looks_like_probabilities(x: np.ndarray, *, block_values: int = 1 << 22) -> bool:
     """True when every row of an N×K score matrix is non-negative and sums to 1 (within ``PROBS_ATOL``).
 
     Reads 256 rows first and the rest (in blocks of about ``block_values`` values) only if those look like
