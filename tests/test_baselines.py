@@ -89,9 +89,9 @@ def test_run_baseline_rejects_bad_config_and_input(digits):
     x, _ = digits
     with pytest.raises(InputError, match="linkages"):
         run_baseline(config("agglomerative", linkages="ward"), x[:50], k=3, seed=0)
-    with pytest.raises(InputError, match="method must be one of"):
-        run_baseline({"name": "x", "method": "birch"}, x[:50], k=3, seed=0)
-    with pytest.raises(InputError, match="linkage must be one of"):
+    with pytest.raises(InputError, match=r"baseline.kind = 'birch': must be one of agglomerative, deepect, treevae"):
+        run_baseline({"name": "x", "kind": "birch"}, x[:50], k=3, seed=0)
+    with pytest.raises(InputError, match="baseline.linkage = 'single': must be one of ward, average"):
         run_baseline(config("agglomerative", linkage="single"), x[:50], k=3, seed=0)
     bad = x[:50].copy()
     bad[7, 3] = np.nan

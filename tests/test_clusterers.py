@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from scipy.special import log_softmax, softmax
 
-from l2h.clusterers import REGISTRY, Clusterer, build_clusterer, load_clusterer
+from l2h import schema
+from l2h.clusterers import Clusterer, build_clusterer, load_clusterer
 from l2h.clusterers import _torch as torch_helpers
 from l2h.errors import InputError
 
@@ -44,15 +45,15 @@ def quick(name, **overrides):
 
 def test_config_files_build_every_registered_clusterer():
     files = sorted(CONF.glob("*.yaml"))
-    assert {f.stem for f in files} == set(REGISTRY)
+    assert {f.stem for f in files} == set(schema.kinds("clusterer"))
     for f in files:
         cfg = OmegaConf.load(f)
-        assert cfg.name == f.stem
+        assert cfg.name == cfg.kind == f.stem
         model = build_clusterer(cfg)
-        assert type(model) is REGISTRY[f.stem]
+        assert type(model) is schema.implementation("clusterer", f.stem) and model.name == f.stem
         assert model.k == cfg.k and model.seed == cfg.seed
         # every key of the file is a constructor parameter, reported back by params()
-        assert set(model.params()) == set(cfg) - {"name"}
+        assert set(model.params()) == set(cfg) - {"name", "kind"}
 
 
 def test_official_defaults_in_config():
@@ -95,7 +96,7 @@ def test_save_load_round_trip(name, digits, tmp_path):
         assert loaded.params() == model.params()
         assert loaded.info() == model.info()
         np.testing.assert_array_equal(loaded.logits([xte]), model.logits([xte]))
-    wrong = next(cls for cls in REGISTRY.values() if cls is not type(model))
+    wrong = next(schema.implementation("clusterer", kind) for kind in schema.kinds("clusterer") if kind != model.name)
     with pytest.raises(InputError, match="cannot load it as"):
         wrong.load(path)
 
@@ -328,20 +329,20 @@ def test_bad_input_raises_input_error(name, digits):
 
 
 def test_bad_config_raises_input_error():
-    with pytest.raises(InputError, match="unknown name"):
-        build_clusterer({"name": "dbscan", "k": 3})
-    with pytest.raises(InputError, match="unexpected keyword"):
-        build_clusterer({"name": "kmeans", "k": 3, "n_clusters": 4})
-    with pytest.raises(InputError, match="k must be"):
-        build_clusterer({"name": "turtle", "k": 1})
+    with pytest.raises(InputError, match="clusterer.kind = 'dbscan': must be one of kmeans, temi, turtle"):
+        build_clusterer({"kind": "dbscan", "k": 3})
+    with pytest.raises(InputError, match=r"clusterer.n_clusters: unknown key"):
+        build_clusterer({"kind": "kmeans", "k": 3, "n_clusters": 4})
+    with pytest.raises(InputError, match="clusterer.k = 1: must be >= 2"):
+        build_clusterer({"kind": "turtle", "k": 1})
     with pytest.raises(InputError, match="outer_steps"):
-        build_clusterer({"name": "turtle", "k": 3, "outer_steps": 0})
+        build_clusterer({"kind": "turtle", "k": 3, "outer_steps": 0})
     with pytest.raises(InputError, match="beta"):
-        build_clusterer({"name": "temi", "k": 3, "beta": 0})
+        build_clusterer({"kind": "temi", "k": 3, "beta": 0})
     with pytest.raises(InputError, match="temperature"):
-        build_clusterer({"name": "kmeans", "k": 3, "temperature": -1})
+        build_clusterer({"kind": "kmeans", "k": 3, "temperature": -1})
     with pytest.raises(InputError, match="device"):
-        build_clusterer({"name": "temi", "k": 3, "device": "no-such-device"})
+        build_clusterer({"kind": "temi", "k": 3, "device": "no-such-device"})
 
 
 @pytest.mark.parametrize("name", sorted(QUICK))

@@ -261,16 +261,16 @@ def test_imagenet_official_archives(jpegs, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- config checks
 @pytest.mark.parametrize("name, overrides, message", [
-    ("cifar10", {"offline": "maybe"}, "dataset cifar10: dataset.offline='maybe' must be true or false"),
-    ("cifar10", {"unofficial": "yes"}, "dataset cifar10: dataset.unofficial='yes' must be true or false"),
-    ("cifar10", {"local": 5}, "dataset cifar10: dataset.local=5 must be the path of your copy"),
-    ("cifar10", {"local": ""}, "dataset cifar10: dataset.local='' must be the path of your copy"),
+    ("cifar10", {"offline": "maybe"}, "dataset.offline = 'maybe': must be true or false"),
+    ("cifar10", {"unofficial": "yes"}, "dataset.unofficial = 'yes': must be true or false"),
+    ("cifar10", {"local": 5}, "dataset.local = 5: must be a string or null"),
+    ("cifar10", {"local": ""}, "dataset.local = '': must not be empty"),
     ("cifar10", {"local": "/nonexistent/cifar"}, "dataset cifar10: dataset.local=/nonexistent/cifar: no such file"),
     ("food101", {"unofficial": True}, "dataset food101: dataset.unofficial=true accepts a local copy"),
-    ("cifar100", {"sizes": {"train": -1}}, "dataset cifar100: dataset.sizes must map split names to image counts"),
+    ("cifar100", {"sizes": {"train": -1}}, "dataset.sizes.train = -1: must be >= 1"),
     ("digits", {"local": "/tmp"}, "dataset digits: the digits ship with scikit-learn, there is no copy to point at"),
-    ("imagenet", {"root": "/data/ilsvrc"}, "dataset imagenet: the key 'root' was renamed 'local': use "
-                                           "dataset.local=/data/ilsvrc"),
+    ("imagenet", {"root": "/data/ilsvrc"}, "dataset.root = '/data/ilsvrc': renamed: use dataset.local=PATH for "
+                                           "your copy"),
 ])
 def test_check_dataset_config_refuses_bad_values_in_one_line(name, overrides, message):
     with pytest.raises(InputError) as exc:
@@ -299,8 +299,9 @@ def test_features_record_the_copy_and_are_never_reused_for_another(jpegs, tmp_pa
     cfg = OmegaConf.create({"dataset": food_cfg(top, unofficial=True),
                             "backbone": OmegaConf.load(REPO / "conf" / "backbone" / "pixels.yaml"),
                             "paths": {"data": str(tmp_path / "data")}})
-    data = Job("prepare_data", {}, tmp_path / "results" / "data", {"dataset": "food101"})
-    feats = Job("extract_features", {"classes": str(data.output / "classes.json")}, tmp_path / "results" / "features",
+    data_dir, features_dir = tmp_path / "results" / "data", tmp_path / "results" / "features"
+    data = Job("prepare_data", {}, data_dir, data_dir, {"dataset": "food101"})
+    feats = Job("extract_features", {"classes": str(data.output / "classes.json")}, features_dir, features_dir,
                 {"dataset": "food101", "backbone": "pixels"})
 
     def recorded() -> dict:

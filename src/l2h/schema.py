@@ -1,9 +1,10 @@
 """Option schemas: one JSON Schema per kind of option of each config group, and the one validator.
 
 Every option of a config group (``conf/<group>/<option>.yaml``) is described by the schema of its kind,
-``l2h/schemas/<group>/<kind>.yaml``: the kind is the value of the group's dispatch key (:data:`DISPATCH`;
-groups without one have a single schema, ``<group>/<group>.yaml``). A schema gives each key its type,
-range or choices, and marks runtime knobs (``runtime: true``: keys that change how a job runs but never
+``l2h/schemas/<group>/<kind>.yaml``: the kind is the option's ``kind`` (groups without kinds have a single
+schema, ``<group>/<group>.yaml``), and the schema's ``target`` names the implementation that builds it
+(:func:`implementation`: the one registry of datasets, backbones, clusterers and baselines). A schema gives
+each key its type, range or choices, and marks runtime knobs (``runtime: true``: keys that change how a job runs but never
 its results); the rerun trigger of a pipeline job is exactly the other keys (:func:`result_keys`). The
 schema's top-level ``gpu`` says whether a job using the option needs a GPU (:func:`needs_gpu`).
 
@@ -27,8 +28,10 @@ from typing import Any, Mapping
 
 from l2h.errors import InputError
 
-#: The key of an option that names its kind (the schema and the implementation it dispatches to).
-DISPATCH = {"dataset": "family", "backbone": "kind", "clusterer": "name", "baseline": "method"}
+#: Groups whose options name their kind: the schema and the implementation (the schema's ``target``).
+COMPONENTS = ("dataset", "backbone", "clusterer", "baseline")
+#: The key of an option that names its kind.
+KIND = "kind"
 #: Groups with a single schema ``<group>/<group>.yaml``.
 SINGLE = ("l2h", "paths", "experiment")
 _BASE_URI = "https://l2h.invalid/schemas/"  # ids only (the registry holds every schema; nothing is fetched)
@@ -64,14 +67,30 @@ def kind_of(group: str, node: Mapping[str, Any]) -> str:
     """The kind of an option node: its dispatch key's value (the group name for single-schema groups)."""
     if group in SINGLE:
         return group
-    if group not in DISPATCH:
-        raise InputError(f"{group}: not a config group with options (groups: {', '.join([*DISPATCH, *SINGLE])})")
-    key = DISPATCH[group]
-    kind = node.get(key) if isinstance(node, Mapping) else None
+    if group not in COMPONENTS:
+        raise InputError(f"{group}: not a config group with options (groups: {', '.join([*COMPONENTS, *SINGLE])})")
+    kind = node.get(KIND) if isinstance(node, Mapping) else None
     if kind not in kinds(group):
-        raise InputError(f"{group}.{key} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
+        raise InputError(f"{group}.{KIND} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
                          f"that have a schema in l2h/schemas/{group}/)")
     return str(kind)
+
+
+def implementation(group: str, kind: str) -> Any:
+    """What builds a component of ``kind``: the schema's ``target`` (``module`` or ``module:attribute``),
+    imported on first use (so that listing or validating options imports no heavy package).
+
+    >>> implementation("clusterer", "kmeans").__name__
+    'KMeansClusterer'
+    """
+    import importlib
+
+    target = schema(group, kind).get("target")
+    if not target:
+        raise InputError(f"{group}: the schema of kind {kind!r} names no target (l2h/schemas/{group}/{kind}.yaml)")
+    module, _, attribute = str(target).partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attribute) if attribute else obj
 
 
 def schema(group: str, kind: str) -> dict[str, Any]:

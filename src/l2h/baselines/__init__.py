@@ -1,6 +1,7 @@
 """Baseline hierarchical clusterers, written through the same tree and metrics path as L2H.
 
-``run_baseline(cfg, features, k=..., seed=...)`` dispatches on ``cfg.method``:
+``run_baseline(cfg, features, k=..., seed=...)`` dispatches on ``cfg.kind`` to the function its schema names
+(``l2h/schemas/baseline/<kind>.yaml``, imported on first use):
 
 * ``agglomerative`` (:mod:`l2h.baselines.agglomerative`): Ward or average linkage on the L2-normalised
   backbone features; a point-level tree (leaves = points), flat clusters = the tree cut at K.
@@ -10,7 +11,7 @@
   leaves, flat clusters = its tree cut at K.
 
 The config node is the Hydra ``baseline`` group (``conf/baseline/<name>.yaml``). Besides the
-method's own options it has ``name`` and ``features_backbone`` (which backbone's features the
+method's own options it has ``name``, ``kind`` and ``features_backbone`` (which backbone's features the
 pipeline must pass in; null = the experiment's backbone), which are read by the pipeline, not here.
 """
 
@@ -18,23 +19,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from l2h.baselines.agglomerative import agglomerative
-from l2h.baselines.deepect import deepect
 from l2h.baselines.result import BaselineResult
-from l2h.baselines.treevae import treevae
 from l2h.errors import InputError
 from l2h.io import format_run_info
+from l2h.schema import implementation
 from l2h.schema import options as schema_options
 
-__all__ = ["BaselineResult", "METHODS", "run_baseline", "agglomerative", "deepect", "treevae"]
+__all__ = ["BaselineResult", "run_baseline"]
 
-METHODS: dict[str, Callable[..., BaselineResult]] = {"agglomerative": agglomerative, "deepect": deepect,
-                                                     "treevae": treevae}
-_PIPELINE_KEYS = ("name", "method", "features_backbone")
+_PIPELINE_KEYS = ("name", "kind", "features_backbone")
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +44,10 @@ def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> Baseli
     Unknown config keys raise :class:`~l2h.errors.InputError` naming them.
     """
     options = schema_options("baseline", cfg)
-    method = options.get("method")
-    if method not in METHODS:
-        raise InputError(f"baseline config {options.get('name')!r}: method must be one of {sorted(METHODS)}, "
-                         f"got {method!r}")
-    func = METHODS[method]
+    method = options.get("kind")
+    if method is None:
+        raise InputError(f"baseline config {options.get('name')!r}: no 'kind' (the baseline to run, e.g. deepect)")
+    func = implementation("baseline", method)
     params = inspect.signature(func).parameters
     kwargs = {key: value for key, value in options.items() if key not in _PIPELINE_KEYS}
     unknown = sorted(set(kwargs) - set(params) | {key for key in ("features", "k", "seed") if key in kwargs})

@@ -1,7 +1,9 @@
 """Flat clusterers that turn feature spaces into the N×K logits L2H reads: k-means, TURTLE, TEMI.
 
-``build_clusterer(cfg)`` takes the Hydra ``clusterer`` group node (or a plain mapping): ``name`` picks the
-class, every other key is a constructor parameter (``k`` and ``seed`` included).
+``build_clusterer(cfg)`` takes the Hydra ``clusterer`` group node (or a plain mapping): its ``kind`` picks the
+class (the target of its schema, ``l2h/schemas/clusterer/<kind>.yaml``, imported on first use, so importing
+this package loads neither torch nor scikit-learn), every other key but ``name`` is a constructor parameter
+(``k`` and ``seed`` included).
 """
 
 from __future__ import annotations
@@ -9,25 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 from l2h.clusterers.base import Clusterer
-from l2h.clusterers.kmeans import KMeansClusterer
-from l2h.clusterers.temi import TemiClusterer
-from l2h.clusterers.turtle import TurtleClusterer
 from l2h.errors import InputError
-from l2h.schema import options
+from l2h.schema import implementation, options
 
-REGISTRY: dict[str, type[Clusterer]] = {cls.name: cls for cls in (KMeansClusterer, TurtleClusterer, TemiClusterer)}
+_CLASSES = {"KMeansClusterer": "kmeans", "TurtleClusterer": "turtle", "TemiClusterer": "temi"}
 
 
 def build_clusterer(cfg: Any) -> Clusterer:
     """A new (unfitted) clusterer from the ``clusterer`` config node."""
     params = options("clusterer", cfg)
-    name = params.pop("name", None)
-    if name not in REGISTRY:
-        raise InputError(f"clusterer config: unknown name {name!r}; choose one of {sorted(REGISTRY)}")
+    params.pop("name", None)
+    kind = params.pop("kind", None)
+    if kind is None:
+        raise InputError("clusterer config: no 'kind' (the clusterer to build, e.g. kmeans)")
+    cls = implementation("clusterer", kind)
     try:
-        return REGISTRY[name](**params)
+        return cls(**params)
     except TypeError as exc:
-        raise InputError(f"clusterer config for {name!r}: {exc}") from exc
+        raise InputError(f"clusterer config for {kind!r}: {exc}") from exc
 
 
 def load_clusterer(path) -> Clusterer:
@@ -35,5 +36,10 @@ def load_clusterer(path) -> Clusterer:
     return Clusterer.load(path)
 
 
-__all__ = ["Clusterer", "KMeansClusterer", "REGISTRY", "TemiClusterer", "TurtleClusterer", "build_clusterer",
-           "load_clusterer"]
+def __getattr__(name: str) -> Any:  # the classes, imported when first asked for
+    if name in _CLASSES:
+        return implementation("clusterer", _CLASSES[name])
+    raise AttributeError(f"module 'l2h.clusterers' has no attribute {name!r}")
+
+
+__all__ = ["Clusterer", "KMeansClusterer", "TemiClusterer", "TurtleClusterer", "build_clusterer", "load_clusterer"]

@@ -140,7 +140,7 @@ class Clusterer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Clusterer":
         """Read a model written by ``save`` (any clusterer when called on the base class)."""
-        from l2h.clusterers import REGISTRY
+        from l2h import schema
 
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -152,7 +152,8 @@ class Clusterer:
         header = json.loads(arrays.pop(_HEADER_KEY).tobytes().decode("utf-8"))
         if header.get("format_version") != FORMAT_VERSION:
             raise InputError(f"{path}: unsupported model format version {header.get('format_version')}")
-        klass = REGISTRY.get(header["clusterer"])
+        kind = header.get("clusterer")
+        klass = schema.implementation("clusterer", kind) if kind in schema.kinds("clusterer") else None
         if klass is None or (cls is not Clusterer and klass is not cls):
             raise InputError(f"{path}: holds a {header['clusterer']!r} model, cannot load it as {cls.name!r}")
         model = klass(**header["params"])

@@ -8,37 +8,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from l2h.data.cifar import CifarSource
-from l2h.data.digits import DigitsSource
 from l2h.data.download import DownloadError
-from l2h.data.food101 import Food101Source
-from l2h.data.imagenet import ImageNetSource
 from l2h.data.imageset import ImageSet
-from l2h.data.inat import INat21Source
 from l2h.data.source import DatasetSource
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges, wordnet_tree
 from l2h.errors import InputError
-from l2h.schema import options
+from l2h.schema import implementation, options
 
-FAMILIES: dict[str, type[DatasetSource]] = {
-    "digits": DigitsSource,
-    "cifar": CifarSource,
-    "food101": Food101Source,
-    "imagenet": ImageNetSource,
-    "inat21": INat21Source,
-}
 
-__all__ = ["get_dataset", "check_dataset_config", "verify_local_copy", "FAMILIES", "DatasetSource", "DownloadError",
+__all__ = ["get_dataset", "check_dataset_config", "verify_local_copy", "DatasetSource", "DownloadError",
            "ImageSet", "ClassTree", "load_wordnet_edges", "wordnet_tree"]
 
 
 def get_dataset(cfg: Any) -> DatasetSource:
-    """The source for a Hydra ``dataset`` node; ``cfg.family`` picks the loader."""
+    """The source for a Hydra ``dataset`` node; its ``kind`` picks the loader (its schema's target)."""
     node = options("dataset", cfg)
-    family = node.get("family")
-    if family not in FAMILIES:
-        raise InputError(f"dataset config {node.get('name')!r}: family {family!r} is not one of {sorted(FAMILIES)}")
-    return FAMILIES[family](node)
+    return implementation("dataset", node["kind"])(node)
 
 
 def check_dataset_config(cfg: Any) -> None:
@@ -51,9 +36,9 @@ def check_dataset_config(cfg: Any) -> None:
 
     Examples
     --------
-    >>> check_dataset_config({"name": "digits", "family": "digits", "splits": {"train": "train", "test": "test"},
+    >>> check_dataset_config({"name": "digits", "kind": "digits", "splits": {"train": "train", "test": "test"},
     ...                       "local": None})
-    >>> check_dataset_config({"name": "digits", "family": "digits", "splits": {}, "offline": "maybe"})
+    >>> check_dataset_config({"name": "digits", "kind": "digits", "splits": {}, "offline": "maybe"})
     Traceback (most recent call last):
     ...
     l2h.errors.InputError: dataset digits: dataset.offline='maybe' must be true or false

@@ -21,22 +21,12 @@ from l2h.data.download import (DownloadError, archive_filename, cached_checksum,
 from l2h.data.imageset import ImageSet
 from l2h.data.taxonomy import ClassTree
 from l2h.errors import InputError
+from l2h.schema import options
 from l2h.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Per dataset folder: checksums of local archives, by resolved path, size and modification time.
 CHECKSUM_CACHE = ".local-checksums.json"
-
-
-def as_dict(cfg: Any) -> dict:
-    """A plain, resolved dict from an OmegaConf node or any mapping."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise InputError(f"dataset config: expected a mapping, got {type(cfg).__name__}")
-    return dict(cfg)
 
 
 class DatasetSource:
@@ -49,7 +39,7 @@ class DatasetSource:
     """
 
     def __init__(self, cfg: Any) -> None:
-        self.cfg = as_dict(cfg)
+        self.cfg = options("dataset", cfg)
         for key in ("name", "splits"):
             if key not in self.cfg:
                 raise InputError(f"dataset config: missing key {key!r}")
@@ -57,24 +47,10 @@ class DatasetSource:
         self._check_types()
 
     def _check_types(self) -> None:
-        cfg, where = self.cfg, f"dataset {self.name}"
-        if cfg.get("root") is not None:
-            raise InputError(f"{where}: the key 'root' was renamed 'local': use dataset.local={cfg['root']}")
-        for key in ("offline", "unofficial"):
-            if not isinstance(cfg.get(key, False), bool):
-                raise InputError(f"{where}: dataset.{key}={cfg[key]!r} must be true or false")
-        local = cfg.get("local")
-        if local is not None and (not isinstance(local, str) or not local.strip()):
-            raise InputError(f"{where}: dataset.local={local!r} must be the path of your copy (an archive or a "
-                             f"folder)")
-        if local is None and cfg.get("unofficial"):
-            raise InputError(f"{where}: dataset.unofficial=true accepts a local copy that differs from the "
-                             f"official one: set dataset.local=/path/to/your/copy as well")
-        sizes = cfg.get("sizes") or {}
-        if not isinstance(sizes, Mapping) or any(v is not None and (isinstance(v, bool) or not isinstance(v, int)
-                                                                    or v < 0) for v in sizes.values()):
-            raise InputError(f"{where}: dataset.sizes must map split names to image counts (integers >= 0, or "
-                             f"null), got {sizes!r}")
+        """What the schema cannot say (types and ranges are checked by ``l2h.schema`` when the config is read)."""
+        if self.cfg.get("local") is None and self.cfg.get("unofficial"):
+            raise InputError(f"dataset {self.name}: dataset.unofficial=true accepts a local copy that differs from "
+                             f"the official one: set dataset.local=/path/to/your/copy as well")
 
     def check_config(self) -> None:
         """Raise InputError (one line) unless the config's values are valid and a local copy exists where

@@ -1,34 +1,16 @@
-"""`build_backbone(cfg)` and `prefetch(cfg, weights_dir)`: dispatch on the config's ``kind``."""
+"""`build_backbone(cfg)` and `prefetch(cfg, weights_dir)`: dispatch on the config's ``kind`` to the module its
+schema names (``build``, optional ``prefetch``), imported on first use so that importing l2h.features loads
+neither torch nor any model library."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Mapping
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, weights_dir
-from l2h.schema import options
-
-#: backbone kind → the module implementing it (``build``, optional ``prefetch``), imported on first use so
-#: that importing l2h.features loads neither torch nor any model library.
-KINDS: dict[str, str] = {
-    "pixels": "l2h.features.pixels",
-    "efficientnet_lite": "l2h.features.efficientnet",
-    "open_clip": "l2h.features.openclip",
-    "timm": "l2h.features.timm_models",
-}
-
-
-def _module(cfg: Mapping) -> ModuleType:
-    kind = cfg.get("kind")
-    if kind not in KINDS:
-        raise InputError(f"backbone config '{cfg.get('name', '?')}': kind must be one of {sorted(KINDS)}, "
-                         f"got {kind!r}")
-    return importlib.import_module(KINDS[kind])
-
+from l2h.schema import implementation, options
 
 def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:
     """Build the frozen encoder described by a `backbone` config node, in eval mode on ``device``
@@ -36,7 +18,7 @@ def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:
     cfg = options("backbone", cfg)
     if str(device) == "meta" and cfg.get("pretrained") is not None and cfg.get("kind") != "pixels":
         raise InputError(f"backbone '{cfg.get('name')}': device 'meta' needs pretrained: null")
-    return _module(cfg).build(cfg, device=str(device))
+    return implementation("backbone", cfg["kind"]).build(cfg, device=str(device))
 
 
 def prefetch(cfg: Mapping | Any, weights_dir_: str | os.PathLike | None = None) -> list[str]:
@@ -46,7 +28,7 @@ def prefetch(cfg: Mapping | Any, weights_dir_: str | os.PathLike | None = None) 
     ``pretrained: null``. Run it on a node with internet; compute nodes then build offline.
     """
     cfg = options("backbone", cfg)
-    module = _module(cfg)
+    module = implementation("backbone", cfg["kind"])
     if not hasattr(module, "prefetch"):
         return []
     directory = weights_dir(cfg, weights_dir_)
