@@ -4,28 +4,35 @@ Implements the merge loop of "From Logits to Hierarchies" (Palumbo et al., ICML 
 ``paper.md`` §1.3. Per step, the group with the lowest score ``G*`` (least confident) is merged into
 the group ``G†`` that its points would join if ``G*``'s clusters did not exist (masked softmax).
 
-Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in row blocks; the row indices
-are grouped by cluster once (CSR layout); group scores are additive statistics, so a merge updates
-them in O(1) and a heap yields ``G*``; per step the masked softmax runs only on the rows of
-``D_{G*}`` (gathered in blocks, so memory-mapped inputs are never loaded whole; blocks run in
-``n_jobs`` threads). Cost: O(N·K) + Σ_t |D_{G*_t}|·K; no N×K temporary is ever created, except the
-optional exp cache below, which is bounded by ``cache_gib``.
+Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in one read of the input in row
+blocks (``n_jobs`` threads; a read-only memory-mapped ``.npy`` is read from its file with ``pread``, so
+its pages do not stay resident in the process); the row indices are grouped by cluster once (CSR layout);
+group scores are additive statistics, so a merge updates them in O(1) and a heap yields ``G*``; per step
+the masked softmax runs only on the rows of ``D_{G*}``. Cost: O(N·K) + Σ_t |D_{G*_t}|·K; no N×K temporary
+is ever created, except the optional exp cache below, which is bounded by ``cache_gib``.
 
-Exp cache (default strategy, logits, when N·K values fit ``cache_gib``): the first pass keeps
-``e = exp(z − max z)`` of every row, and a step *estimates* ``g^m = e_{h^m} / Σ_{k∉G} e_k`` from it with
-no ``exp`` (the costliest per-value operation) and no second read of the input. Each estimate is within
-a proven relative bound of the exact ``g^m`` (:meth:`_ExpCache.bound`), so G† is chosen exactly: a
-group whose estimated affinity cannot reach the best one's lower end is ruled out, and only if
-several remain do their rows get the exact definition. ``h^m`` is taken from ``e`` only where its
-order is certain (the largest kept ``e`` beats the next by more than ``exp``'s error), else from ``z``.
-The cache stores the rows grouped by cluster (a group's rows are whole segments, read in order), so
-the first pass reads the input twice: per row the argmax, the argmax without it and a NaN/inf check,
-then, in cluster order, ``exp(z − max z)`` into the cache. A multi-cluster step reads its rows with one
-pass per row. These per-row kernels are in :mod:`l2h.kernels` (compiled C when built, else numpy).
+Exp cache (default strategy, logits, when it fits ``cache_gib``, by default half the available memory):
+the first pass keeps ``e = exp(z − max z)`` of every row, and a step *estimates*
+``g^m = e_{h^m} / Σ_{k∉G} e_k`` from it with no ``exp`` (the costliest per-value operation) and no second
+read of the input. Each estimate is within a proven relative bound of the exact ``g^m``
+(:meth:`_ExpCache.bound`), so G† is chosen exactly: a group whose estimated affinity cannot reach the best
+one's lower end is ruled out, and only if several remain do their rows get the exact definition.
+``h^m`` is taken from ``e`` only where its order is certain (the largest kept ``e`` beats the next by more
+than the stored values' error), else from ``z``. The cache holds ``e`` in the compute dtype while that
+takes ≤ 1 GiB ("full"), else as 16-bit codes ("compact": 6 exponent and 10 mantissa bits, relative error
+≤ 2⁻¹¹, so the bound grows from ~2e-4 to ~1.2e-3 at K = 1,000 and a few more steps need exact rows); at
+ImageNet scale (1.28M × 1,000) that is 2.4 GiB instead of 4.8. Rows are stored in input order, written in
+the same pass that finds ``h``; a multi-cluster step reads its rows (scattered, prefetched) with one
+compiled pass per row. These per-row kernels are in :mod:`l2h.kernels` (compiled C when built, else numpy).
 A singleton G* = {c} (most steps: low-confidence clusters go first) masks exactly the rows' own argmax,
 so the first pass also estimates every row's ``g^m`` for the mask {h}; those steps read no rows at all.
 Merges and G* scores are therefore those of the exact definition; recorded affinities are the
 estimates, within ``info["affinity_bound"]`` (relative; 0.0 when the cache is off).
+
+Row weights and the bootstrap: with integer ``weights`` every statistic counts row i ``weights[i]`` times
+(exact weighted sums), which gives the tree of the matrix with repeated rows without copying them; a
+bootstrap resample is such a weighting, so B resamples reuse the first pass (``h``, ``g``, the exp cache)
+and only repeat the merge loop (:func:`_bootstrap`).
 
 Exactness and determinism (why the results do not depend on summation order):
 
@@ -59,6 +66,7 @@ import functools
 import heapq
 import math
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +89,11 @@ _BINCOUNT_CHUNK = 1 << 26
 _CHUNK_ELEMENTS = 1 << 18    # rows per internal block ≈ this / K (cache-sized; capped by block_rows)
 _EXP_FLOOR = math.exp(-40)   # exp cache: e_{h^m} ≥ this (m within 41 of max z), else the exact definition
 _EXP_TINY = 2.0 ** -120      # exp cache: absolute error of an underflowed exp
+_CODE_ALPHA = 1.01 * 2.0 ** -11   # compact cache: relative error of a code (10 mantissa bits), padded
+_CODE_TINY = 2.0 ** -72      # compact cache: absolute error of a code below 2**-62
+_CODE_FLOOR = 2.0 ** -45     # compact cache: e_{h^m} ≥ this, else the exact definition
+_FULL_CACHE_MAX_GIB = 1.0    # above this size the cache is compact (2 bytes a value) even when the budget allows
+MAX_WEIGHT = 1 << 26         # largest row weight (exact weighted sums, :func:`_exact_sums`)
 
 
 # ----------------------------------------------------------------------------- exact arithmetic
@@ -95,11 +108,13 @@ def _to_float(exact: int) -> float:
     return exact / _SCALE
 
 
-def _exact_sums(values: np.ndarray, labels: np.ndarray, n_labels: int) -> dict[int, int]:
+def _exact_sums(values, labels, n_labels: int, weights=None) -> dict[int, int]:
     """Exact per-label sums of non-negative finite floats: {label: sum in units of 2**-_UNIT}.
 
     Only labels that occur are returned. Each value is split into 26-bit limbs on a common grid
     (exact), and each limb's per-label ``np.bincount`` is a sum of integers below 2**53, hence exact.
+    With ``weights`` (integers in 0..2**26, :data:`MAX_WEIGHT`), the sums are of ``weight · value``: a limb
+    times a weight is below 2**52, and chunks hold at most 2**26 in total weight, so the sums stay exact.
     """
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.intp)
@@ -111,14 +126,19 @@ def _exact_sums(values: np.ndarray, labels: np.ndarray, n_labels: int) -> dict[i
     top = int(np.frexp(positive.max())[1])                      # all values < 2**top
     low = max(int(np.frexp(positive.min())[1]) - 53, -1074)     # all values are multiples of 2**low
     n_limbs = -(-(top - low) // _LIMB)
-    for start in range(0, values.size, _BINCOUNT_CHUNK):
-        rest = values[start:start + _BINCOUNT_CHUNK].copy()
-        lab = labels[start:start + _BINCOUNT_CHUNK]
+    chunk = _BINCOUNT_CHUNK
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        chunk = max(1, _BINCOUNT_CHUNK // max(int(weights.max(initial=1)), 1))
+    for start in range(0, values.size, chunk):
+        rest = values[start:start + chunk].copy()
+        lab = labels[start:start + chunk]
+        w = None if weights is None else weights[start:start + chunk]
         for i in range(n_limbs):
             q = top - _LIMB * (i + 1)
             limb = np.floor(np.ldexp(rest, -q))
             rest -= np.ldexp(limb, q)
-            sums = np.bincount(lab, weights=limb, minlength=n_labels)[present]
+            sums = np.bincount(lab, weights=limb if w is None else limb * w, minlength=n_labels)[present]
             shift = q + _UNIT
             for c, s in zip(present, sums.astype(np.int64).tolist()):
                 if s:
@@ -206,32 +226,40 @@ class _Blocks:
 
 
 class _ExpCache:
-    """The first pass's ``exp(z − max z)`` of every row, in the compute dtype, and each row's estimate for
-    the mask {h} (see :meth:`fill`). Position p holds input row ``order[p]``: rows sorted by cluster
-    (stably), so cluster c's rows are the positions ``offsets[c]:offsets[c + 1]`` of :class:`_Clusters`.
+    """The first pass's ``e = exp(z − max z)`` of every row (position = input row), and each row's estimate
+    for the mask {h} (see :meth:`fill`).
 
-    With it a step estimates ``g^m(x; G) = e_{h^m} / Σ_{k∉G} e_k`` from stored values: no ``exp`` per
-    step and no second read of the input.
+    ``kind="full"`` stores ``e`` in the compute dtype; ``kind="compact"`` stores 16-bit codes of ``e``
+    (:func:`l2h.kernels.encode_compact`: relative error ≤ 2⁻¹¹, a quarter of float64's size). With it a step
+    estimates ``g^m(x; G) = e_{h^m} / Σ_{k∉G} e_k`` from stored values: no ``exp`` per step and no second read
+    of the input.
     """
 
-    def __init__(self, n: int, k: int, work: type):
-        self.exp = np.empty((n, k), dtype=work)
-        self.order = np.empty(n, dtype=np.int64)       # cache position → input row (rows by cluster)
+    def __init__(self, n: int, k: int, work: type, kind: str = "full"):
+        self.kind, self.work = kind, work
+        self.values = np.empty((n, k), dtype=work if kind == "full" else np.uint16)
         self.second = np.empty(n, dtype=np.int64)      # h^m of the row for the mask {h}
         self.alone = np.empty(n, dtype=np.float64)     # its estimated g^m (NaN: needs the exact one)
         self.u = float(np.finfo(work).eps) / 2        # unit roundoff of the compute dtype
+        compact = kind == "compact"
+        self.alpha = 8.08 * self.u + (_CODE_ALPHA if compact else 0.0)   # relative error of a stored e
+        self.tiny = _EXP_TINY + (_CODE_TINY if compact else 0.0)        # absolute error of a stored e
+        self.floor = _CODE_FLOOR if compact else _EXP_FLOOR             # smallest e_{h^m} estimated
 
-    def fill(self, part: slice, x: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """Store ``exp(z − max z)`` of the input rows ``order[part]`` of ``x`` (whose argmaxes are ``h``) at
-        the cache positions ``part``; return their ``g`` (:func:`_confidence`, as :func:`_row_stats`).
+    @staticmethod
+    def nbytes(n: int, k: int, work: type, kind: str) -> int:
+        return n * k * (np.dtype(work).itemsize if kind == "full" else 2)
+
+    def fill(self, part: slice, z: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Store ``exp(z − max z)`` of the rows ``part`` (``z``: their ``z − max z``, compute dtype, C-contiguous;
+        overwritten) and return their ``g`` (:func:`_confidence`, as :func:`_row_stats`).
 
         Also estimates each row's ``g^m`` for the mask {h}, the one its singleton cluster uses as G*:
         ``h^m`` is ``second[part]`` (set before: the first argmax of ``z`` without column h, exact),
-        ``g^m ≈ e_{h^m} / Σ_{k≠h} e_k`` (NaN where ``e_{h^m} < e⁻⁴⁰``: the exact definition is needed).
+        ``g^m ≈ e_{h^m} / Σ_{k≠h} e_k`` from the compute dtype's ``e`` (NaN where ``e_{h^m} < e⁻⁴⁰``: the exact
+        definition is needed).
         """
-        z = self.exp[part]                           # computed in place in the cache
         at = np.arange(z.shape[0])
-        kernels.gather_shifted(x, self.order[part], h, z)
         g = _confidence(z)
         z[at, h] = 0
         rest = z.sum(axis=1)
@@ -239,6 +267,8 @@ class _ExpCache:
         top = z[at, self.second[part]]
         with np.errstate(invalid="ignore"):          # 0/0 where every other exp underflowed
             self.alone[part] = np.where(top >= _EXP_FLOOR, top / rest, np.nan)
+        if self.kind == "compact":
+            kernels.encode_compact(z, self.values[part])
         return g
 
     @functools.cached_property
@@ -252,16 +282,76 @@ class _ExpCache:
         ``t·|log t| ≤ 1/e``, all terms together move by at most ``u·(2K/e + 82)`` against a sum ≥ 1.
         One division each. Underflowed terms differ by less than the smallest normal float each,
         against a sum ≥ exp(−41) (estimate) or ≥ 1 (exact).
+
+        Compact cache: each stored term is also within 2⁻¹¹ (relative, ``_CODE_ALPHA``) or 2⁻⁷² (absolute,
+        terms below 2⁻⁶²) of ``e``; ``e_{h^m} ≥ 2⁻⁴⁵``, so ratio and sum move by at most
+        ``(2α + K·2⁻⁷²/2⁻⁴⁵)/(1 − α)`` on top of the bound above (the singleton estimates, from ``e``
+        itself, are within the smaller one).
         """
-        u, k = self.u, self.exp.shape[1]
+        u, k = self.u, self.values.shape[1]
         gamma = (k - 1) * u / (1 - (k - 1) * u)
-        tiny = k * float(np.finfo(self.exp.dtype).tiny) * 8 * math.exp(41)
+        tiny = k * float(np.finfo(self.work).tiny) * 8 * math.exp(41)
         total = 2 * gamma + u * (2 * k / math.e + 82) + 6 * 8 * u + 4 * u + tiny
-        return 1.01 * total / (1 - total) + 2.0 ** -40
+        bound = 1.01 * total / (1 - total) + 2.0 ** -40
+        if self.kind == "compact":
+            code = 1.01 * (2 * _CODE_ALPHA + k * _CODE_TINY / _CODE_FLOOR) / (1 - _CODE_ALPHA)
+            bound = bound + code + bound * code
+        return bound
+
+
+class _FileRows:
+    """Reads row blocks of ``x``, an array inside a read-only :class:`numpy.memmap` (C order, native dtype),
+    from its file with ``pread`` into one reusable buffer per thread, instead of through the mapping: a pass
+    over a file larger than memory then neither keeps its pages resident in this process nor faults
+    them in one by one. :meth:`open` returns None for any other input (read through ``x`` itself)."""
+
+    def __init__(self, fd: int, name: str, position: int, row_bytes: int, k: int, dtype: np.dtype):
+        self.fd, self.name, self.position, self.row_bytes, self.k, self.dtype = fd, name, position, row_bytes, k, dtype
+        self.local = threading.local()
+
+    @classmethod
+    def open(cls, x) -> "_FileRows | None":
+        import mmap
+
+        if not (isinstance(x, np.memmap) and getattr(x, "mode", None) == "r" and x.flags.c_contiguous
+                and x.dtype.isnative and x.size and getattr(x, "filename", None)):
+            return None
+        base = x
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if not isinstance(base, mmap.mmap):
+            return None
+        mapped_at = np.frombuffer(base, dtype=np.uint8).__array_interface__["data"][0]
+        start = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY       # file offset of the mapping
+        position = start + x.__array_interface__["data"][0] - mapped_at
+        try:
+            fd = os.open(x.filename, os.O_RDONLY)
+        except OSError:
+            return None
+        return cls(fd, str(x.filename), position, x.strides[0], x.shape[1], x.dtype)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (valid until this thread's next call)."""
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None or buffer.shape[0] < stop - start:
+            buffer = self.local.buffer = np.empty((stop - start, self.k), dtype=self.dtype)
+        rows = buffer[:stop - start]
+        view, done = memoryview(rows).cast("B"), 0
+        while done < view.nbytes:
+            got = os.preadv(self.fd, [view[done:]], self.position + start * self.row_bytes + done)
+            if got <= 0:
+                raise InputError(f"{self.name}: the file is shorter than its header says (truncated?)")
+            done += got
+        return rows
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
             source: str | None, cache: _ExpCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``h`` and ``g`` of every row, in one read of ``x`` (row blocks in ``blocks``' threads); with ``cache``,
+    also fills it (:meth:`_ExpCache.fill`)."""
     check_input_kind(input)
     source = source or _source_name(x)
     n, k = check_shape(x, source=source)
@@ -269,31 +359,33 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
     h = np.empty(n, dtype=np.int64)
     g = np.empty(n, dtype=np.float64)
     step = _block_rows(block_rows, k)
-
-    second = np.empty(n, dtype=np.int64) if cache is not None else None
+    reader = _FileRows.open(x)
 
     def one(start: int) -> None:
         part = slice(start, start + step)
-        raw = np.asarray(x[part])
+        raw = np.asarray(x[part]) if reader is None else reader.read(start, min(start + step, n))
         if cache is None:
             check_block(raw, start, input=input, source=source)
             h[part], g[part] = _row_stats(np.array(raw, dtype=work, order="C"), input)
             return
-        bad = np.empty(raw.shape[0], dtype=bool)
-        kernels.first_maxima(np.asarray(raw, dtype=work), h[part], second[part], bad)
+        rows = np.ascontiguousarray(raw, dtype=work)
+        bad = np.empty(rows.shape[0], dtype=bool)
+        kernels.first_maxima(rows, h[part], cache.second[part], bad)
         if bad.any():
             check_block(raw, start, input=input, source=source)   # names the first row with NaN or inf
+        if cache.kind == "full":
+            z = cache.values[part]
+            kernels.gather_shifted(rows, np.arange(rows.shape[0]), h[part], z)
+        else:                                                      # in place: rows is a copy or a buffer
+            z = rows if rows is not raw or reader is not None else rows.copy()
+            z -= z[np.arange(z.shape[0]), h[part]][:, None]
+        g[part] = cache.fill(part, z, h[part])
 
-    blocks.run(one, range(0, n, step))
-    if cache is not None:      # second pass, in cluster order: a group's rows are whole cache segments
-        cache.order[:] = np.argsort(h, kind="stable")
-        cache.second[:] = second[cache.order]
-
-        def fill(start: int) -> None:
-            rows = cache.order[start:start + step]
-            g[rows] = cache.fill(slice(start, start + step), x, h[rows])
-
-        blocks.run(fill, range(0, n, step))
+    try:
+        blocks.run(one, range(0, n, step))
+    finally:
+        if reader is not None:
+            reader.close()
     return h, g
 
 
@@ -312,56 +404,77 @@ def assign(scores, *, input: str = "logits", block_rows: int = 65536,
         blocks.close()
 
 
-class _Clusters:
-    """Rows grouped by cluster (CSR) and the masked statistics of a set of clusters."""
+class _FirstPass:
+    """What every run over the same matrix shares: ``h`` and ``g`` of every row (one read of the input), the
+    exp cache (or None) and the rows sorted by cluster (stably)."""
 
-    def __init__(self, x: np.ndarray, h: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
-                 cache: _ExpCache | None = None):
-        self.x, self.input, self.blocks = x, input, blocks
+    def __init__(self, x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None,
+                 cache: _ExpCache | None):
+        self.x, self.input, self.blocks, self.cache = x, input, blocks, cache
         self.k = x.shape[1]
         self.work = _compute_dtype(x.dtype)
         self.step = _block_rows(block_rows, self.k)
-        self.order = cache.order if cache is not None else np.argsort(h, kind="stable")
-        self.counts = np.bincount(h, minlength=self.k)
+        self.h, self.g = _assign(x, input, block_rows, blocks, source, cache)
+        self.order = np.argsort(self.h, kind="stable")
+
+
+class _Clusters:
+    """One run's rows grouped by cluster (CSR; rows of weight 0 are left out) and the masked statistics of a
+    set of clusters. ``counts``: rows per cluster; ``n_points``: points per cluster (Σ weights)."""
+
+    def __init__(self, first: _FirstPass, weights: np.ndarray | None = None):
+        self.x, self.input, self.blocks, self.cache = first.x, first.input, first.blocks, first.cache
+        self.k, self.work, self.step = first.k, first.work, first.step
+        self.weights = weights
+        if weights is None:
+            self.order = first.order
+            self.counts = np.bincount(first.h, minlength=self.k)
+            self.n_points = self.counts
+        else:
+            self.order = first.order[weights[first.order] > 0]
+            self.counts = np.bincount(first.h[self.order], minlength=self.k)
+            self.n_points = np.bincount(first.h, weights=weights, minlength=self.k).astype(np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        self.cache = cache
+
+    def segments(self, members: list[int]) -> np.ndarray:
+        """Rows of D_G, G = ``members``, cluster by cluster (each ascending)."""
+        if len(members) == 1:
+            return self.order[self.offsets[members[0]]:self.offsets[members[0] + 1]]
+        return np.concatenate([self.order[self.offsets[c]:self.offsets[c + 1]] for c in members])
 
     def rows(self, members: list[int]) -> np.ndarray:
         """Rows of D_G, G = ``members``, ascending."""
-        if len(members) == 1:
-            return self.order[self.offsets[members[0]]:self.offsets[members[0] + 1]]
-        return np.sort(np.concatenate([self.order[self.offsets[c]:self.offsets[c + 1]] for c in members]))
+        rows = self.segments(members)
+        return rows if len(members) == 1 else np.sort(rows)
+
+    def row_weights(self, rows: np.ndarray) -> np.ndarray | None:
+        return None if self.weights is None else self.weights[rows]
 
     def estimates(self, members: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Rows of D_G (in cache order), their exact ``h^m``, estimated ``g^m`` (from the exp cache) and the
-        bound that holds for every estimate (:meth:`_ExpCache.bound`); mask G = ``members``.
+        """Rows of D_G, their exact ``h^m``, estimated ``g^m`` (from the exp cache) and the bound that holds
+        for every estimate (:meth:`_ExpCache.bound`); mask G = ``members``.
 
         A single cluster takes the first pass's estimates (:meth:`_ExpCache.fill`). Otherwise
-        :func:`l2h.kernels.masked_estimates` reads the group's cache segments; rows where the order of
-        the stored values is not certain (near ties), or whose masked maximum is more than 40 below the
-        maximum, get the exact definition.
+        :func:`l2h.kernels.masked_estimates` reads the rows from the cache; rows where the order of the
+        stored values is not certain (near ties), or whose masked maximum is below the cache's floor, get
+        the exact definition.
         """
         cache = self.cache
+        rows = self.segments(members)
         if len(members) == 1:                     # precomputed by the first pass (_ExpCache.fill)
-            part = slice(self.offsets[members[0]], self.offsets[members[0] + 1])
-            rows, hm, gm = self.order[part], cache.second[part].copy(), cache.alone[part].copy()
+            hm, gm = cache.second[rows], cache.alone[rows]
             doubt = np.isnan(gm)
         else:
-            sizes = self.counts[members]
-            ends = np.cumsum(sizes)               # positions: the members' segments, one after another
-            positions = np.arange(ends[-1]) + np.repeat(self.offsets[members] - (ends - sizes), sizes)
-            rows = self.order[positions]
             hm = np.empty(rows.size, dtype=np.int64)
             gm = np.empty(rows.size, dtype=np.float64)
             doubt = np.empty(rows.size, dtype=bool)
-            keep = kernels.keep_bits(self.k, members, cache.exp.dtype)
-            alpha = 8.08 * cache.u                # exp's relative error (4 ulp), padded
+            keep = kernels.keep_bits(self.k, members, cache.values.dtype)
             # most steps have a few hundred rows: split them over the threads (≥ 256 rows per part)
             step = max(256, -(-rows.size // self.blocks.n_threads))
 
             def one(start: int) -> None:
                 part = slice(start, start + step)
-                kernels.masked_estimates(cache.exp, positions[part], keep, alpha, _EXP_TINY, _EXP_FLOOR,
+                kernels.masked_estimates(cache.values, rows[part], keep, cache.alpha, cache.tiny, cache.floor,
                                          hm[part], gm[part], doubt[part])
 
             self.blocks.run(one, range(0, rows.size, step))
@@ -389,11 +502,15 @@ class _Clusters:
 class _Groups:
     """Current groups, indexed by node id (leaves 0..K−1, merged node of step t = K+t−1)."""
 
-    def __init__(self, clusters: _Clusters, g: np.ndarray, h: np.ndarray, aggregation: str):
+    def __init__(self, first: _FirstPass, clusters: _Clusters, aggregation: str):
         k = clusters.k
         self.k, self.aggregation = k, aggregation
-        counts = clusters.counts
-        sums = _exact_sums(g, h, k)
+        counts = clusters.n_points
+        if clusters.weights is None:
+            sums = _exact_sums(first.g, first.h, k)
+        else:
+            rows = clusters.order
+            sums = _exact_sums(first.g[rows], first.h[rows], k, clusters.weights[rows])
         cluster_sum = [sums.get(c, 0) for c in range(k)]
         means = [_to_float(s) / int(n) if n else 0.0 for s, n in zip(cluster_sum, counts)]
         if aggregation in ("sum_of_cluster_means", "mean_of_cluster_means"):
@@ -433,20 +550,23 @@ class _Groups:
         return next(int(i) for i in np.flatnonzero(self.active) if i != node)
 
 
-def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray) -> tuple[int, float]:
+def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray,
+                   weights: np.ndarray | None = None) -> tuple[int, float]:
     """G† = argmax_G a(G) over groups G ≠ G* (ties: smallest node id), and its exact affinity.
 
-    Float ``np.bincount`` sums (sequential, relative error ≤ (n−1)·2⁻⁵³) shortlist the groups that can
-    be the maximum; only those get exactly rounded sums (``math.fsum``). Returns (-1, 0.0) when every
-    affinity is 0.
+    Float ``np.bincount`` sums (sequential, relative error ≤ (n−1)·2⁻⁵³, one more rounding per weighted
+    term) shortlist the groups that can be the maximum; only those get exactly rounded sums (``math.fsum``;
+    with ``weights``, the exact sums of weight·g^m of :func:`_exact_sums`, which round the same).
+    Returns (-1, 0.0) when every affinity is 0.
     """
     target = groups.node_of[hm]
     keep = (target != star) & (gm > 0)
     target, gm = target[keep], gm[keep]
     if target.size == 0:
         return -1, 0.0
+    weights = None if weights is None else weights[keep]
     size = 2 * groups.k - 1
-    approx = np.bincount(target, weights=gm, minlength=size)
+    approx = np.bincount(target, weights=gm if weights is None else gm * weights, minlength=size)
     count = np.bincount(target, minlength=size)
     nodes = np.flatnonzero(count)
     a_hat = approx[nodes] / groups.n_clusters[nodes]
@@ -454,10 +574,17 @@ def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray) -
     shortlist = nodes[a_hat + err >= (a_hat - err).max()]
     select = target == shortlist[0] if shortlist.size == 1 else np.isin(target, shortlist)
     target, gm = target[select], gm[select]
+    best, best_a = -1, 0.0
+    if weights is not None:
+        sums = _exact_sums(gm, target, size, weights[select])
+        for node in sorted(sums):
+            a = _to_float(sums[node]) / int(groups.n_clusters[node])
+            if a > best_a:
+                best, best_a = node, a
+        return best, best_a
     order = np.argsort(target, kind="stable")
     target, gm = target[order], gm[order]
     cuts = np.flatnonzero(np.diff(target)) + 1
-    best, best_a = -1, 0.0
     for node, values in zip(target[np.concatenate([[0], cuts])].tolist(), np.split(gm, cuts)):
         a = math.fsum(values.tolist()) / int(groups.n_clusters[node])   # ascending node ids
         if a > best_a:
@@ -469,22 +596,24 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
                              star: int) -> tuple[int, float, float, bool]:
     """G† from the exp cache's estimates of g^m; exact rows only where the bound leaves the choice open.
 
-    With ``ε`` the estimates' bound, each estimated affinity ``â(G)`` (a float64 sum of n estimates) is within
-    ``η = ε + (n + 4)·2⁻⁵²`` relative of the exact one, so a group whose upper end ``â(1 + η)`` is below the
-    largest lower end ``â(1 − η)`` cannot be G†. If one group remains, it is G†; otherwise the remaining
-    groups' rows get the exact definition and :func:`_best_affinity` decides (exact sums, ties by node id).
-    Returns (G†, its estimated affinity, the bound ε, whether exact rows were needed); (-1, 0.0, 0.0,
-    False) when D_{G*} is empty.
+    With ``ε`` the estimates' bound, each estimated affinity ``â(G)`` (a float64 sum of n estimates, weighted
+    or not) is within ``η = ε + (n + 4)·2⁻⁵²`` relative of the exact one, so a group whose upper end
+    ``â(1 + η)`` is below the largest lower end ``â(1 − η)`` cannot be G†. If one group remains, it is G†;
+    otherwise the remaining groups' rows get the exact definition and :func:`_best_affinity` decides (exact
+    sums, ties by node id). Returns (G†, its estimated affinity, the bound ε, whether exact rows were
+    needed); (-1, 0.0, 0.0, False) when D_{G*} is empty.
     """
     members = groups.members[star]
     rows, hm, gm, bound = clusters.estimates(members)
     target = groups.node_of[hm]                  # never G*: masked columns are never h^m
     if target.size == 0:
         return -1, 0.0, 0.0, False
+    weights = clusters.row_weights(rows)
     size = 2 * groups.k - 1
     count = np.bincount(target, minlength=size)
     nodes = np.flatnonzero(count)
-    a_hat = np.bincount(target, weights=gm, minlength=size)[nodes] / groups.n_clusters[nodes]
+    sums = np.bincount(target, weights=gm if weights is None else gm * weights, minlength=size)
+    a_hat = sums[nodes] / groups.n_clusters[nodes]
     eta = bound + (count[nodes] + 4) * 2.0 ** -52
     best = int(a_hat.argmax())
     open_ = a_hat * (1 + eta) >= (a_hat * (1 - eta)).max()
@@ -492,7 +621,7 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
         return int(nodes[best]), float(a_hat[best]), bound, False
     select = np.isin(target, nodes[open_])
     hm_exact, gm_exact = clusters.masked(members, rows[select])
-    dagger, _ = _best_affinity(groups, star, hm_exact, gm_exact)
+    dagger, _ = _best_affinity(groups, star, hm_exact, gm_exact, None if weights is None else weights[select])
     return dagger, float(a_hat[np.searchsorted(nodes, dagger)]), bound, True
 
 
@@ -512,8 +641,9 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
             stats["affinity_bound"] = max(stats["affinity_bound"], bound)
             stats["exact_affinity_steps"] += exact
         else:
-            hm, gm = clusters.masked(groups.members[star])
-            dagger, affinity = _best_affinity(groups, star, hm, gm)
+            rows = clusters.rows(groups.members[star])
+            hm, gm = clusters.masked(groups.members[star], rows)
+            dagger, affinity = _best_affinity(groups, star, hm, gm, clusters.row_weights(rows))
         if dagger < 0:  # every affinity is 0 (e.g. D_{G*} empty): the first other group
             dagger = groups.first_active_except(star)
         new = k + t
@@ -543,9 +673,10 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
     scores = np.empty((k - 1, 2), dtype=np.float64)
 
     def fill_row(node: int) -> None:
-        hm, gm = clusters.masked(groups.members[node])
+        rows = clusters.rows(groups.members[node])
+        hm, gm = clusters.masked(groups.members[node], rows)
         denom = max(int(groups.n_points[node]), 1)
-        for target, s in _exact_sums(gm, groups.node_of[hm], cap).items():
+        for target, s in _exact_sums(gm, groups.node_of[hm], cap, clusters.row_weights(rows)).items():
             if target != node:
                 exact[node, target] = s
                 affinity[node, target] = _to_float(s) / int(groups.n_clusters[target]) / denom
@@ -576,17 +707,136 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
     return children, scores, {}
 
 
+def _available_memory() -> int | None:
+    """Bytes this process may still use: Linux's MemAvailable, capped by the limit of its cgroup (v2 or v1,
+    e.g. a SLURM job's) less the cgroup's usage; None where unknown."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":                                          # cgroup v2
+                folder, files = Path("/sys/fs/cgroup") / path.lstrip("/"), ("memory.max", "memory.current")
+            elif "memory" in controllers.split(","):                       # cgroup v1
+                folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+                files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            else:
+                continue
+            limit, usage = ((folder / name).read_text().strip() for name in files)
+            if limit.isdigit() and usage.isdigit():
+                available = min(available, max(int(limit) - int(usage), 0))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _cache_kind(n: int, k: int, work: type, input: str, strategy: str, cache_gib: float | None) -> str | None:
+    """The exp cache to build: "full" (compute dtype) while it fits the budget and 1 GiB, else "compact" if
+    that fits, else None. The budget is ``cache_gib`` GiB, or half the available memory (2 GiB where that
+    is unknown)."""
+    if input != "logits" or strategy != "lowest_score":
+        return None
+    if cache_gib is None:
+        available = _available_memory()
+        budget = 2 * 2 ** 30 if available is None else available / 2
+    else:
+        budget = float(cache_gib) * 2 ** 30
+    if _ExpCache.nbytes(n, k, work, "full") <= min(budget, _FULL_CACHE_MAX_GIB * 2 ** 30):
+        return "full"
+    if _ExpCache.nbytes(n, k, work, "compact") <= budget:
+        return "compact"
+    return None
+
+
+def _check_weights(weights, n: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights)
+    if w.shape != (n,):
+        raise InputError(f"weights: expected one weight per row ({n}), got shape {w.shape}")
+    if w.dtype.kind == "f" and np.all(np.isfinite(w)) and np.array_equal(w, np.round(w)):
+        w = w.astype(np.int64)
+    if w.dtype.kind not in "iu" or (w.size and (w.min() < 0 or w.max() > MAX_WEIGHT)):
+        raise InputError(f"weights: must be integer counts in 0..{MAX_WEIGHT} (how often each row is taken)")
+    if not w.any():
+        raise InputError("weights: every weight is 0, so no point is left")
+    return w.astype(np.int64, copy=False)
+
+
+def _build(first: _FirstPass, weights: np.ndarray | None, aggregation: str, strategy: str,
+           bar) -> tuple[np.ndarray, np.ndarray, dict, int]:
+    """One run of the merge loop over ``first`` (rows weighted by ``weights``): children, scores, stats
+    and the number of empty clusters."""
+    clusters = _Clusters(first, weights)
+    groups = _Groups(first, clusters, aggregation)
+    merge = _lowest_score if strategy == "lowest_score" else _all_pairs
+    children, step_scores, stats = merge(clusters, groups, bar)
+    return children, step_scores, stats, int(np.count_nonzero(clusters.n_points == 0))
+
+
+def _clades(children: np.ndarray, k: int) -> list[int]:
+    """The leaf set of each merged node (step order), as an integer with bit i set for leaf i."""
+    sets = [1 << i for i in range(k)]
+    for a, b in children.tolist():
+        sets.append(sets[a] | sets[b])
+    return sets[k:]
+
+
+def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: int, aggregation: str,
+               strategy: str, progress: bool) -> tuple[np.ndarray, dict]:
+    """Support of each merge of ``children``: the fraction of ``n_resamples`` trees, each built on the N rows
+    resampled with replacement, that contain its clade (the same set of leaves).
+
+    Resample b draws N row indices with ``np.random.default_rng([seed, b])`` and runs the merge loop with
+    their counts as row weights (:func:`l2h`'s ``weights``), reusing ``first`` (h, g and the exp cache do not
+    depend on weights). Resamples run in parallel threads; each result depends only on (seed, b).
+    """
+    k, n = first.k, first.h.size
+    reference = _clades(children, k)
+
+    def one(b: int) -> tuple[list[bool], int]:
+        draw = np.random.default_rng([seed, b]).integers(n, size=n)
+        weights = np.bincount(draw, minlength=n)
+        tree, _, _, empty = _build(first, weights, aggregation, strategy, _NO_BAR)
+        found = set(_clades(tree, k))
+        return [c in found for c in reference], empty
+
+    hits = np.zeros(k - 1, dtype=np.int64)
+    with_empty = 0
+    with tqdm(total=n_resamples, desc="L2H bootstrap", disable=not progress) as bar, \
+            ThreadPoolExecutor(first.blocks.n_threads) as pool:
+        for found, empty in pool.map(one, range(n_resamples)):
+            hits += found
+            with_empty += empty > 0
+            bar.update()
+    info = {"resamples": n_resamples, "seed": seed, "resamples_with_empty_clusters": with_empty}
+    return hits / n_resamples, info
+
+
+class _NoBar:
+    @staticmethod
+    def update() -> None:
+        pass
+
+
+_NO_BAR = _NoBar()
+
+
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
         input: str = "logits", block_rows: int = 65536, progress: bool = False,
         n_jobs: int | None = None, source: str | None = None, return_assignment: bool = False,
-        cache_gib: float = 2.0):
+        cache_gib: float | None = None, weights=None, bootstrap: int = 0, seed: int = 0):
     """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
 
     Parameters
     ----------
     scores : ndarray or np.memmap, shape (N, K)
         Logits (``input="logits"``) or softmax probabilities (``input="probs"``), float32/float64.
-        A memory-mapped ``.npy`` is read in row blocks, never whole.
+        A memory-mapped ``.npy`` is read in row blocks, never whole (a read-only one's pages are released
+        from this process as they are read).
     aggregation : one of :data:`AGGREGATIONS`
         Group score Λ (paper.md §1.4); default = the ICML version.
     strategy : one of :data:`STRATEGIES`
@@ -595,65 +845,93 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     block_rows : int
         Maximum number of rows processed at once.
     progress : bool
-        Show a tqdm progress bar over the merges.
+        Show tqdm progress bars over the merges (and the bootstrap resamples).
     n_jobs : int or None
-        Threads for the row-block computations (None = all available CPUs); results do not
-        depend on it.
+        Threads for the row-block computations and the bootstrap resamples (None = all available CPUs);
+        results do not depend on it.
     source : str or None
         Name of the matrix in error messages (default: the memmap's file name, else "scores").
     return_assignment : bool
         Also return ``h``, each point's argmax cluster (= its leaf), from the same single pass
         over the scores, so callers need not call :func:`assign` (a second read of the input).
-    cache_gib : float
-        Memory (GiB) that may hold ``exp(z − max z)`` of every row (N·K values of the compute dtype)
-        for the default strategy on logits; 0 turns it off. With it, each step *estimates* ``g^m``
-        from the stored values instead of forming ``exp`` again (0.9 → 0.34 s at 50,000 × 1,000 here),
-        within a proven relative bound of the exact definition; ``G†`` is exactly the one the exact
-        definition gives (where the bound cannot separate the candidates, their rows are recomputed
-        exactly), so merges and G* scores are identical either way, and only the recorded affinities
-        differ, by at most ``info["affinity_bound"]`` (relative).
+    cache_gib : float or None
+        Memory (GiB) that may hold ``exp(z − max z)`` of every row for the default strategy on logits: in the
+        compute dtype while that fits and is ≤ 1 GiB, else as 16-bit codes (N·K·2 bytes); 0 turns it off;
+        None (default) = half the memory available now (capped by the process's cgroup limit). With it,
+        each step *estimates* ``g^m`` from the stored values instead of forming ``exp`` again, within a
+        proven relative bound of the exact definition; ``G†`` is exactly the one the exact definition gives
+        (where the bound cannot separate the candidates, their rows are recomputed exactly), so merges and
+        G* scores are identical either way, and only the recorded affinities differ, by at most
+        ``info["affinity_bound"]`` (relative; larger for the 16-bit codes).
+    weights : array of N non-negative integers, optional
+        How often each row counts (row weights, e.g. a bootstrap resample's counts): the result is that of
+        the matrix with each row repeated ``weights[i]`` times (rows of weight 0 left out), computed
+        without copying rows.
+    bootstrap : int
+        Number of bootstrap resamples B (0 = none). Each resample draws N rows with replacement (as
+        weights, seeded by ``seed``) and is merged with the same cluster ids; ``tree.support[t]`` is the
+        fraction of the B trees that contain the clade (set of leaves) of merge t. A cluster that no
+        resampled point has as argmax is empty in that resample and follows the empty-cluster rule below.
+    seed : int
+        Seed of the bootstrap resamples: the same seed gives the same supports.
 
     Returns
     -------
     Hierarchy, or (Hierarchy, h) with ``return_assignment=True``
         ``children[t] = [id(G*), id(G†)]`` for each of the K−1 steps, ``scores[t] = [score of G*,
-        affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``info`` with the
-        options, N, K, the number of empty clusters, ``affinity_bound`` (0.0: affinities exact),
-        ``exact_affinity_steps`` (steps whose G† needed exact rows) and ``kernel`` (the build of the exp
-        cache's per-row kernels, :func:`l2h.kernels.build`; None without the cache). Empty clusters trigger a warning.
+        affinity of G†]`` (for ``all_pairs``: [lower group score, pair score]), ``support`` (with
+        ``bootstrap``), ``info`` with the options, N (Σ weights with ``weights``), K, the number of empty
+        clusters, ``affinity_bound`` (0.0: affinities exact), ``exact_affinity_steps`` (steps whose G† needed
+        exact rows), ``exp_cache`` ("full", "compact" or None), ``kernel`` (the build of the exp cache's
+        per-row kernels, :func:`l2h.kernels.build`; None without the cache) and ``bootstrap`` (resamples,
+        seed, how many had empty clusters). Empty clusters (mean confidence 0, so merged first; an
+        empty G* joins the first other group) trigger a warning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.random.default_rng(0).normal(size=(500, 6)) * 3
+    >>> tree = l2h(logits, bootstrap=20, seed=0)
+    >>> tree.k, tree.support.shape
+    (6, (5,))
     """
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if strategy not in STRATEGIES:
         raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if not float(cache_gib) >= 0:
-        raise InputError(f"cache_gib must be >= 0, got {cache_gib}")
+    if cache_gib is not None and not float(cache_gib) >= 0:
+        raise InputError(f"cache_gib must be >= 0 or None, got {cache_gib}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise InputError(f"bootstrap must be an integer >= 0, got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     x = _as_matrix(scores)
     check_input_kind(input)
     n, k = check_shape(x, source=source or _source_name(x))
+    weights = _check_weights(weights, n)
     work = _compute_dtype(x.dtype)
-    cache = None
-    if (input == "logits" and strategy == "lowest_score"
-            and n * k * np.dtype(work).itemsize <= float(cache_gib) * 2**30):
-        cache = _ExpCache(n, k, work)
+    kind = _cache_kind(n, k, work, input, strategy, cache_gib)
+    cache = None if kind is None else _ExpCache(n, k, work, kind)
     blocks = _Blocks(_n_threads(n_jobs))
+    support = boot = None
     try:
-        h, g = _assign(x, input, block_rows, blocks, source, cache)
-        clusters = _Clusters(x, h, input, block_rows, blocks, cache)
-        empty = int(np.count_nonzero(clusters.counts == 0))
+        first = _FirstPass(x, input, block_rows, blocks, source, cache)
+        with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
+            children, step_scores, stats, empty = _build(first, weights, aggregation, strategy, bar)
         if empty:
             warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
                           "mean confidence is taken as 0, so they are merged first", UserWarning,
                           stacklevel=2)
-        groups = _Groups(clusters, g, h, aggregation)
-        with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
-            merge = _lowest_score if strategy == "lowest_score" else _all_pairs
-            children, step_scores, stats = merge(clusters, groups, bar)
+        if bootstrap:
+            support, boot = _bootstrap(first, children, int(bootstrap), int(seed), aggregation, strategy,
+                                       progress)
     finally:
         blocks.close()
-    info = {"aggregation": aggregation, "strategy": strategy, "input": input, "n_points": n,
-            "k": k, "empty_clusters": empty, "compute_dtype": np.dtype(clusters.work).name,
-            "affinity_bound": 0.0, "exact_affinity_steps": 0,
-            "kernel": None if cache is None else kernels.build(), **stats}
-    tree = Hierarchy(children, scores=step_scores, info=info)
-    return (tree, h) if return_assignment else tree
+    info = {"aggregation": aggregation, "strategy": strategy, "input": input,
+            "n_points": n if weights is None else int(weights.sum()), "k": k, "empty_clusters": empty,
+            "compute_dtype": np.dtype(work).name, "affinity_bound": 0.0, "exact_affinity_steps": 0,
+            "exp_cache": kind, "kernel": None if cache is None else kernels.build(), **stats}
+    if boot is not None:
+        info["bootstrap"] = boot
+    tree = Hierarchy(children, scores=step_scores, info=info, support=support)
+    return (tree, first.h) if return_assignment else tree

@@ -69,10 +69,14 @@ class Hierarchy:
         Leaf names.
     info : dict, optional
         Provenance: aggregation, strategy, source checksum, ...
+    support : float array (K−1,), optional
+        Bootstrap support of each merge (the node created at step t): the fraction of resampled trees
+        that contain its clade, in [0, 1]. Written to ``tree.json`` (``support``), as internal-node labels
+        of ``tree.nwk`` and on the dendrogram.
     """
 
     def __init__(self, children, *, scores=None, names=None, info: dict | None = None,
-                 source: str = "children"):
+                 source: str = "children", support=None):
         arr = np.asarray(children)
         if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr))):
             raise InputError(f"{source}: children must be integer node ids, got dtype {arr.dtype}")
@@ -91,6 +95,11 @@ class Hierarchy:
             if len(names) != self.k:
                 raise InputError(f"{source}: {len(names)} names given for {self.k} leaves")
         self.names = names
+        if support is not None:
+            support = np.asarray(support, dtype=np.float64)
+            if support.shape != (self.k - 1,) or not np.all((support >= 0) & (support <= 1)):
+                raise InputError(f"{source}: support must be K-1 = {self.k - 1} numbers in [0, 1]")
+        self.support = support
         self.info = dict(info or {})
         self._sizes: np.ndarray | None = None
         self._layout: tuple[np.ndarray, np.ndarray] | None = None
@@ -195,9 +204,12 @@ class Hierarchy:
     # ------------------------------------------------------------------ Newick
     def to_newick(self, names=None) -> str:
         """Newick string; leaf labels are quoted where needed; internal node created at step t has
-        height t, so branch lengths (integers) let :meth:`from_newick` recover the merge order."""
+        height t, so branch lengths (integers) let :meth:`from_newick` recover the merge order. With
+        :attr:`support`, each internal node is labelled with its support (e.g. ``0.93``), as phylogenetics
+        tools (dendropy, ete, scikit-bio) read bootstrap values."""
         names = self._names_or_ids(names)
         k = self.k
+        support = [""] * (k - 1) if self.support is None else [f"{s:.4g}" for s in self.support.tolist()]
         height = np.concatenate([np.zeros(k, dtype=np.int64), np.arange(1, k)])
         tokens: list[str] = []
         stack: list[int | str] = [2 * k - 2]
@@ -209,7 +221,7 @@ class Hierarchy:
                 tokens.append(_newick_label(names[item]))
             else:
                 a, b = self.children[item - k]
-                stack += [")", f":{height[item] - height[b]}", int(b),
+                stack += [")" + support[item - k], f":{height[item] - height[b]}", int(b),
                           f":{height[item] - height[a]},", int(a), "("]
         return "".join(tokens) + ";"
 
@@ -278,6 +290,8 @@ class Hierarchy:
         if self.total_members() <= MAX_JSON_MEMBERS:
             out["merges"] = [[list(a), list(b)] for a, b in self.iter_merges()]
         out["scores"] = None if self.scores is None else self.scores.tolist()
+        if self.support is not None:
+            out["support"] = self.support.tolist()
         out["names"] = self.names
         out["info"] = self.info
         return out
@@ -314,7 +328,13 @@ class Hierarchy:
         for key in ("aggregation", "strategy"):
             if data.get(key) is not None and info.get(key, data[key]) != data[key]:
                 raise InputError(f"{source}: {key} differs between the top level and info")
-        tree = cls(children, scores=scores, names=names, info=info, source=source)
+        support = data.get("support")       # absent in files written before bootstrap support
+        if support is not None:
+            try:
+                support = np.array(support, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{source}: malformed support ({exc})") from None
+        tree = cls(children, scores=scores, names=names, info=info, source=source, support=support)
         if "merges" in data:
             stored = data["merges"]
             if not isinstance(stored, list) or len(stored) != k - 1 or any(
@@ -341,7 +361,7 @@ class Hierarchy:
         """Write tree.json, linkage.npy and tree.nwk into ``out_dir`` atomically; return the paths."""
         out_dir = Path(out_dir)
         names = self.names if names is None else self._names_or_ids(names)
-        tree = Hierarchy(self.children, scores=self.scores, names=names, info=self.info)
+        tree = Hierarchy(self.children, scores=self.scores, names=names, info=self.info, support=self.support)
         paths = {"tree": out_dir / "tree.json", "linkage": out_dir / "linkage.npy",
                  "newick": out_dir / "tree.nwk"}
         tree.save(paths["tree"])
