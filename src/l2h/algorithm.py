@@ -72,15 +72,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from l2h import kernels
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
+from l2h.options import AGGREGATIONS, STRATEGIES
 from l2h.validation import check_block, check_input_kind, check_shape
 
-AGGREGATIONS = ("sum_of_cluster_means", "sum_all", "mean_all", "mean_of_cluster_means")
-STRATEGIES = ("lowest_score", "all_pairs")
+__all__ = ["AGGREGATIONS", "STRATEGIES", "MAX_WEIGHT", "assign", "l2h"]
 
 _UNIT = 1100                 # exact sums are Python ints counting units of 2**-_UNIT
 _SCALE = 1 << _UNIT
@@ -794,6 +793,8 @@ def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: 
     their counts as row weights (:func:`l2h`'s ``weights``), reusing ``first`` (h, g and the exp cache do not
     depend on weights). Resamples run in parallel threads; each result depends only on (seed, b).
     """
+    from tqdm.auto import tqdm
+
     k, n = first.k, first.h.size
     reference = _clades(children, k)
 
@@ -895,6 +896,8 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     >>> tree.k, tree.support.shape
     (6, (5,))
     """
+    from tqdm.auto import tqdm
+
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if strategy not in STRATEGIES:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from l2h.errors import InputError
+from l2h.options import INPUTS
 
-INPUTS = ("logits", "probs")
 PROBS_ATOL = 1e-3
 
 
