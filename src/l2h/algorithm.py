@@ -224,6 +224,18 @@ class _Blocks:
             self.pool.shutdown()
 
 
+def _fresh_array(shape: tuple[int, int], dtype) -> np.ndarray:
+    """An uninitialised array in an anonymous memory mapping of its own. Unlike ``np.empty`` it carries no
+    transparent-huge-page hint, whose synchronous compaction made first writes to a multi-GiB cache ~5×
+    slower on this project's (virtual) machines."""
+    import mmap
+
+    size = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    if size == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, size), dtype=dtype).reshape(shape)
+
+
 class _ExpCache:
     """The first pass's ``e = exp(z − max z)`` of every row (position = input row), and each row's estimate
     for the mask {h} (see :meth:`fill`).
@@ -236,7 +248,7 @@ class _ExpCache:
 
     def __init__(self, n: int, k: int, work: type, kind: str = "full"):
         self.kind, self.work = kind, work
-        self.values = np.empty((n, k), dtype=work if kind == "full" else np.uint16)
+        self.values = _fresh_array((n, k), work if kind == "full" else np.uint16)
         self.second = np.empty(n, dtype=np.int64)      # h^m of the row for the mask {h}
         self.alone = np.empty(n, dtype=np.float64)     # its estimated g^m (NaN: needs the exact one)
         self.u = float(np.finfo(work).eps) / 2        # unit roundoff of the compute dtype
@@ -329,28 +341,41 @@ class _FileRows:
             return None
         return cls(fd, str(x.filename), position, x.strides[0], x.shape[1], x.dtype)
 
+    def _fill(self, view: memoryview, position: int) -> None:
+        done = 0
+        while done < view.nbytes:
+            got = os.preadv(self.fd, [view[done:]], position + done)
+            if got <= 0:
+                raise InputError(f"{self.name}: the file is shorter than its header says (truncated?)")
+            done += got
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (valid until this thread's next call)."""
         buffer = getattr(self.local, "buffer", None)
         if buffer is None or buffer.shape[0] < stop - start:
             buffer = self.local.buffer = np.empty((stop - start, self.k), dtype=self.dtype)
         rows = buffer[:stop - start]
-        view, done = memoryview(rows).cast("B"), 0
-        while done < view.nbytes:
-            got = os.preadv(self.fd, [view[done:]], self.position + start * self.row_bytes + done)
-            if got <= 0:
-                raise InputError(f"{self.name}: the file is shorter than its header says (truncated?)")
-            done += got
+        self._fill(memoryview(rows).cast("B"), self.position + start * self.row_bytes)
         return rows
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """A new array of the given rows (one read per run of consecutive rows)."""
+        out = np.empty((rows.size, self.k), dtype=self.dtype)
+        view = memoryview(out).cast("B")
+        size = self.row_bytes
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, last in zip(np.concatenate([[0], breaks]).tolist(), np.append(breaks, rows.size).tolist()):
+            self._fill(view[first * size:last * size], self.position + int(rows[first]) * size)
+        return out
 
     def close(self) -> None:
         os.close(self.fd)
 
 
-def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
-            source: str | None, cache: _ExpCache | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``h`` and ``g`` of every row, in one read of ``x`` (row blocks in ``blocks``' threads); with ``cache``,
-    also fills it (:meth:`_ExpCache.fill`)."""
+def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None,
+            cache: _ExpCache | None = None, reader: _FileRows | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``h`` and ``g`` of every row, in one read of ``x`` (row blocks in ``blocks``' threads; through
+    ``reader`` if given); with ``cache``, also fills it (:meth:`_ExpCache.fill`)."""
     check_input_kind(input)
     source = source or _source_name(x)
     n, k = check_shape(x, source=source)
@@ -358,7 +383,6 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
     h = np.empty(n, dtype=np.int64)
     g = np.empty(n, dtype=np.float64)
     step = _block_rows(block_rows, k)
-    reader = _FileRows.open(x)
 
     def one(start: int) -> None:
         part = slice(start, start + step)
@@ -380,11 +404,7 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks,
             z -= z[np.arange(z.shape[0]), h[part]][:, None]
         g[part] = cache.fill(part, z, h[part])
 
-    try:
-        blocks.run(one, range(0, n, step))
-    finally:
-        if reader is not None:
-            reader.close()
+    blocks.run(one, range(0, n, step))
     return h, g
 
 
@@ -396,16 +416,21 @@ def assign(scores, *, input: str = "logits", block_rows: int = 65536,
     validated and processed in row blocks (``n_jobs`` threads; None = all available CPUs).
     ``source`` names the matrix in error messages (default: the memmap's file name, else "scores").
     """
+    x = _as_matrix(scores)
     blocks = _Blocks(_n_threads(n_jobs))
+    reader = _FileRows.open(x)
     try:
-        return _assign(_as_matrix(scores), input, block_rows, blocks, source)
+        return _assign(x, input, block_rows, blocks, source, reader=reader)
     finally:
         blocks.close()
+        if reader is not None:
+            reader.close()
 
 
 class _FirstPass:
     """What every run over the same matrix shares: ``h`` and ``g`` of every row (one read of the input), the
-    exp cache (or None) and the rows sorted by cluster (stably)."""
+    exp cache (or None), the rows sorted by cluster (stably) and the input's file reader (:class:`_FileRows`,
+    or None; :meth:`close` it)."""
 
     def __init__(self, x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None,
                  cache: _ExpCache | None):
@@ -413,8 +438,18 @@ class _FirstPass:
         self.k = x.shape[1]
         self.work = _compute_dtype(x.dtype)
         self.step = _block_rows(block_rows, self.k)
-        self.h, self.g = _assign(x, input, block_rows, blocks, source, cache)
+        self.reader = _FileRows.open(x)
+        try:
+            self.h, self.g = _assign(x, input, block_rows, blocks, source, cache, self.reader)
+        except BaseException:
+            self.close()
+            raise
         self.order = np.argsort(self.h, kind="stable")
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class _Clusters:
@@ -423,7 +458,7 @@ class _Clusters:
 
     def __init__(self, first: _FirstPass, weights: np.ndarray | None = None):
         self.x, self.input, self.blocks, self.cache = first.x, first.input, first.blocks, first.cache
-        self.k, self.work, self.step = first.k, first.work, first.step
+        self.k, self.work, self.step, self.reader = first.k, first.work, first.step, first.reader
         self.weights = weights
         if weights is None:
             self.order = first.order
@@ -459,11 +494,12 @@ class _Clusters:
         the exact definition.
         """
         cache = self.cache
-        rows = self.segments(members)
         if len(members) == 1:                     # precomputed by the first pass (_ExpCache.fill)
+            rows = self.segments(members)
             hm, gm = cache.second[rows], cache.alone[rows]
             doubt = np.isnan(gm)
-        else:
+        else:                                     # ascending: the cache is read in address order
+            rows = np.sort(self.segments(members), kind="stable")   # (merges the sorted segments)
             hm = np.empty(rows.size, dtype=np.int64)
             gm = np.empty(rows.size, dtype=np.float64)
             doubt = np.empty(rows.size, dtype=bool)
@@ -491,7 +527,9 @@ class _Clusters:
         step = self.step
 
         def one(start: int) -> None:
-            block = np.asarray(self.x[rows[start:start + step]], dtype=self.work, order="C")
+            part = rows[start:start + step]
+            block = self.x[part] if self.reader is None else self.reader.gather(part)
+            block = np.asarray(block, dtype=self.work, order="C")
             hm[start:start + step], gm[start:start + step] = _row_stats(block, self.input, mask)
 
         self.blocks.run(one, range(0, rows.size, step))
@@ -916,7 +954,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     kind = _cache_kind(n, k, work, input, strategy, cache_gib)
     cache = None if kind is None else _ExpCache(n, k, work, kind)
     blocks = _Blocks(_n_threads(n_jobs))
-    support = boot = None
+    support = boot = first = None
     try:
         first = _FirstPass(x, input, block_rows, blocks, source, cache)
         with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
@@ -930,6 +968,8 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
                                        progress)
     finally:
         blocks.close()
+        if first is not None:
+            first.close()
     info = {"aggregation": aggregation, "strategy": strategy, "input": input,
             "n_points": n if weights is None else int(weights.sum()), "k": k, "empty_clusters": empty,
             "compute_dtype": np.dtype(work).name, "affinity_bound": 0.0, "exact_affinity_steps": 0,

@@ -165,6 +165,9 @@ def _read_labels(path: Path, key: str | None, n: int):
 
 
 def run_tree(args, argv: list[str]) -> int:
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
     from l2h.algorithm import l2h
     from l2h.io import provenance, write_json
 
@@ -174,24 +177,29 @@ def run_tree(args, argv: list[str]) -> int:
     data = _read_inputs(args)
     scores, labels, coarse, names = data["scores"], data["labels"], data["coarse"], data["names"]
     n, k = scores.shape
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
-                           progress=not args.quiet, source=str(args.logits), return_assignment=True,
-                           cache_gib=args.cache_gib, bootstrap=args.bootstrap, seed=args.seed)
-    seconds = time.perf_counter() - start
-    metrics = None
-    if labels is not None:
-        from l2h.metrics import evaluate
-
-        metrics = evaluate(tree, leaves, labels, coarse=coarse)
     inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
     options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,
                "coarse_key": args.coarse_key, "aggregation": args.aggregation, "strategy": args.strategy,
                "bootstrap": args.bootstrap, "seed": args.seed, "plot": not args.no_plot}
-    record = provenance(options, list(dict.fromkeys(inputs)), command=shlex.join(["l2h", *argv]),
-                        argv=["l2h", *argv], n_points=n, n_clusters=k)
+    with ThreadPoolExecutor(1) as background:   # checksums, package versions and the figure's imports
+        record = background.submit(provenance, options, list(dict.fromkeys(inputs)),  # run beside L2H
+                                   command=shlex.join(["l2h", *argv]), argv=["l2h", *argv], n_points=n,
+                                   n_clusters=k)
+        if not args.no_plot:
+            background.submit(importlib.import_module, "l2h.report.figures")
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
+                               progress=not args.quiet, source=str(args.logits), return_assignment=True,
+                               cache_gib=args.cache_gib, bootstrap=args.bootstrap, seed=args.seed)
+        seconds = time.perf_counter() - start
+        metrics = None
+        if labels is not None:
+            from l2h.metrics import evaluate
+
+            metrics = evaluate(tree, leaves, labels, coarse=coarse)
+        record = record.result()
     tree.info["source"] = {"file": str(args.logits), "key": args.key,
                            "sha256": record["inputs"][str(args.logits)]}
 
