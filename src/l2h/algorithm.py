@@ -317,7 +317,8 @@ class _FileRows:
     them in one by one. :meth:`open` returns None for any other input (read through ``x`` itself)."""
 
     def __init__(self, fd: int, name: str, position: int, row_bytes: int, k: int, dtype: np.dtype):
-        self.fd, self.name, self.position, self.row_bytes, self.k, self.dtype = fd, name, position, row_bytes, k, dtype
+        self.fd, self.name, self.position, self.row_bytes = fd, name, position, row_bytes
+        self.k, self.dtype = k, dtype
         self.local = threading.local()
 
     @classmethod
@@ -325,7 +326,7 @@ class _FileRows:
         import mmap
 
         if not (isinstance(x, np.memmap) and getattr(x, "mode", None) == "r" and x.flags.c_contiguous
-                and x.dtype.isnative and x.size and getattr(x, "filename", None)):
+                and x.dtype.isnative and x.size and getattr(x, "filename", None) and hasattr(os, "preadv")):
             return None
         base = x
         while isinstance(base, np.ndarray):
@@ -399,8 +400,8 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source:
         if cache.kind == "full":
             z = cache.values[part]
             kernels.gather_shifted(rows, np.arange(rows.shape[0]), h[part], z)
-        else:                                                      # in place: rows is a copy or a buffer
-            z = rows if rows is not raw or reader is not None else rows.copy()
+        else:             # in place where rows is ours (the reader's buffer or a converted copy)
+            z = rows if reader is not None or rows is not raw else rows.copy()
             z -= z[np.arange(z.shape[0]), h[part]][:, None]
         g[part] = cache.fill(part, z, h[part])
 
