@@ -178,8 +178,8 @@ def test_bootstrap_is_seeded(tmp_path):
 
 
 def test_the_command_imports_only_what_it_uses(tmp_path):
-    """`l2h --help` needs no numpy; a run without labels or figure imports neither scipy.optimize (metrics)
-    nor matplotlib (figure)."""
+    """`l2h --help` needs no numpy; a quiet run without labels or figure imports neither scipy.optimize
+    (metrics) nor matplotlib (figure) nor tqdm (progress bars)."""
     np.save(tmp_path / "x.npy", _small_logits()[0])
     code = ("import sys; from l2h.cli import main; {call}; "
             "print(sorted(m for m in ('numpy', 'scipy.optimize', 'matplotlib', 'tqdm') if m in sys.modules))")
@@ -189,7 +189,7 @@ def test_the_command_imports_only_what_it_uses(tmp_path):
     tree_run = subprocess.run([sys.executable, "-c", code.format(
         call=f"main(['tree', {str(tmp_path / 'x.npy')!r}, '--no-plot', '--quiet', '--out', {str(tmp_path / 'o')!r}])")],
         capture_output=True, text=True, timeout=120)
-    assert tree_run.returncode == 0 and tree_run.stdout.strip() == "['numpy', 'tqdm']", tree_run.stderr
+    assert tree_run.returncode == 0 and tree_run.stdout.strip() == "['numpy']", tree_run.stderr
 
 
 def test_dendrogram_marks_support(tmp_path):

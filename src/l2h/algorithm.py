@@ -62,6 +62,7 @@ creation order; an empty cluster's mean confidence is 0):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import math
@@ -832,8 +833,6 @@ def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: 
     their counts as row weights (:func:`l2h`'s ``weights``), reusing ``first`` (h, g and the exp cache do not
     depend on weights). Resamples run in parallel threads; each result depends only on (seed, b).
     """
-    from tqdm.auto import tqdm
-
     k, n = first.k, first.h.size
     reference = _clades(children, k)
 
@@ -846,7 +845,7 @@ def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: 
 
     hits = np.zeros(k - 1, dtype=np.int64)
     with_empty = 0
-    with tqdm(total=n_resamples, desc="L2H bootstrap", disable=not progress) as bar, \
+    with _progress(n_resamples, "L2H bootstrap", progress) as bar, \
             ThreadPoolExecutor(first.blocks.n_threads) as pool:
         for found, empty in pool.map(one, range(n_resamples)):
             hits += found
@@ -863,6 +862,15 @@ class _NoBar:
 
 
 _NO_BAR = _NoBar()
+
+
+def _progress(total: int, desc: str, show: bool):
+    """A tqdm bar, or (without ``show``) a bar that does nothing: tqdm is imported only when shown."""
+    if not show:
+        return contextlib.nullcontext(_NO_BAR)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc)
 
 
 def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
@@ -935,8 +943,6 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     >>> tree.k, tree.support.shape
     (6, (5,))
     """
-    from tqdm.auto import tqdm
-
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if strategy not in STRATEGIES:
@@ -958,7 +964,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     support = boot = first = None
     try:
         first = _FirstPass(x, input, block_rows, blocks, source, cache)
-        with tqdm(total=k - 1, desc="L2H merges", disable=not progress) as bar:
+        with _progress(k - 1, "L2H merges", progress) as bar:
             children, step_scores, stats, empty = _build(first, weights, aggregation, strategy, bar)
         if empty:
             warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
