@@ -490,6 +490,27 @@ def test_memmap_files_are_read_directly(tmp_path, dtype):
             assert got.merges == want.merges and np.array_equal(got.scores, want.scores)
 
 
+@pytest.mark.parametrize("kind", ["full", "compact"])
+def test_open_steps_are_resolved_by_exact_chunks(monkeypatch, kind):
+    """A (valid, if loose) bound of 10 % leaves most steps open: their candidates' rows get the exact
+    definition chunk by chunk, and some are settled before the last chunk; merges and G* scores stay
+    those of the literal loop."""
+    from l2h import algorithm
+
+    monkeypatch.setattr(algorithm._ExpCache, "bound", 0.1)
+    full_exact = []
+    exact_all = algorithm._best_affinity
+    monkeypatch.setattr(algorithm, "_best_affinity",
+                        lambda *args: full_exact.append(args[2].size) or exact_all(*args))
+    rng = np.random.default_rng(17)
+    x, _ = random_case(rng, 30000, 12, "duplicates")
+    tree = assert_same(x.astype(np.float32), aggregation="sum_of_cluster_means",
+                       cache_gib=2.0 if kind == "full" else _compact_gib(30000, 12))
+    assert tree.info["exp_cache"] == kind
+    assert tree.info["exact_affinity_steps"] > len(full_exact) >= 0
+    assert tree.info["exact_affinity_rows"] > 4096
+
+
 @pytest.mark.parametrize("seed", range(24))
 def test_all_pairs_matches_literal(seed):
     rng = np.random.default_rng(1000 + seed)
