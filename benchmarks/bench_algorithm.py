@@ -156,6 +156,7 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool, e
     stats["exp_cache"] = tree.info["exp_cache"]
     stats["affinity_bound"] = tree.info["affinity_bound"]
     stats["exact_affinity_steps"] = tree.info["exact_affinity_steps"]
+    stats["exact_affinity_rows"] = tree.info["exact_affinity_rows"]
     stats["rows_reassigned_per_point"] = _rows_reassigned(x, tree) if path is None else None
     stats["kernel"] = tree.info["kernel"]
     if bootstrap:
