@@ -431,6 +431,18 @@ def test_bootstrap_seeds_and_empty_resampled_clusters():
     assert 10 <= lonely.info["bootstrap"]["resamples_with_empty_clusters"] <= 27   # P(empty) ≈ 1 − 0.6²
 
 
+def test_bootstrap_of_weighted_rows_is_that_of_the_repeated_rows():
+    """With weights, resamples draw from the Σ weights points that the rows stand for: the same supports as
+    the bootstrap of the matrix with repeated rows (the draws follow the same stream)."""
+    rng = np.random.default_rng(18)
+    x, _ = random_case(rng, 300, 9, "planted")
+    counts = rng.integers(1, 4, size=300)
+    weighted = l2h(x, weights=counts, bootstrap=12, seed=3)
+    repeated = l2h(x[np.repeat(np.arange(300), counts)], bootstrap=12, seed=3)
+    assert weighted.merges == repeated.merges
+    assert np.array_equal(weighted.support, repeated.support)
+
+
 def test_bad_weights_and_bootstrap_options():
     x = np.random.default_rng(15).normal(size=(20, 4))
     for weights, message in ((np.ones(19), "one weight per row"), (-np.ones(20), "integer counts"),

@@ -854,21 +854,25 @@ def _clades(children: np.ndarray, k: int) -> list[int]:
 
 
 def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: int, aggregation: str,
-               strategy: str, progress: bool) -> tuple[np.ndarray, dict]:
-    """Support of each merge of ``children``: the fraction of ``n_resamples`` trees, each built on the N rows
+               strategy: str, progress: bool, weights: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Support of each merge of ``children``: the fraction of ``n_resamples`` trees, each built on the points
     resampled with replacement, that contain its clade (the same set of leaves).
 
-    Resample b draws N row indices with ``np.random.default_rng([seed, b])`` and runs the merge loop with
-    their counts as row weights (:func:`l2h`'s ``weights``), reusing ``first`` (h, g and the exp cache do not
-    depend on weights). Resamples run in parallel threads; each result depends only on (seed, b).
+    Resample b draws as many points as there are (N, or Σ ``weights``: row i stands for ``weights[i]`` points)
+    uniformly with ``np.random.default_rng([seed, b]).integers``, and runs the merge loop with the number of
+    draws of each row as its weight (:func:`l2h`'s ``weights``), reusing ``first`` (h, g and the exp cache do
+    not depend on weights). Resamples run in parallel threads; each result depends only on (seed, b).
     """
     k, n = first.k, first.h.size
     reference = _clades(children, k)
+    ends = None if weights is None else np.cumsum(weights)
+    total = n if ends is None else int(ends[-1])
 
     def one(b: int) -> tuple[list[bool], int]:
-        draw = np.random.default_rng([seed, b]).integers(n, size=n)
-        weights = np.bincount(draw, minlength=n)
-        tree, _, _, empty = _build(first, weights, aggregation, strategy, _NO_BAR)
+        draw = np.random.default_rng([seed, b]).integers(total, size=total)
+        if ends is not None:                        # the row that each drawn point belongs to
+            draw = np.searchsorted(ends, draw, side="right")
+        tree, _, _, empty = _build(first, np.bincount(draw, minlength=n), aggregation, strategy, _NO_BAR)
         found = set(_clades(tree, k))
         return [c in found for c in reference], empty
 
@@ -945,9 +949,9 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         the matrix with each row repeated ``weights[i]`` times (rows of weight 0 left out), computed
         without copying rows.
     bootstrap : int
-        Number of bootstrap resamples B (0 = none). Each resample draws N rows with replacement (as
-        weights, seeded by ``seed``) and is merged with the same cluster ids; ``tree.support[t]`` is the
-        fraction of the B trees that contain the clade (set of leaves) of merge t. A cluster that no
+        Number of bootstrap resamples B (0 = none). Each resample draws N points with replacement (Σ weights
+        with ``weights``; as row weights, seeded by ``seed``) and is merged with the same cluster ids;
+        ``tree.support[t]`` is the fraction of the B trees that contain the clade (set of leaves) of merge t. A cluster that no
         resampled point has as argmax is empty in that resample and follows the empty-cluster rule below.
     seed : int
         Seed of the bootstrap resamples: the same seed gives the same supports.
@@ -1002,7 +1006,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
                           stacklevel=2)
         if bootstrap:
             support, boot = _bootstrap(first, children, int(bootstrap), int(seed), aggregation, strategy,
-                                       progress)
+                                       progress, weights)
     finally:
         blocks.close()
         if first is not None:
