@@ -138,6 +138,77 @@ def test_installed_executable_reproduces_the_run(cifar100, cifar100_run, tmp_pat
     assert version.returncode == 0 and version.stdout.strip() == "l2h 0.1.0"
 
 
+def test_cifar100_bootstrap_command(cifar100, tmp_path, capsys):
+    """The issue's command: `l2h tree <cifar-100 npz> --key predictions --input probs --labels ... --bootstrap
+    100 --out DIR` writes the support of every merge to tree.json and tree.nwk (read by dendropy) and marks
+    it on the dendrogram; the tree is the one without --bootstrap."""
+    import dendropy
+
+    out = tmp_path / "boot"
+    assert main([*cifar100["argv"], "--bootstrap", "100", "--out", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "bootstrap (100 resamples): median support " in summary
+    tree = Hierarchy.load(out / "tree.json")
+    plain = main([*cifar100["argv"], "--quiet", "--no-plot", "--out", str(tmp_path / "plain")])
+    assert plain == 0 and Hierarchy.load(tmp_path / "plain" / "tree.json").merges == tree.merges
+    assert tree.support.shape == (99,) and tree.support[-1] == 1.0
+    assert tree.info["bootstrap"] == {"resamples": 100, "seed": 0, "resamples_with_empty_clusters": 0}
+    assert 0.05 < np.median(tree.support) < 0.95 and np.allclose(tree.support * 100, np.round(tree.support * 100))
+    parsed = dendropy.Tree.get(path=str(out / "tree.nwk"), schema="newick", preserve_underscores=True)
+    labels = {frozenset(leaf.taxon.label for leaf in node.leaf_iter()): float(node.label)
+              for node in parsed.internal_nodes()}
+    for t in range(99):
+        assert labels[frozenset(FINE_NAMES[i] for i in tree.members(100 + t))] == tree.support[t]
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["config"]["bootstrap"] == 100 and record["config"]["seed"] == 0
+    assert (out / "dendrogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bootstrap_is_seeded(tmp_path):
+    x, _ = _small_logits(n=200, k=8, seed=4)
+    np.save(tmp_path / "x.npy", x + np.random.default_rng(5).normal(size=x.shape) * 3)
+    trees = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        assert main(["tree", str(tmp_path / "x.npy"), "--bootstrap", "30", "--seed", seed, "--no-plot", "--quiet",
+                     "--out", str(tmp_path / name)]) == 0
+        trees[name] = (tmp_path / name / "tree.json").read_bytes()
+    assert trees["a"] == trees["b"] and trees["a"] != trees["c"]
+    for bad in (["--bootstrap", "-1"], ["--bootstrap", "3", "--seed", "-2"]):
+        assert main(["tree", str(tmp_path / "x.npy"), *bad, "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_command_imports_only_what_it_uses(tmp_path):
+    """`l2h --help` needs no numpy; a quiet run without labels or figure imports neither scipy.optimize
+    (metrics) nor matplotlib (figure) nor tqdm (progress bars)."""
+    np.save(tmp_path / "x.npy", _small_logits()[0])
+    code = ("import sys; from l2h.cli import main; {call}; "
+            "print(sorted(m for m in ('numpy', 'scipy.optimize', 'matplotlib', 'tqdm') if m in sys.modules))")
+    help_run = subprocess.run([sys.executable, "-c", code.format(call="import l2h.cli")],
+                              capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and help_run.stdout.strip() == "[]", help_run.stderr
+    tree_run = subprocess.run([sys.executable, "-c", code.format(
+        call=f"main(['tree', {str(tmp_path / 'x.npy')!r}, '--no-plot', '--quiet', '--out', {str(tmp_path / 'o')!r}])")],
+        capture_output=True, text=True, timeout=120)
+    assert tree_run.returncode == 0 and tree_run.stdout.strip() == "['numpy']", tree_run.stderr
+
+
+def test_dendrogram_marks_support(tmp_path):
+    """With support, each merge gets a dot coloured by it (viridis: 1.0 is yellow) and a colour bar."""
+    from matplotlib.image import imread
+
+    from l2h.report.figures import plot_dendrogram
+
+    tree = Hierarchy.from_linkage(linkage(np.random.default_rng(6).normal(size=(30, 3)), "average"))
+    plot_dendrogram(tree, tmp_path / "plain.png")
+    tree.support = np.ones(29)
+    plot_dendrogram(tree, tmp_path / "support.png")
+    plain, marked = (imread(tmp_path / name)[..., :3] for name in ("plain.png", "support.png"))
+    yellow = np.array([253, 231, 37]) / 255                           # viridis(1.0)
+    near = lambda image: int((np.abs(image - yellow).max(axis=-1) < 0.08).sum())  # noqa: E731
+    assert near(plain) == 0 and near(marked) > 29 * 10
+
+
 def test_dendrogram_figure_scales_with_k(tmp_path):
     from matplotlib.image import imread
 

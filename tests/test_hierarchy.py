@@ -326,12 +326,47 @@ def _corrupt(data, key, value):
     ("scores", [[1.0, 2.0]], "scores must have K-1"),
     ("info", [], "info must be an object"),
     ("aggregation", "mean_all", "aggregation differs"),
+    ("support", [1.0, 0.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
+    ("support", [1.0, 0.5, 1.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
+    ("support", [1.0, 0.5, "x"], "malformed support"),
 ])
 def test_malformed_json(tmp_path, key, value, message):
     path = tmp_path / "tree.json"
     path.write_text(json.dumps(_corrupt(l2h_like_tree().to_dict(), key, value)))
     with pytest.raises(InputError, match=message):
         Hierarchy.load(path)
+
+
+def test_support_in_json_newick_and_dendropy(tmp_path):
+    """Bootstrap support: a ``support`` list in tree.json (files without it still load), internal-node
+    labels in the Newick text that dendropy reads as the support of the same clades."""
+    import dendropy
+
+    rng = np.random.default_rng(4)
+    k = 40
+    support = rng.integers(0, 101, size=k - 1) / 100
+    support[-1] = 1.0
+    names = [f"class{i}" for i in range(k)]
+    tree = Hierarchy(random_children(k, rng), names=names, support=support)
+    paths = tree.write(tmp_path / "out")
+    data = json.loads(paths["tree"].read_text())
+    assert data["support"] == support.tolist()
+    assert np.array_equal(Hierarchy.load(paths["tree"]).support, support)
+    del data["support"]                                               # a tree.json from before supports
+    paths["tree"].write_text(json.dumps(data))
+    assert Hierarchy.load(paths["tree"]).support is None
+    assert "support" not in Hierarchy([[0, 1]]).to_dict()
+
+    text = paths["newick"].read_text()
+    assert np.array_equal(Hierarchy.from_newick(text, names=names).children, tree.children)
+    parsed = dendropy.Tree.get(data=text, schema="newick")
+    found = {}
+    for node in parsed.internal_nodes():
+        found[frozenset(leaf.taxon.label for leaf in node.leaf_iter())] = float(node.label)
+    assert len(found) == k - 1
+    for t in range(k - 1):
+        clade = frozenset(names[i] for i in tree.members(k + t))
+        assert found[clade] == support[t]
 
 
 def test_load_errors(tmp_path):

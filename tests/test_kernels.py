@@ -150,3 +150,96 @@ def test_gather_shifted_builds_agree_exactly(dtype):
     kernels.gather_shifted(x.astype(np.float16), rows, top, out)
     assert np.array_equal(out, x.astype(np.float16)[rows].astype(np.float32)
                           - x.astype(np.float16)[rows, top].astype(np.float32)[:, None])
+
+
+# ----------------------------------------------------------------------------- compact cache (16-bit codes)
+CODE_ALPHA = 8.08 * 2.0 ** -24 + 1.01 * 2.0 ** -11
+CODE_TINY, CODE_FLOOR = 2.0 ** -120 + 2.0 ** -72, 2.0 ** -45
+
+
+def encode(e):
+    out = {}
+    for build in ("compiled", "numpy"):
+        codes = np.empty(e.shape, dtype=np.uint16)
+        with kernels.numpy_build() if build == "numpy" else contextlib.nullcontext():
+            kernels.encode_compact(e, codes)
+        out[build] = codes
+    assert np.array_equal(out["compiled"], out["numpy"])
+    return out["compiled"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compact_codes_round_to_nearest_and_keep_the_order(dtype):
+    rng = np.random.default_rng(5)
+    e = np.exp(-rng.uniform(0, 110, size=(400, 37))).astype(dtype)    # down to e⁻¹¹⁰: subnormal codes
+    e[0, :8] = [0.0, 1.0, 2.0 ** -62, 2.0 ** -45, 1 - 2.0 ** -12, 1 - 2.0 ** -11, 2.0 ** -72, 2.0 ** -73]
+    codes = encode(e)
+    back = kernels.decode_compact(codes).astype(np.float64) * 2.0 ** 64
+    assert codes[0, :8].tolist() == [0, 63 << 10, 1 << 10, 18 << 10, 63 << 10, (62 << 10) + 1023, 1, 0]
+    normal = e >= 2.0 ** -62
+    assert np.all(np.abs(back - e)[normal] <= 2.0 ** -11 * e[normal])
+    assert np.all(np.abs(back - e)[~normal] <= 2.0 ** -72) and (~normal).sum() > 1000
+    order = np.argsort(e, axis=None, kind="stable")
+    assert np.all(np.diff(codes.ravel()[order].astype(np.int64)) >= 0)   # monotone: codes compare as e
+    assert np.array_equal(encode(back.astype(dtype)), codes)            # decoding is exact
+
+
+@pytest.mark.parametrize("k", [2, 15, 16, 17, 301, 1000])
+def test_compact_estimates_builds_agree_and_follow_the_codes(k):
+    rng = np.random.default_rng(k + 7)
+    codes = encode(hard_cache(rng, 600, k, np.float32))
+    positions = rng.integers(codes.shape[0], size=900)
+    for m in sorted({1, 2, k // 3, k - 1} & set(range(1, k))):
+        members = rng.choice(k, size=m, replace=False)
+        out = {}
+        for build in ("compiled", "numpy"):
+            hm, gm, doubt = (np.empty(900, dtype=np.int64), np.empty(900), np.empty(900, dtype=bool))
+            keep = kernels.keep_bits(k, members, np.uint16)
+            with kernels.numpy_build() if build == "numpy" else contextlib.nullcontext():
+                kernels.masked_estimates(codes, positions, keep, CODE_ALPHA, CODE_TINY, CODE_FLOOR, hm, gm, doubt)
+            out[build] = hm, gm, doubt
+        (hm, gm, doubt), (hm_np, gm_np, doubt_np) = out["compiled"], out["numpy"]
+        assert np.array_equal(doubt, doubt_np) and np.array_equal(hm, hm_np)
+        d = kernels.decode_compact(codes[positions]).astype(np.float64) * 2.0 ** 64
+        d[:, members] = 0
+        sure = ~doubt
+        assert sure.any() and doubt.any()
+        assert np.array_equal(hm[sure], d[sure].argmax(axis=1))
+        top = d.max(axis=1)
+        runner = np.sort(d, axis=1)[:, -2]
+        assert np.all(top[sure] * (1 - CODE_ALPHA) > runner[sure] * (1 + CODE_ALPHA) + CODE_TINY)
+        assert np.all(top[sure] >= CODE_FLOOR)
+        exact = top[sure] / d[sure].sum(axis=1)
+        for got in (gm, gm_np):
+            assert np.all(np.abs(got[sure] - exact) <= 2 * k * 2.0 ** -24 * exact)
+
+
+def test_compact_near_ties_and_floor_are_doubtful():
+    k = 20
+    e = np.full((4, k), 0.25, dtype=np.float32)
+    e[:, 0] = 1.0
+    e[0, 7], e[0, 9] = 0.5, 0.5 * (1 - 2.0 ** -12)                  # equal codes
+    e[1, 7], e[1, 9] = 0.5, 0.5 * (1 - 2.0 ** -10)                  # one code apart: within the codes' error
+    e[2, 1:] = 2.0 ** -46                                           # masked maximum below the floor
+    e[3, 7] = 0.5                                                   # clear gap: certain
+    codes = encode(e)
+    hm, gm, doubt = np.empty(4, dtype=np.int64), np.empty(4), np.empty(4, dtype=bool)
+    kernels.masked_estimates(codes, np.arange(4), kernels.keep_bits(k, [0], np.uint16), CODE_ALPHA, CODE_TINY,
+                             CODE_FLOOR, hm, gm, doubt)
+    assert doubt.tolist() == [True, True, True, False]
+    assert hm[3] == 7 and gm[3] == pytest.approx(0.5 / (0.5 + 0.25 * (k - 2)), rel=1e-3)
+
+
+def test_compact_kernels_reject_inconsistent_arguments():
+    codes = np.ones((3, 4), dtype=np.uint16)
+    out = np.empty(2, dtype=np.int64), np.empty(2), np.empty(2, dtype=bool)
+    with pytest.raises(ValueError, match="keep_bits"):
+        kernels.masked_estimates(codes, np.array([0, 1]), kernels.keep_bits(4, [0], np.float32), 1e-3, CODE_TINY,
+                                 CODE_FLOOR, *out)
+    with pytest.raises(ValueError, match="uint16"):
+        kernels.masked_estimates(codes.view(np.int16), np.array([0, 1]), kernels.keep_bits(4, [0], np.uint16),
+                                 1e-3, CODE_TINY, CODE_FLOOR, *out)
+    with pytest.raises(ValueError, match="same shape"):
+        kernels.encode_compact(np.ones((3, 4), dtype=np.float32), np.empty((3, 5), dtype=np.uint16))
+    with pytest.raises(ValueError, match="2-byte items"):
+        kernels.encode_compact(np.ones((3, 4), dtype=np.float32), np.empty((3, 4), dtype=np.float32))

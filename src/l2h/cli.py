@@ -15,24 +15,25 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from l2h import __version__
-from l2h.algorithm import AGGREGATIONS, STRATEGIES, l2h
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy
-from l2h.io import load_array, load_labels, provenance, sha256_file, write_json, write_text
-from l2h.levels import suggest_levels, tree_supports
-from l2h.metrics import evaluate
-from l2h.outdir import check_out_dir, replace_outputs
-from l2h.validation import INPUTS, check_input_kind, check_labels, check_shape, looks_like_probabilities
+from l2h.options import AGGREGATIONS, INPUTS, STRATEGIES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from l2h.hierarchy import Hierarchy
+
+# numpy, scipy (metrics) and matplotlib (figure) are imported where they are used, so that `l2h --help`
+# and a run without labels or figure do not pay for them
 
 TREE_EPILOG = """\
 writes to DIR:
-  tree.json        the lossless record of the hierarchy (ordered merges, scores, options)
+  tree.json        the lossless record of the hierarchy (ordered merges, scores, options; with
+                   --bootstrap, the support of each merge)
   linkage.npy      the hierarchy as a scipy linkage matrix (height = merge step)
-  tree.nwk         the hierarchy in Newick format (leaf names from --names)
+  tree.nwk         the hierarchy in Newick format (leaf names from --names; with --bootstrap,
+                   each internal node is labelled with its support)
   metrics.json     with --labels: nmi, nmi_geometric, ari, acc, dp, lp (+ coarse_* with --coarse)
   levels.json      numbers of groups at which the tree is best cut, ranked, with scores
   dendrogram.png   the dendrogram (unless --no-plot)
@@ -92,9 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"merging strategy (default: {STRATEGIES[0]})")
     tree.add_argument("--names", metavar="FILE", type=Path,
                       help="cluster names: a text file with one name per line (K lines) or a JSON list")
-    tree.add_argument("--cache-gib", metavar="GIB", type=float, default=2.0,
+    tree.add_argument("--bootstrap", metavar="B", type=int, default=0,
+                      help="support of each merge: the fraction of B trees on bootstrap resamples of the "
+                           "points that contain its clade (default: 0 = none)")
+    tree.add_argument("--seed", metavar="S", type=int, default=0,
+                      help="seed of the bootstrap resamples (default: 0)")
+    tree.add_argument("--cache-gib", metavar="GIB", type=float, default=None,
                       help="memory that may hold exp(z - max z) of every row, which makes the merge steps "
-                           "cheaper on logits (merges are unchanged; 0 = off; default: 2)")
+                           "cheaper on logits (merges are unchanged; 0 = off; default: half the available "
+                           "memory)")
     tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png and tree.html")
     tree.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     tree.set_defaults(run=run_tree)
@@ -167,6 +174,10 @@ def read_names(path: Path, k: int) -> list[str]:
 
 def _read_inputs(args) -> dict:
     """Load and validate every input; raise InputError before anything is written."""
+    from l2h.io import load_array
+    from l2h.outdir import check_out_dir
+    from l2h.validation import check_input_kind, check_shape
+
     args.out = check_out_dir(args.out)
     scores = load_array(args.logits, key=args.key)
     check_input_kind(args.input)
@@ -182,6 +193,11 @@ def _read_inputs(args) -> dict:
 
 
 def _read_labels(path: Path, key: str | None, n: int):
+    import numpy as np
+
+    from l2h.io import load_labels
+    from l2h.validation import check_labels
+
     labels = check_labels(load_labels(path, key=key), n, source=str(path))
     if np.unique(labels).size == labels.size:
         raise InputError(f"{path}: no two points share a class, so dendrogram purity is undefined")
@@ -190,27 +206,46 @@ def _read_labels(path: Path, key: str | None, n: int):
 
 def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
     """``l2h tree``: read and check every input, build the tree, write the outputs as a whole."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from l2h.algorithm import l2h
+    from l2h.io import provenance, write_json, write_text
+    from l2h.levels import suggest_levels, tree_supports
+    from l2h.outdir import replace_outputs
+    from l2h.validation import looks_like_probabilities
+
+    for option in ("bootstrap", "seed"):
+        if getattr(args, option) < 0:
+            raise InputError(f"--{option} must be >= 0, got {getattr(args, option)}")
     data = _read_inputs(args)
     scores, labels, coarse, names = data["scores"], data["labels"], data["coarse"], data["names"]
     n, k = scores.shape
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
-                           progress=not args.quiet, source=str(args.logits), return_assignment=True,
-                           cache_gib=args.cache_gib)
-    seconds = time.perf_counter() - start
-    probabilities = args.input == "logits" and looks_like_probabilities(scores)
-    levels = suggest_levels(tree, scores, leaves=leaves, input=args.input, supports=tree_supports(tree))
-    metrics = None
-    if labels is not None:
-        metrics = evaluate(tree, leaves, labels, coarse=coarse)
     inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
     options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,
                "coarse_key": args.coarse_key, "aggregation": args.aggregation, "strategy": args.strategy,
-               "plot": not args.no_plot}
-    record = provenance(options, list(dict.fromkeys(inputs)), command=shlex.join(["l2h", *argv]),
-                        argv=["l2h", *argv], n_points=n, n_clusters=k)
+               "bootstrap": args.bootstrap, "seed": args.seed, "plot": not args.no_plot}
+    with ThreadPoolExecutor(1) as background:   # checksums, package versions and the figure's imports
+        record = background.submit(provenance, options, list(dict.fromkeys(inputs)),  # run beside L2H
+                                   command=shlex.join(["l2h", *argv]), argv=["l2h", *argv], n_points=n,
+                                   n_clusters=k)
+        if not args.no_plot:
+            background.submit(importlib.import_module, "l2h.report.figures")
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
+                               progress=not args.quiet, source=str(args.logits), return_assignment=True,
+                               cache_gib=args.cache_gib, bootstrap=args.bootstrap, seed=args.seed)
+        seconds = time.perf_counter() - start
+        probabilities = args.input == "logits" and looks_like_probabilities(scores)
+        levels = suggest_levels(tree, scores, leaves=leaves, input=args.input, supports=tree_supports(tree))
+        metrics = None
+        if labels is not None:
+            from l2h.metrics import evaluate
+
+            metrics = evaluate(tree, leaves, labels, coarse=coarse)
+        record = record.result()
     tree.info["source"] = {"file": str(args.logits), "key": args.key,
                            "sha256": record["inputs"][str(args.logits)]}
 
@@ -248,6 +283,8 @@ def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
 def run_compare(args: argparse.Namespace, argv: list[str]) -> int:
     """``l2h compare``: score the tree in ``args.tree_dir`` against a reference, write comparison.json."""
     from l2h.compare import compare, format_summary, match_leaves, read_reference
+    from l2h.hierarchy import Hierarchy
+    from l2h.io import sha256_file, write_json
 
     tree_file = args.tree_dir / "tree.json"
     if not tree_file.is_file():
@@ -283,6 +320,13 @@ def summary(tree: Hierarchy, names: list[str] | None, n: int, seconds: float, ou
         sides.append(f"{len(members)} {{{shown}}}")
     lines = [f"l2h tree: N = {n:,} points, K = {k} clusters, L2H in {seconds:.2f} s -> {out}",
              f"top-level split: {sides[0]} | {sides[1]}"]
+    if tree.support is not None:
+        import numpy as np
+
+        support = tree.support[:-1] if k > 2 else tree.support      # the root's is always 1
+        lines.append(f"bootstrap ({tree.info['bootstrap']['resamples']} resamples): median support "
+                     f"{float(np.median(support)):.2f}; {int((support >= 0.95).sum())} of {support.size} merges "
+                     "(root excluded) have support >= 0.95")
     if metrics is not None:
         lines.append("metrics: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in ("nmi", "ari", "acc", "dp", "lp")))
         if "coarse_dp" in metrics:

@@ -13,7 +13,12 @@ does not take, and in the tests against the compiled one).
   ``alpha`` (plus ``tiny`` absolute) of the largest, ``top·(1 − alpha) ≤ second·(1 + alpha) + tiny`` in
   float64 (their order in ``z`` is then uncertain), or a largest kept value below ``floor``. The builds
   agree exactly on ``h^m`` and ``doubt``; ``g^m`` differs by the summation order only, which the bound
-  of :meth:`l2h.algorithm._ExpCache.bound` allows to be any.
+  of :meth:`l2h.algorithm._ExpCache.bound` allows to be any. The cache may also be *compact* (uint16
+  codes, :func:`encode_compact`): then values are compared as codes and summed as decoded floats.
+* :func:`encode_compact`: each ``e`` in [0, 1] as a 16-bit code, the float32 ``e·2⁻⁶⁴`` rounded to 10
+  mantissa bits (nearest, ties to even) and shifted right by 13 bits: 6 exponent and 10 mantissa bits,
+  so codes are ordered as the values, relative error ≤ 2⁻¹¹ for ``e ≥ 2⁻⁶²`` and absolute error ≤ 2⁻⁷²
+  below; :func:`decode_compact` is exact. The two builds agree exactly.
 
 The compiled kernels release the GIL, so row blocks run in parallel threads.
 """
@@ -79,22 +84,42 @@ def gather_shifted(x: np.ndarray, rows: np.ndarray, top: np.ndarray, out: np.nda
 
 
 def keep_bits(k: int, members, dtype: np.dtype) -> np.ndarray:
-    """Column mask for :func:`masked_estimates`: all ones (kept) or 0 (masked, ``members``), as signed
-    integers of the width of ``dtype``."""
-    out = np.full(k, -1, dtype=np.int32 if np.dtype(dtype) == np.float32 else np.int64)
+    """Column mask for :func:`masked_estimates`: all ones (kept) or 0 (masked, ``members``), as integers of
+    the width of the cache's ``dtype`` (float32: int32, float64: int64, compact codes: uint16)."""
+    width = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64, np.dtype(np.uint16): np.uint16}
+    out = np.full(k, -1, dtype=np.int64).astype(width[np.dtype(dtype)])
     out[np.asarray(members, dtype=np.intp)] = 0
     return out
+
+
+def encode_compact(e: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (uint16, same shape) = the compact codes of ``e`` (float32/float64, values in [0, 1])."""
+    if _compiled is not None and _native(e):
+        _compiled.encode_compact(e, out)
+        return
+    scaled = e * np.float32(2.0 ** -64) if e.dtype == np.float32 else (e * 2.0 ** -64).astype(np.float32)
+    bits = scaled.view(np.uint32)
+    out[...] = (bits + np.uint32(0xFFF) + ((bits >> 13) & np.uint32(1))) >> 13
+
+
+def decode_compact(codes: np.ndarray) -> np.ndarray:
+    """float32 values of compact codes, in the scale 2⁻⁶⁴ (multiply by 2⁶⁴ for ``e``; both exact)."""
+    return (codes.astype(np.uint32) << 13).view(np.float32)
 
 
 def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, alpha: float, tiny: float,
                      floor: float, hm: np.ndarray, gm: np.ndarray, doubt: np.ndarray) -> None:
     """Fill ``hm`` (int64), ``gm`` (float64) and ``doubt`` (bool) for the cache rows ``exp[positions]``
-    and the column mask ``keep`` (:func:`keep_bits`)."""
+    (float32/float64 ``e``, or compact uint16 codes) and the column mask ``keep`` (:func:`keep_bits`);
+    ``tiny`` and ``floor`` are in the unit scale of ``e``."""
     if _compiled is not None:
         _compiled.masked_estimates(exp, positions, keep, alpha, tiny, floor, hm, gm, doubt)
         return
-    e = exp[positions]
-    e[:, keep == 0] = 0
+    if exp.dtype == np.uint16:        # compact codes: decoded in the scale 2⁻⁶⁴, the unit scale for the test
+        e, scale = decode_compact(exp[positions] & keep), 2.0 ** 64
+    else:
+        e, scale = exp[positions], 1.0
+        e[:, keep == 0] = 0
     at = np.arange(positions.size)
     h = e.argmax(axis=1)
     top = e[at, h]
@@ -105,4 +130,6 @@ def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, a
     top64, second64 = top.astype(np.float64), second.astype(np.float64)   # roundings ≪ alpha
     hm[:] = h
     gm[:] = np.divide(top64, total, out=np.zeros_like(top64), where=total > 0)
+    top64 *= scale
+    second64 *= scale
     doubt[:] = (top64 * (1 - alpha) <= second64 * (1 + alpha) + tiny) | (top64 < floor)

@@ -11,8 +11,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from l2h.errors import InputError
+from l2h.options import INPUTS
 
-INPUTS = ("logits", "probs")
 PROBS_ATOL = 1e-3
 
 

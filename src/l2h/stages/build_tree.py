@@ -26,7 +26,8 @@ def run(cfg, job):
     scores = np.load(path, mmap_mode="r")
     tree, leaves = l2h(scores, aggregation=str(cfg.l2h.aggregation), strategy=str(cfg.l2h.strategy),
                        input=str(cfg.l2h.input), block_rows=int(cfg.l2h.block_rows), progress=True,
-                       source=str(path), return_assignment=True)
+                       source=str(path), return_assignment=True, bootstrap=int(cfg.l2h.bootstrap),
+                       seed=int(cfg.l2h.bootstrap_seed))
     tree.info["source_sha256"] = sha256_file(path)
     tree.write(job.output)
     write_npy(job.output / "leaves.npy", leaves)
