@@ -40,7 +40,7 @@ def test_build_tree_writes_supports(tmp_path):
     for bootstrap in (0, 20):
         cfg.l2h.bootstrap = bootstrap
         out = tmp_path / f"b{bootstrap}"
-        run(cfg, Job("build_tree", {"logits": str(tmp_path / "logits.npy")}, out, {}))
+        run(cfg, Job("build_tree", {"logits": str(tmp_path / "logits.npy")}, out, out, {}))
         results[bootstrap] = Hierarchy.load(out / "tree.json")
     assert results[0].support is None
     assert results[20].support.shape == (5,) and results[20].info["bootstrap"]["resamples"] == 20
