@@ -17,7 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def test_bootstrap_reaches_build_tree_and_triggers_reruns():
-    base, boot = Plan(CONF), Plan(CONF, overrides="l2h.bootstrap=50 l2h.bootstrap_seed=3")
+    base, boot = Plan(CONF, overrides="l2h.bootstrap=0"), Plan(CONF, overrides="l2h.bootstrap=50 l2h.bootstrap_seed=3")
     jobs = [fields for stage, fields in base.jobs() if stage == "build_tree"]
     assert jobs
     for fields in jobs:

@@ -312,7 +312,7 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
     >>> result["levels"][0]["nmi"]["value"], result["robinson_foulds"]["value"]
     (1.0, 0.0)
     """
-    from tqdm.auto import tqdm
+    from l2h.progress import progress_bar
 
     k = tree.k
     if len(reference.leaves) != k:
@@ -343,8 +343,8 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
 
     observed = measure(np.arange(k))
     rng = np.random.default_rng(seed)
-    chance = [measure(rng.permutation(k)) for _ in tqdm(range(int(n_random)), desc="chance level",
-                                                         disable=not progress)]
+    chance = [measure(rng.permutation(k)) for _ in progress_bar(range(int(n_random)), desc="chance level",
+                                                                 disable=not progress)]
 
     def entry(key: str) -> dict:
         values = np.array([c[key] for c in chance])

@@ -22,6 +22,11 @@ RUN_COLUMNS = ("method", "dataset", "backbone", "k", "seed", "aggregation", "str
 GROUP_KEYS = ("method", "dataset", "backbone", "k", "aggregation", "strategy", "labels")
 METRICS = ("nmi", "ari", "acc", "dp", "lp")
 COARSE = ("coarse_nmi", "coarse_ari", "coarse_acc", "coarse_dp")
+#: Beyond the paper, where a run has them: the median bootstrap support of the tree's merges, and the tree
+#: against the dataset's class hierarchy (cophenetic correlation, normalised Robinson-Foulds distance).
+ANALYSIS = ("support", "ref_cophenetic", "ref_rf")
+#: Column titles of the metrics in the Markdown, LaTeX and HTML tables.
+TITLES = {"support": "support", "ref_cophenetic": "ref. coph.", "ref_rf": "ref. RF"}
 #: The reference tables' ``reference`` values, in column order; the first is the one Markdown and LaTeX show
 #: in the main table (the others get a section of their own).
 REFERENCES = {"paper": "the L2H paper (ICML 2025)",
@@ -39,7 +44,7 @@ def _labels_used(labels: Mapping[str, Any]) -> str:
 
 def metric_columns(frame: "pd.DataFrame") -> list[str]:
     """The metric columns ``frame`` has, in table order."""
-    return [m for m in (*METRICS, *COARSE) if m in frame.columns]
+    return [m for m in (*METRICS, *COARSE, *ANALYSIS) if m in frame.columns]
 
 
 def runs_frame(records: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
@@ -57,6 +62,7 @@ def runs_frame(records: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
     import pandas as pd
 
     with_coarse = any("coarse_nmi" in r["metrics"] for r in records)
+    analysis = [m for m in ANALYSIS if any(m in r["metrics"] for r in records)]
     rows = []
     for rec in records:
         run = rec["run"]
@@ -66,9 +72,10 @@ def runs_frame(records: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
         row.update({m: rec["metrics"][m] for m in METRICS})
         if with_coarse:
             row.update({m: rec["metrics"].get(m) for m in COARSE})
+        row.update({m: rec["metrics"].get(m) for m in analysis})
         row[_CLASSES], row[_COARSE] = rec["labels"]["classes"], rec["labels"].get("coarse")
         rows.append(row)
-    columns = [*RUN_COLUMNS, *METRICS, *(COARSE if with_coarse else ()), _CLASSES, _COARSE]
+    columns = [*RUN_COLUMNS, *METRICS, *(COARSE if with_coarse else ()), *analysis, _CLASSES, _COARSE]
     frame = pd.DataFrame(rows, columns=columns)
     for col in ("k", "seed", "n_points", _CLASSES, _COARSE):
         frame[col] = frame[col].astype("Int64")
@@ -269,7 +276,7 @@ def display_frame(summary: "pd.DataFrame", reference: str | None = "paper") -> "
         out["paper labels"] = [v or DASH for v in summary["paper_labels"]]
     out["seeds"] = [str(v) for v in summary["seeds"]]
     for m in metrics:
-        name = m.upper().replace("COARSE_", "coarse ")
+        name = TITLES.get(m) or m.upper().replace("COARSE_", "coarse ")
         out[name] = [_mean_std(a, s, n) for a, s, n in zip(summary[m], summary[f"{m}_std"], summary[f"{m}_n"])]
         if m in refs:
             out[f"{name} {reference}"] = [_number(v) for v in summary[f"{m}_{reference}"]]
@@ -327,7 +334,7 @@ def to_latex(summary: "pd.DataFrame", *, caption: str = "", label: str = "") -> 
     refs = reference_columns(summary, "paper")
     best: dict[str, pd.Series] = {}
     for m in metrics:
-        name = m.upper().replace("COARSE_", "coarse ")
+        name = TITLES.get(m) or m.upper().replace("COARSE_", "coarse ")
         best[name] = summary[m] == summary[m].max()
         if m in refs:
             best[f"{name} paper"] = summary[f"{m}_paper"] == summary[f"{m}_paper"].max()

@@ -2,7 +2,8 @@
 
 Writes ``labels.npz`` (``<split>`` and, where the dataset has them, ``<split>_coarse`` int64 arrays for every
 logical split) and ``classes.json`` (class names, coarse names, and per split its size and the identity of the
-copy it was read from: ``splits.<split>.copy``, see ``DatasetSource.copy_identity``).
+copy it was read from: ``splits.<split>.copy``, see ``DatasetSource.copy_identity``; and the class hierarchy
+where the dataset has one, ``hierarchy: {edges, leaves}`` with leaf i = class i).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def run(cfg, job):
         if images.coarse_labels is not None:
             arrays[f"{split}_coarse"] = images.coarse_labels
         splits[split] = {"name": source.split_name(split), "n": len(images), "copy": images.info.get("copy")}
+    tree = source.hierarchy(root)   # the dataset's class hierarchy (superclasses, WordNet, taxonomy), if any
     with atomic_path(job.output / "labels.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     write_json(job.output / "classes.json", {
         "dataset": source.name, "class_names": list(first.class_names), "num_classes": len(first.class_names),
         "coarse_names": None if first.coarse_names is None else list(first.coarse_names),
-        "local": source.cfg.get("local"), "unofficial": bool(source.cfg.get("unofficial")), "splits": splits})
+        "local": source.cfg.get("local"), "unofficial": bool(source.cfg.get("unofficial")), "splits": splits,
+        "hierarchy": None if tree is None else {"edges": [list(e) for e in tree.edges()],
+                                                "leaves": list(tree.leaves)}})
     return {"splits": splits}
 
 
