@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from l2h.data.imageset import ImageSet
-from l2h.data.source import ArchiveSource, check_label_range
+from l2h.data.source import ArchiveSource, check_label_range, group_mapping
 from l2h.data.taxonomy import ClassTree
 from l2h.errors import InputError
 
@@ -117,21 +117,7 @@ class CifarSource(ArchiveSource):
                 mapping[fine] = c
             return mapping, names
         if groups:
-            names = list(groups)
-            index = {n: i for i, n in enumerate(class_names)}
-            mapping = np.full(len(class_names), -1, dtype=np.int64)
-            for g, members in enumerate(groups.values()):
-                for member in members:
-                    if member not in index:
-                        raise InputError(f"dataset {self.name}: coarse_groups names {member!r}, not a class "
-                                         f"({class_names})")
-                    if mapping[index[member]] != -1:
-                        raise InputError(f"dataset {self.name}: class {member!r} is in two coarse_groups")
-                    mapping[index[member]] = g
-            if (mapping < 0).any():
-                missing = [class_names[i] for i in np.flatnonzero(mapping < 0)]
-                raise InputError(f"dataset {self.name}: coarse_groups leave out classes {missing}")
-            return mapping, names
+            return group_mapping(groups, class_names, self.name), list(groups)
         return None
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:

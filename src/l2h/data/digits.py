@@ -7,14 +7,16 @@ import os
 import numpy as np
 
 from l2h.data.imageset import ImageSet
-from l2h.data.source import DatasetSource
+from l2h.data.source import DatasetSource, group_mapping
+from l2h.data.taxonomy import ClassTree
 from l2h.errors import InputError
 
 
 class DigitsSource(DatasetSource):
     """1,797 grey 8×8 images; pixel values 0..16 scaled to uint8 0..255; a fixed stratified split
-    (``cfg.test_fraction``, ``cfg.split_seed``); class names ``"0"``..``"9"``. Nothing to prepare, and no
-    local copy: the images ship with scikit-learn."""
+    (``cfg.test_fraction``, ``cfg.split_seed``); class names ``"0"``..``"9"``; coarse labels and a class hierarchy
+    from ``cfg.coarse_groups`` (name -> digits) when set. Nothing to prepare, and no local copy: the images ship
+    with scikit-learn."""
 
     def _check_types(self) -> None:
         super()._check_types()
@@ -35,6 +37,23 @@ class DigitsSource(DatasetSource):
         if name not in parts:
             raise InputError(f"dataset {self.name}: split name {name!r} must be 'train' or 'test'")
         rows = np.sort(parts[name])
-        images = ImageSet(labels=bunch.target[rows], class_names=[str(n) for n in bunch.target_names],
-                          pixels=pixels[rows], info={"indices": rows.tolist(), "source": "sklearn load_digits"})
+        class_names = [str(n) for n in bunch.target_names]
+        labels, info = bunch.target[rows], {"indices": rows.tolist(), "source": "sklearn load_digits"}
+        coarse_labels = coarse_names = None
+        groups = self.cfg.get("coarse_groups")
+        if groups:
+            mapping = group_mapping(groups, class_names, self.name)
+            coarse_labels, coarse_names = mapping[labels], list(groups)
+            info["fine_to_coarse"] = mapping.tolist()
+        images = ImageSet(labels=labels, class_names=class_names, pixels=pixels[rows], coarse_labels=coarse_labels,
+                          coarse_names=coarse_names, info=info)
         return self.finish(images, split, root)
+
+    def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:
+        """Root -> ``coarse_groups`` -> digits (leaf i = digit i); None without coarse groups."""
+        groups = self.cfg.get("coarse_groups")
+        if not groups:
+            return None
+        names = [str(d) for d in range(10)]
+        mapping = group_mapping(groups, names, self.name)
+        return ClassTree.from_paths([(list(groups)[g], c) for g, c in zip(mapping, names)], root=self.name)

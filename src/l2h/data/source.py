@@ -14,7 +14,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from l2h.data.download import (DownloadError, archive_filename, cached_checksum, expected_checksum,
                                extract_archive, prepare_archive)
@@ -292,6 +294,24 @@ class ArchiveSource(DatasetSource):
                     "matches_official": official}
         checksum = folder_checksum(part.path, images.paths or (), self.index_files(part.path, name))
         return {"form": "folder", "path": str(part.path.resolve()), "checksum": checksum, "matches_official": None}
+
+
+def group_mapping(groups: Mapping[str, Any], class_names: Sequence[str], dataset: str) -> np.ndarray:
+    """``fine_to_coarse`` (int64, one coarse index per class) of a config's ``coarse_groups`` (coarse name ->
+    its class names): every class in exactly one group."""
+    index = {n: i for i, n in enumerate(class_names)}
+    mapping = np.full(len(class_names), -1, dtype=np.int64)
+    for g, members in enumerate(groups.values()):
+        for member in members:
+            if member not in index:
+                raise InputError(f"dataset {dataset}: coarse_groups names {member!r}, not a class ({list(class_names)})")
+            if mapping[index[member]] != -1:
+                raise InputError(f"dataset {dataset}: class {member!r} is in two coarse_groups")
+            mapping[index[member]] = g
+    if (mapping < 0).any():
+        missing = [class_names[i] for i in np.flatnonzero(mapping < 0)]
+        raise InputError(f"dataset {dataset}: coarse_groups leave out classes {missing}")
+    return mapping
 
 
 def check_label_range(labels, k: int, where: str) -> None:
