@@ -367,3 +367,22 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
     assert lines[0].startswith(f"l2h: error: {culprit}: "), lines[0]
     assert problem in lines[0], lines[0]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+
+
+def test_the_command_imports_neither_torch_nor_sklearn_nor_clustpy(tmp_path, shared_data):
+    """`l2h tree` with labels, figure and page, then `l2h compare`: none of the heavy packages is imported."""
+    import subprocess
+    import sys
+
+    logits = shared_data / "logits" / "wideresnet-16-4-cifar-10.npz"
+    mapping = tmp_path / "coarse.csv"
+    mapping.write_text("class,coarse\n" + "".join(f"{i},{'v' if i in (0, 1, 8, 9) else 'a'}\n" for i in range(10)))
+    script = (f"import sys; from l2h.cli import main; "
+              f"assert main(['tree', {str(logits)!r}, '--key', 'predictions', '--input', 'probs', '--labels', "
+              f"{str(logits)!r}, '--labels-key', 'ground_truth', '--out', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
+              f"assert main(['compare', {str(tmp_path / 'out')!r}, '--reference', {str(mapping)!r}, '--quiet', "
+              f"'--n-random', '5']) == 0; "
+              f"print(sorted({{'torch', 'sklearn', 'clustpy'}} & {{m.split('.')[0] for m in sys.modules}}))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

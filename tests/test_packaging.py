@@ -31,7 +31,14 @@ def _split(req: str) -> tuple[str, str]:
 
 
 DEPENDENCIES = dict(_split(r) for r in PROJECT["dependencies"])
-TEST_EXTRA = dict(_split(r) for r in PROJECT["optional-dependencies"]["test"])
+EXTRAS = PROJECT["optional-dependencies"]
+TEST_EXTRA = dict(_split(r) for r in EXTRAS["test"])
+#: Everything the full install brings (core + every extra; the extras' references to l2h[...] left out).
+FULL = {**DEPENDENCIES, **{name: spec for reqs in EXTRAS.values() for name, spec in map(_split, reqs)
+                           if name != "l2h"}}
+#: The core modules: what `pip install l2h` (no extras) must be able to import and run.
+CORE = ("algorithm", "hierarchy", "metrics", "validation", "io", "levels", "compare", "outdir", "cli", "options",
+        "progress", "kernels", "errors", "report/figures", "report/html")
 
 
 def _env_entries() -> tuple[list[str], list[str]]:
@@ -52,14 +59,14 @@ def test_environment_python_matches_requires_python():
 
 def test_environment_installs_the_project_with_its_test_extra():
     _, pip = _env_entries()
-    assert "-e .[test]" in pip  # every dependency of pyproject.toml, at its declared versions
+    assert "-e .[all,test]" in pip  # every dependency of pyproject.toml, at its declared versions
 
 
 def test_environment_pins_agree_with_pyproject():
     """Any package environment.yml lists besides python/pip (and the C compiler for the extension) must be a
     pyproject dependency with the same spec."""
     conda, pip = _env_entries()
-    declared = {**DEPENDENCIES, **TEST_EXTRA}
+    declared = {**FULL, **TEST_EXTRA}
     for entry in [*conda, *pip]:
         if entry.startswith("-e ") or re.match(r"(python|pip)\b", entry) or entry == "c-compiler":
             continue
@@ -109,10 +116,10 @@ def _providers(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("where, declared", [
-    ("src", DEPENDENCIES),
-    ("tests", {**DEPENDENCIES, **TEST_EXTRA}),
-    ("workflow", DEPENDENCIES),
-    ("benchmarks", DEPENDENCIES),
+    ("src", FULL),
+    ("tests", {**FULL, **TEST_EXTRA}),
+    ("workflow", FULL),
+    ("benchmarks", FULL),
 ])
 def test_every_imported_package_is_declared(where, declared):
     """Direct imports need a direct declaration (not just a dependency of a dependency)."""
@@ -133,7 +140,7 @@ def test_readme_and_entry_points():
     assert (REPO / PROJECT["readme"]).is_file()
     readme = (REPO / "README.md").read_text()
     install = ("python3 -m venv .venv && .venv/bin/pip install -q uv && "
-               ".venv/bin/uv pip install -q --compile-bytecode -p .venv/bin/python -e '.[test]'")
+               ".venv/bin/uv pip install -q --compile-bytecode -p .venv/bin/python -e '.[all,test]'")
     assert f"{install} && .venv/bin/snakemake --cores all" in readme
     assert f"{install} && .venv/bin/pytest" in readme
     assert PROJECT["scripts"]["l2h"] == "l2h.cli:main"
@@ -157,3 +164,35 @@ def test_declared_package_data_exists():
     missing = [f"{package}/{name}" for package, names in declared.items() for name in names
                if not list((REPO / "src" / package.replace(".", "/")).glob(name))]
     assert not missing
+
+
+def test_extras_are_named_by_use_and_all_brings_every_one():
+    assert set(EXTRAS) >= {"features", "clusterers", "baselines", "pipeline", "slurm", "all", "test"}
+
+    def expand(extra: str) -> set[str]:
+        out = set()
+        for req in EXTRAS[extra]:
+            m = re.fullmatch(r"l2h\[([a-z,]+)\]", req)
+            out |= set().union(*(expand(e) for e in m.group(1).split(","))) if m else {_split(req)[0]}
+        return out
+
+    everything = set().union(*(expand(e) for e in EXTRAS if e != "test"))
+    assert expand("all") == everything
+    for heavy in ("torch", "snakemake", "hydra-core", "open-clip-torch", "timm", "clustpy", "scikit-learn"):
+        assert heavy not in DEPENDENCIES and heavy in everything
+
+
+def test_core_modules_import_only_core_dependencies_at_module_level():
+    """The core's module-level imports are the core's dependencies (heavier ones only inside functions)."""
+    for name in CORE:
+        path = REPO / "src" / "l2h" / f"{name}.py"
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom) and
+                                                                        (node.level or node.module == "__future__")):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top in sys.stdlib_module_names or top == "l2h":
+                        continue
+                    assert _providers(top) & set(DEPENDENCIES), f"{path.name} imports {top} at module level"

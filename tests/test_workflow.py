@@ -52,10 +52,10 @@ def snakemake_args(workdir: Path, *args: str, snakefile: Path | None = None) -> 
     return [str(SNAKEMAKE), "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
 
 
-def snakemake(workdir: Path, *args: str, snakefile: Path | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, snakefile: Path | None = None, timeout: float = 600,
+              env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_args(workdir, *args, snakefile=snakefile), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -79,14 +79,54 @@ def check(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
+# Imported by every Python process started with MODULES_HOOK's folder on PYTHONPATH: a stage process records,
+# when it exits, the top-level packages it imported (into L2H_TEST_MODULES/<stage>.<pid>.json).
+MODULES_HOOK = """
+import atexit, json, os, sys
+stages = [a.split("l2h.stages.", 1)[1] for a in sys.orig_argv if a.startswith("l2h.stages.")]
+if stages:
+    def record():
+        names = sorted({m.split(".")[0] for m in sys.modules})
+        with open(os.path.join(os.environ["L2H_TEST_MODULES"], f"{stages[0]}.{os.getpid()}.json"), "w") as f:
+            json.dump({"argv": sys.orig_argv, "modules": names}, f)
+    atexit.register(record)
+"""
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The reduced demo, run once: (working directory, snapshot of its outputs)."""
+    """The reduced demo, run once: (working directory, snapshot of its outputs). Each stage process records the
+    packages it imported (``workdir/modules``)."""
     workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    proc = snakemake(workdir, "--config", f"overrides={REDUCED}")
+    hook, modules = workdir / "hook", workdir / "modules"
+    hook.mkdir()
+    modules.mkdir()
+    (hook / "sitecustomize.py").write_text(MODULES_HOOK)
+    env = {**os.environ, "L2H_TEST_MODULES": str(modules),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = snakemake(workdir, "--config", f"overrides={REDUCED}", env=env)
     check(proc)
     assert "for setting default command line arguments" not in proc.stdout + proc.stderr  # no profile loaded
     return workdir, outputs(workdir)
+
+
+def test_jobs_import_only_what_they_run(demo):
+    """L2H, evaluation and the report import neither torch nor scikit-learn nor ClustPy; k-means and Ward jobs
+    import no torch (the packages each stage process imported, recorded as it exited)."""
+    workdir, _ = demo
+    records = [json.loads(p.read_text()) for p in sorted((workdir / "modules").glob("*.json"))]
+    seen = set()
+    for rec in records:
+        stage = next(a.split("l2h.stages.", 1)[1] for a in rec["argv"] if a.startswith("l2h.stages."))
+        option = " ".join(rec["argv"])
+        seen.add(stage)
+        heavy = {"torch", "sklearn", "clustpy"} & set(rec["modules"])
+        if stage in ("build_tree", "evaluate", "report"):
+            assert not heavy, (stage, heavy)
+        if (stage == "train_clusterer" and "clusterer=kmeans" in option) or \
+                (stage == "run_baseline" and "baseline=agglomerative" in option):
+            assert "torch" not in rec["modules"], stage
+    assert {"build_tree", "evaluate", "report", "train_clusterer", "run_baseline"} <= seen
 
 
 def test_the_root_snakefile_is_the_only_one():
