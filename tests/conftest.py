@@ -14,11 +14,27 @@ def pytest_addoption(parser):
                           "them (tests/test_golden.py; see docs/testing.md)")
 
 
+def planned_jobs(summary: str) -> dict[str, int]:
+    """{rule: jobs that would run} from the tab-separated table of ``snakemake --summary`` (its ``plan`` column),
+    not from Snakemake's console text: every job writes exactly one ``<record>.provenance.json``, so a job is
+    planned when its provenance record is. ``{}``: nothing to do."""
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("output_file\t"))
+    header = lines[start].split("\t")
+    rule, plan = header.index("rule"), header.index("plan")
+    jobs: dict[str, int] = {}
+    for line in lines[start + 1:]:
+        row = line.split("\t")
+        if len(row) == len(header) and row[plan] == "update pending" and row[0].endswith(".provenance.json"):
+            jobs[row[rule]] = jobs.get(row[rule], 0) + 1
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def dry_run(tmp_path_factory):
-    """``dry_run(experiment)`` → (working directory, completed process) of ``snakemake -n -p --config
-    experiment=NAME`` with the repository's root Snakefile in an empty directory; run once per experiment
-    and session (several test modules inspect the same DAG)."""
+    """``dry_run(experiment)`` → (working directory, completed process) of ``snakemake --summary --config
+    experiment=NAME`` (the table of every output and whether it would be made) with the repository's root
+    Snakefile in an empty directory; run once per experiment and session (several test modules use it)."""
     import subprocess
     import sys
 
@@ -30,7 +46,7 @@ def dry_run(tmp_path_factory):
             snakemake = Path(sys.executable).with_name("snakemake")
             runs[experiment] = workdir, subprocess.run(
                 [str(snakemake), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-                 "-n", "-p", "--config", f"experiment={experiment}"], capture_output=True, text=True, timeout=300)
+                 "--summary", "--config", f"experiment={experiment}"], capture_output=True, text=True, timeout=300)
         return runs[experiment]
 
     return run

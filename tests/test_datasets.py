@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import planned_jobs
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -500,18 +501,24 @@ PAPER_DATA_JOBS = {
 DOWNLOADED = {"cifar10", "cifar100", "food101", "inat21"}   # imagenet: a local copy, never downloaded
 
 
-def dry_run_jobs(proc) -> list[dict]:
-    """The jobs a `snakemake -n -p` run lists: rule, wildcards, input, output, command."""
+def dry_run_jobs(experiment: str, proc) -> list[dict]:
+    """The jobs Snakemake would run for ``experiment`` (its ``--summary`` table: every output of these jobs is
+    planned), each with what the plan gives its rule: rule, wildcards, input, output, command."""
+    from l2h.stages.plan import Plan
+
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
+    planned = {row[0] for row in rows[1:] if row[-1] == "update pending"}
+    plan = Plan(REPO / "conf", experiment=experiment)
     jobs = []
-    for block in re.split(r"^(?=(?:local)?rule \w+:$)", proc.stdout + proc.stderr, flags=re.M)[1:]:
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.M))
-        command = re.search(r"^Shell command: (.*)$", block, flags=re.M)
-        jobs.append({"rule": re.match(r"(?:local)?rule (\w+):", block).group(1),
-                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv),
-                     "input": set(fields.get("input", "").split(", ")) - {""},
-                     "output": set(fields.get("output", "").split(", ")) - {""},
-                     "command": command.group(1) if command else ""})
+    for stage, fields in plan.jobs():
+        inputs = plan.inputs(stage, fields)
+        outputs = set(plan.outputs(stage, fields))
+        assert outputs <= planned, (stage, fields, sorted(outputs - planned))
+        jobs.append({"rule": stage, "wildcards": {key: str(value) for key, value in fields.items()},
+                     "input": {p for v in inputs.values() for p in ([v] if isinstance(v, str) else v)},
+                     "output": outputs, "command": plan.command(stage, fields, inputs)})
+    assert len({j["rule"] for j in jobs}) > 1 and sum(planned_jobs(proc.stdout).values()) == len(jobs)
     return jobs
 
 
@@ -519,7 +526,7 @@ def dry_run_jobs(proc) -> list[dict]:
 @pytest.mark.parametrize("experiment", sorted(PAPER_DATA_JOBS))
 def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment, dry_run):
     datasets, backbones = PAPER_DATA_JOBS[experiment]
-    jobs = dry_run_jobs(dry_run(experiment)[1])
+    jobs = dry_run_jobs(experiment, dry_run(experiment)[1])
     by_rule: dict[str, list[dict]] = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)

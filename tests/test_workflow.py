@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import planned_jobs
 
 from l2h.stages.layout import TREE_FILES
 from l2h.stages.plan import Plan, group_options
@@ -59,13 +60,9 @@ def snakemake(workdir: Path, *args: str, snakefile: Path | None = None, timeout:
 
 
 def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """{rule: jobs} from a dry run's 'Job stats' table ({} when there is nothing to do)."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) not in ("total", "all")}
+    """{rule: jobs that would run} of a ``snakemake --summary`` run ({} when there is nothing to do)."""
+    check(proc)
+    return planned_jobs(proc.stdout)
 
 
 def outputs(workdir: Path) -> dict[str, bytes]:
@@ -156,7 +153,7 @@ def test_dry_run_builds_the_dag(dry_run, experiment):
 
 
 def test_sweep_is_one_command(tmp_path):
-    proc = snakemake(tmp_path, "-n", "--config",
+    proc = snakemake(tmp_path, "--summary", "--config",
                      "overrides=clusterer.k=5,10,20 l2h.aggregation=sum_all,sum_of_cluster_means baseline=[]",
                      snakefile=REPO_SNAKEFILE)
     check(proc)
@@ -195,7 +192,7 @@ def test_reduced_demo_values_are_sane(demo):
     assert set(rows) == METHODS
     for row in rows.values():
         assert row["dataset"] == "digits" and row["backbone"] == "pixels" and row["k"] == "10"
-        assert row["n_points"] == "540" and row["labels"] == "10 classes"
+        assert row["n_points"] == "540" and row["labels"] == "10 classes; coarse: 2"  # the demo's even/odd
         for m in ("nmi", "ari", "acc", "dp", "lp"):
             assert 0.0 <= float(row[m]) <= 1.0, (row["method"], m, row[m])  # also fails on nan
 
@@ -256,7 +253,8 @@ def test_reduced_demo_turtle_and_deepect_rows(demo):
     deepect = rows["DeepECT"]
     assert float(deepect["acc"]) > 0.4 and float(deepect["nmi"]) > 0.4, deepect
     metrics = json.loads((workdir / DEEPECT_RUN / "metrics.json").read_text())["metrics"]
-    assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values()), metrics
+    assert metrics["coarse_groups"] == 2
+    assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for k, v in metrics.items() if k != "coarse_groups"), metrics
 
 
 def test_turtle_writes_its_per_space_logits(demo):
@@ -331,7 +329,7 @@ def test_outputs_and_records(demo):
     for rec in ("data/digits/prepare_data", "features/digits/pixels/extract_features", "tables/demo",
                 "weights/pixels"):
         assert (res / f"{rec}.config.yaml").is_file() and (res / f"{rec}.provenance.json").is_file()
-    figures = sorted((res / "figures" / "demo").glob("*.png"))  # one dendrogram per L2H run
+    figures = sorted((res / "figures" / "demo").glob("digits_*.png"))  # one dendrogram per L2H run
     assert [f.name.split("_")[2] for f in figures] == ["kmeans", "turtle"]
     assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     names = json.loads((workdir / L2H_RUN / "leaf_names.json").read_text())
@@ -341,7 +339,7 @@ def test_outputs_and_records(demo):
 
 def test_second_run_is_a_no_op(demo):
     workdir, _ = demo
-    proc = snakemake(workdir, "-n", "--config", f"overrides={REDUCED}")
+    proc = snakemake(workdir, "--summary", "--config", f"overrides={REDUCED}")
     check(proc)
     assert job_counts(proc) == {}
 
@@ -461,7 +459,7 @@ def test_config_edit_reruns_exactly_the_affected_jobs(demo):
         path.write_text(path.read_text().replace(old, new))
 
     def dry() -> dict[str, int]:
-        proc = snakemake(workdir, "-n", "--config", f"overrides={REDUCED}")
+        proc = snakemake(workdir, "--summary", "--config", f"overrides={REDUCED}")
         check(proc)
         return job_counts(proc)
 
