@@ -1,6 +1,6 @@
 """Wall time of the default experiment (`demo`) through the real `snakemake` command, and of the no-op re-run.
 
-Targets (README): once installed, the demo finishes in ≤ 3 min and a second run is a no-op in ≤ 15 s; from a
+Targets (docs/benchmarks.md): once installed, the demo finishes in ≤ 3 min and a second run is a no-op in ≤ 15 s; from a
 fresh clone, README's main command (install + demo) finishes in ≤ 10 min.
 
 * default: runs in a temporary copy of the Snakefile, workflow/ and conf/ (the repository's results/ stay

@@ -1,6 +1,6 @@
 """L2H algorithm: exactness against a literal implementation, edge cases, invariances.
 
-The literal implementation below follows the paper's description step by step (paper.md §1.3): every
+The literal implementation below follows the paper's description step by step (docs/paper.md §1.3): every
 step scores every group with boolean masks over all N points, picks the lowest score, runs the masked
 softmax on the points of G* and takes the group with the highest mean reassigned probability. It shares
 only the documented per-row formulas and the exactly rounded sums (math.fsum) with the fast code, so

@@ -485,7 +485,7 @@ def test_every_dataset_config_is_complete():
 
 
 # ---------------------------------------------------------------- the paper experiments' data jobs
-# What each paper experiment must prepare and encode (paper.md §4): the datasets, and the backbones whose
+# What each paper experiment must prepare and encode (docs/paper.md §4): the datasets, and the backbones whose
 # features are extracted (TURTLE's two spaces CLIP ViT-L/14 + DINOv2 ViT-g/14; DeepECT trains on pixels;
 # the weak-backbone runs use EfficientNet-Lite0 and pixels).
 PAPER_SPACES = {"clip_vitl14", "dinov2_vitg14"}

@@ -49,7 +49,7 @@ def _table_rows(section: str) -> list[list[str]]:
 
 
 def notes_values() -> dict[tuple, float]:
-    """{(file, dataset, method, aggregation, strategy, labels, classes, metric): value} parsed from paper.md §4."""
+    """{(file, dataset, method, aggregation, strategy, labels, classes, metric): value} parsed from the notes' §4."""
     text = PAPER_NOTES.read_text(encoding="utf-8")
     out: dict[tuple, float] = {}
     default = ("sum_of_cluster_means", "lowest_score")
@@ -57,7 +57,7 @@ def notes_values() -> dict[tuple, float]:
     for dataset, method, *cells in _table_rows(s41):
         name, classes = DATASETS[dataset]
         l2h = method.startswith("L2H")
-        # paper.md §3.5: TreeVAE (and DeepECT) on CIFAR-100 are scored against the 20 superclasses
+        # docs/paper.md §3.5: TreeVAE (and DeepECT) on CIFAR-100 are scored against the 20 superclasses
         labels, classes = ("coarse", 20) if name == "cifar100" and not l2h else ("fine", classes)
         agg, strategy = default if l2h else ("", "")
         for metric, cell in zip(("nmi", "ari", "acc", "dp", "lp", "lhd"), cells):

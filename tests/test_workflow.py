@@ -277,7 +277,7 @@ def test_turtle_writes_its_per_space_logits(demo):
 
 
 def test_turtle_stage_on_two_spaces_by_hand(demo, tmp_path):
-    """The stage run by hand (as README shows) on two spaces: one logits file per space, named after the
+    """The stage run by hand (as docs/pipeline.md shows) on two spaces: one logits file per space, named after the
     spaces of stage.run.backbone, and logits.npy is the log of the mean of their softmaxes."""
     from scipy.special import logsumexp, log_softmax
 
@@ -412,7 +412,7 @@ def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_pa
 
     A job writes into a staging folder and moves its outputs into place only when all exist, so a killed job
     leaves none of its new files among the outputs, whether only the stage process dies or Snakemake dies with it
-    (a power loss; then Snakemake's own lock must be released with `--unlock`, README). The same bare command
+    (a power loss; then Snakemake's own lock must be released with `--unlock`, docs/pipeline.md). The same bare command
     then redoes the job, and the results are byte-identical."""
     workdir, reference = demo
     res = workdir / "results"
@@ -440,7 +440,7 @@ def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_pa
     else:
         os.killpg(proc.pid, signal.SIGKILL)  # nobody cleans up
         proc.communicate(timeout=60)
-        check(snakemake(workdir, "--unlock"))  # Snakemake's lock outlives a killed Snakemake: README's recovery
+        check(snakemake(workdir, "--unlock"))  # Snakemake's lock outlives it (docs/pipeline.md)
     assert written() == [], "the killed job's outputs were left behind"
     check(snakemake(workdir, "--config", f"overrides={REDUCED}"))
     assert outputs(workdir) == reference  # byte-identical

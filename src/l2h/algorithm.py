@@ -1,7 +1,7 @@
 """L2H: a hierarchy over the K clusters of a flat model, from its N×K logits alone.
 
 Implements the merge loop of "From Logits to Hierarchies" (Palumbo et al., ICML 2025), see
-``paper.md`` §1.3. Per step, the group with the lowest score ``G*`` (least confident) is merged into
+docs/paper.md §1.3. Per step, the group with the lowest score ``G*`` (least confident) is merged into
 the group ``G†`` that its points would join if ``G*``'s clusters did not exist (masked softmax).
 
 Efficiency: ``h`` (argmax) and ``g`` (max softmax) are computed once, in one read of the input in row
@@ -748,7 +748,7 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
 
 
 def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, np.ndarray, dict]:
-    """All-pairs merging: a RECONSTRUCTION (the paper gives no formula; paper.md §1.5).
+    """All-pairs merging: a RECONSTRUCTION (the paper gives no formula; docs/paper.md §1.5).
 
     For each group G, ``rp_G(c)`` is computed from D_G with mask G. ``A(G, G') = (exactly rounded
     Σ_{c∈G'} rp_G(c)) / |G'| / max(|D_G|, 1)``; pair score ``A(G, G') + A(G', G)``; the argmax pair merges
@@ -945,7 +945,7 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         from this process as they are read). A tensor may be on any device, need gradients or be
         bfloat16/float16 (read as float32); masked arrays are refused.
     aggregation : one of :data:`AGGREGATIONS`
-        Group score Λ (paper.md §1.4); default = the ICML version.
+        Group score Λ (docs/paper.md §1.4); default = the ICML version.
     strategy : one of :data:`STRATEGIES`
         ``"lowest_score"`` (the paper) or ``"all_pairs"`` (ablation; a reconstruction, see
         :func:`_all_pairs`; refused when :func:`all_pairs_memory` exceeds the available memory).

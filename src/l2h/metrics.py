@@ -1,6 +1,6 @@
 """Clustering metrics: flat (NMI, ARI, ACC) and hierarchical (dendrogram purity, leaf purity).
 
-Conventions (paper.md §2): NMI uses the arithmetic normalisation (geometric reported too); ACC is the
+Conventions (docs/paper.md §2): NMI uses the arithmetic normalisation (geometric reported too); ACC is the
 Hungarian matching on the square-padded contingency table, so surplus clusters count as errors; for
 dendrogram purity every point hangs on its leaf (its hard cluster), and the score is computed from
 per-node class counts in O(nodes × classes), never over point pairs.
@@ -212,7 +212,7 @@ def dendrogram_purity(linkage: ArrayLike, leaves: ArrayLike, labels: ArrayLike) 
 
 
 def leaf_purity(leaves: ArrayLike, labels: ArrayLike) -> float:
-    """Size-weighted mean over leaves of the majority-class fraction (paper.md §2.5).
+    """Size-weighted mean over leaves of the majority-class fraction (docs/paper.md §2.5).
 
     Examples
     --------

@@ -8,6 +8,10 @@ each key its type, range or choices, and marks runtime knobs (``runtime: true``:
 its results); the rerun trigger of a pipeline job is exactly the other keys (:func:`result_keys`). The
 schema's top-level ``gpu`` says whether a job using the option needs a GPU (:func:`needs_gpu`).
 
+Components of your own package need not live in this one: the environment variable ``L2H_SCHEMA_PATH``
+(folders separated by ``os.pathsep``, each laid out as ``<group>/<kind>.yaml``) adds their schemas, whose
+``target`` names your implementation (docs/extending.md). A kind may be defined once only.
+
 Validation is strict where Hydra/OmegaConf are lenient: a boolean must be ``true``/``false`` (not ``yes``
 or ``2``), an integer must not be a float or a boolean, and unknown keys are errors. Errors are one line:
 
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Mapping
 
 from l2h.errors import InputError
@@ -35,24 +41,40 @@ KIND = "kind"
 #: Groups with a single schema ``<group>/<group>.yaml``.
 SINGLE = ("l2h", "paths", "experiment")
 _BASE_URI = "https://l2h.invalid/schemas/"  # ids only (the registry holds every schema; nothing is fetched)
+#: Environment variable naming extra schema folders (``os.pathsep``-separated), for components of other packages.
+SCHEMA_PATH = "L2H_SCHEMA_PATH"
+
+
+def _registry():
+    """Every schema file, as a ``referencing`` registry (so schemas may ``$ref`` shared pieces)."""
+    return _load(os.environ.get(SCHEMA_PATH, ""))
 
 
 @lru_cache(maxsize=None)
-def _registry():
-    """Every schema file, as a ``referencing`` registry (so schemas may ``$ref`` shared pieces)."""
+def _load(extra: str):
     import yaml
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
-    root = resources.files("l2h") / "schemas"
-    docs = {}
-    for group in root.iterdir():
-        if not group.is_dir():
-            continue
-        for path in group.iterdir():
-            if path.name.endswith(".yaml"):
-                uri = f"{_BASE_URI}{group.name}/{path.name}"
-                docs[uri] = Resource(yaml.safe_load(path.read_text(encoding="utf-8")), specification=DRAFT202012)
+    roots = [resources.files("l2h") / "schemas"]
+    for folder in filter(None, extra.split(os.pathsep)):
+        if not os.path.isdir(folder):
+            raise InputError(f"{SCHEMA_PATH}: {folder} is not a folder (expected <group>/<kind>.yaml files in it)")
+        roots.append(Path(folder))
+    docs, origin = {}, {}
+    for root in roots:
+        for group in sorted(root.iterdir(), key=lambda p: p.name):
+            if not group.is_dir():
+                continue
+            for path in sorted(group.iterdir(), key=lambda p: p.name):
+                if path.name.endswith(".yaml"):
+                    uri = f"{_BASE_URI}{group.name}/{path.name}"
+                    if uri in docs:
+                        raise InputError(f"{SCHEMA_PATH}: {path} defines {group.name} kind {path.name[:-5]!r}, "
+                                         f"which {origin[uri]} already defines: give yours another name")
+                    origin[uri] = path
+                    docs[uri] = Resource(yaml.safe_load(path.read_text(encoding="utf-8")),
+                                         specification=DRAFT202012)
     return Registry().with_resources(docs.items()), {uri: res.contents for uri, res in docs.items()}
 
 
@@ -72,7 +94,7 @@ def kind_of(group: str, node: Mapping[str, Any]) -> str:
     kind = node.get(KIND) if isinstance(node, Mapping) else None
     if kind not in kinds(group):
         raise InputError(f"{group}.{KIND} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
-                         f"that have a schema in l2h/schemas/{group}/)")
+                         f"that have a schema in l2h/schemas/{group}/ or under {SCHEMA_PATH})")
     return str(kind)
 
 

@@ -1,4 +1,4 @@
-"""Agglomerative baseline: Ward or average linkage on L2-normalised features (paper.md §3.5, §6 item 13).
+"""Agglomerative baseline: Ward or average linkage on L2-normalised features (docs/paper.md §3.5, §6 item 13).
 
 The result is a point-level tree (leaves = points, ``leaves = arange(n)``); the flat clusters are the
 tree cut at K, which equals scikit-learn's ``AgglomerativeClustering(n_clusters=K, linkage=...)`` up

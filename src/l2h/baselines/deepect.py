@@ -11,7 +11,7 @@ DeepECT grows its tree top-down by splitting leaves, so its tree converts to a l
 leaves by undoing the splits latest-first: merge step t undoes the t-th most recent surviving split
 (a split's time = the creation id of its first child). Cutting the tree at K therefore keeps DeepECT's
 first K leaves. Points hang on their DeepECT leaf (nearest leaf centre in the embedding). Colour
-images often collapse to 2–3 leaves (paper.md §3.5); then the tree has fewer leaves than K, the flat
+images often collapse to 2–3 leaves (docs/paper.md §3.5); then the tree has fewer leaves than K, the flat
 clusters are the leaves themselves and ``info["fewer_leaves_than_k"]`` is true.
 """
 

@@ -121,7 +121,7 @@ def load_reference(names: Sequence[str]) -> "pd.DataFrame":
 
     Columns: dataset, method, k (the paper's K; empty = any), aggregation and strategy (empty for baselines),
     labels (``fine`` or ``coarse``) and classes (how many classes the row is scored on), metric, value,
-    reference (a key of :data:`REFERENCES`), source (the tag of ``paper.md``) and note.
+    reference (a key of :data:`REFERENCES`), source (a tag of docs/paper.md §0) and note.
 
     Examples
     --------
