@@ -294,7 +294,7 @@ def test_plan_declares_the_report_outputs():
     demo = Plan(CONF)
     outputs = demo.report_outputs()
     assert {"results/tables/demo.tex", "results/reports/demo.html"} <= set(outputs)
-    assert demo.plots() == []                                  # digits: no sweep, no coarse labels
+    assert demo.plots() == ["results/figures/demo/levels.png", "results/figures/demo/levels.svg"]  # even/odd
     ksweep = Plan(CONF, overrides="clusterer.k=5,10,20", tag="ksweep")
     assert ksweep.plots() == ["results/figures/demo+ksweep/sweep_k.png", "results/figures/demo+ksweep/sweep_k.svg"]
     assert "results/reports/demo+ksweep.html" in ksweep.report_outputs()
