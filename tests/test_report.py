@@ -296,10 +296,12 @@ def test_plan_declares_the_report_outputs():
     assert {"results/tables/demo.tex", "results/reports/demo.html"} <= set(outputs)
     assert demo.plots() == ["results/figures/demo/levels.png", "results/figures/demo/levels.svg"]  # even/odd
     ksweep = Plan(CONF, overrides="clusterer.k=5,10,20", tag="ksweep")
-    assert ksweep.plots() == ["results/figures/demo+ksweep/sweep_k.png", "results/figures/demo+ksweep/sweep_k.svg"]
+    assert ksweep.plots() == [f"results/figures/demo+ksweep/{stem}.{ext}" for stem in ("sweep_k", "levels")
+                              for ext in ("png", "svg")]
     assert "results/reports/demo+ksweep.html" in ksweep.report_outputs()
     report = ksweep.descriptor("report", {"experiment": "demo+ksweep"})
-    assert report["plots"] == {"k": "results/figures/demo+ksweep/sweep_k"} and report["paper"] == []
+    assert report["plots"] == {"k": "results/figures/demo+ksweep/sweep_k", "levels": "results/figures/demo+ksweep/levels"}
+    assert report["paper"] == []
     # the stage names its records after the tagged table, as the rule expects them
     stem = stages()["report"].record_stem.format(**report)
     assert f"results/tables/{stem}.config.yaml" in ksweep.report_outputs() and stem == "demo+ksweep"
