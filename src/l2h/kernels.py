@@ -13,7 +13,7 @@ does not take, and in the tests against the compiled one).
   ``alpha`` (plus ``tiny`` absolute) of the largest, ``top·(1 − alpha) ≤ second·(1 + alpha) + tiny`` in
   float64 (their order in ``z`` is then uncertain), or a largest kept value below ``floor``. The builds
   agree exactly on ``h^m`` and ``doubt``; ``g^m`` differs by the summation order only, which the bound
-  of :meth:`l2h.algorithm._ExpCache.bound` allows to be any. The cache may also be *compact* (uint16
+  of :attr:`l2h.expcache.ExpCache.bound` allows to be any. The cache may also be *compact* (uint16
   codes, :func:`encode_compact`): then values are compared as codes and summed as decoded floats.
 * :func:`encode_compact`: each ``e`` in [0, 1] as a 16-bit code, the float32 ``e·2⁻⁶⁴`` rounded to 10
   mantissa bits (nearest, ties to even) and shifted right by 13 bits: 6 exponent and 10 mantissa bits,
