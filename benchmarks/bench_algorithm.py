@@ -3,7 +3,7 @@
 Sizes (float32 logits, default aggregation and strategy, default exp cache budget):
 
 * ``small``     N = 50,000 × K = 1,000, in memory                 target ≤ 1 s
-                (+ the literal implementation of tests/test_algorithm.py on the same data: speed-up ≥ 100×,
+                (+ the literal implementation, l2h.reference.literal_l2h, on the same data: speed-up ≥ 100×,
                 and the two merge lists must be identical; + the same run with one thread, with the exp
                 cache off, with the compact exp cache, and with the numpy build of the kernels, l2h.kernels)
 * ``bootstrap`` the same data with ``bootstrap=100`` (tree + 100 resampled trees)   target ≤ 30 s
@@ -26,7 +26,6 @@ Writes/updates ``benchmarks/results/algorithm.json`` (one entry per size).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -41,6 +40,7 @@ import numpy as np
 from l2h import kernels
 from l2h.algorithm import assign, l2h
 from l2h.io import write_json
+from l2h.reference import literal_l2h
 from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
@@ -120,13 +120,6 @@ def _rows_reassigned(x: np.ndarray, tree) -> float:
     return round(float(points[tree.children[:, 0]].sum() / x.shape[0]), 3)
 
 
-def _load_literal():
-    spec = importlib.util.spec_from_file_location("l2h_literal", HERE.parent / "tests" / "test_algorithm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.literal_l2h
-
-
 # ----------------------------------------------------------------------------- child processes
 def _child_generate(name: str, path: str) -> float:
     from numpy.lib.format import open_memmap
@@ -182,7 +175,6 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool, e
                 other, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs), REPEATS)
             stats["numpy_kernel"] = {**timing, "identical_merges": other.merges == tree.merges}
     if literal:
-        literal_l2h = _load_literal()
         (merges, scores), lit = _timed(lambda: literal_l2h(x))
         scores = np.array(scores)
         gap = np.abs(scores[:, 1] - tree.scores[:, 1]) / tree.scores[:, 1]

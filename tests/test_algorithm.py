@@ -1,6 +1,6 @@
-"""L2H algorithm: exactness against a literal implementation, edge cases, invariances.
+"""L2H algorithm: exactness against the literal implementation, edge cases, invariances.
 
-The literal implementation below follows the paper's description step by step (docs/paper.md §1.3): every
+The literal implementation (:func:`l2h.reference.literal_l2h`) follows the paper's loop step by step: every
 step scores every group with boolean masks over all N points, picks the lowest score, runs the masked
 softmax on the points of G* and takes the group with the highest mean reassigned probability. It shares
 only the documented per-row formulas and the exactly rounded sums (math.fsum) with the fast code, so
@@ -18,90 +18,10 @@ import numpy as np
 import pytest
 
 from l2h import kernels
-from l2h.algorithm import AGGREGATIONS, STRATEGIES, _exact_sums, _to_float, assign, l2h
+from l2h.algorithm import AGGREGATIONS, STRATEGIES, assign, l2h
 from l2h.errors import InputError
-
-
-# ----------------------------------------------------------------------------- literal reference
-def literal_l2h(scores, aggregation="sum_of_cluster_means", strategy="lowest_score", input="logits"):
-    """Plain transcription of L2H: returns (merges, [(score, affinity) per step])."""
-    z = np.asarray(scores)
-    z = np.ascontiguousarray(z, dtype=np.float32 if z.dtype in (np.float16, np.float32) else np.float64)
-    n, k = z.shape
-    h = z.argmax(axis=1)
-    if input == "probs":
-        g = z.max(axis=1)
-    else:
-        g = 1.0 / np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)
-    g = g.astype(np.float64)
-
-    def cluster_mean(c):
-        sel = g[h == c]
-        return math.fsum(sel.tolist()) / sel.size if sel.size else 0.0
-
-    def score(group):
-        if aggregation == "sum_of_cluster_means":
-            return math.fsum([cluster_mean(c) for c in group])
-        if aggregation == "mean_of_cluster_means":
-            return math.fsum([cluster_mean(c) for c in group]) / len(group)
-        sel = g[np.isin(h, group)]
-        if aggregation == "sum_all":
-            return math.fsum(sel.tolist())
-        return math.fsum(sel.tolist()) / sel.size if sel.size else 0.0
-
-    def masked(group):
-        """h^m, g^m and |D_G| for the points of D_G with the clusters of G removed."""
-        in_group = np.isin(h, group)
-        rows = z[in_group]
-        if rows.shape[0] == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0), 0
-        if input == "probs":
-            rows[:, list(group)] = 0
-            hm = rows.argmax(axis=1)
-            total = rows.sum(axis=1)
-            gm = np.zeros_like(total)
-            np.divide(rows.max(axis=1), total, out=gm, where=total > 0)
-        else:
-            rows[:, list(group)] = -np.inf
-            hm = rows.argmax(axis=1)
-            gm = 1.0 / np.exp(rows - rows.max(axis=1, keepdims=True)).sum(axis=1)
-        return hm, gm.astype(np.float64), int(in_group.sum())
-
-    groups = [(c,) for c in range(k)]
-    merges, recorded = [], []
-    for _ in range(k - 1):
-        if strategy == "lowest_score":
-            s = [score(G) for G in groups]
-            i_star = s.index(min(s))
-            hm, gm, _ = masked(groups[i_star])
-            best, i_dag = -1.0, None
-            for j, G in enumerate(groups):
-                if j != i_star:
-                    a = math.fsum(gm[np.isin(hm, G)].tolist()) / len(G)
-                    if a > best:
-                        best, i_dag = a, j
-            record = (s[i_star], best)
-        else:
-            stats = [masked(G) for G in groups]
-
-            def A(i, j):
-                hm, gm, size = stats[i]
-                return math.fsum(gm[np.isin(hm, groups[j])].tolist()) / len(groups[j]) / max(size, 1)
-
-            best = None
-            for i in range(len(groups)):
-                for j in range(i + 1, len(groups)):
-                    p = A(i, j) + A(j, i)
-                    if best is None or p > best:
-                        best, bi, bj = p, i, j
-            si, sj = score(groups[bi]), score(groups[bj])
-            i_star, i_dag = (bj, bi) if sj < si else (bi, bj)
-            record = (min(si, sj), best)
-        merges.append((groups[i_star], groups[i_dag]))
-        recorded.append(record)
-        new = groups[i_star] + groups[i_dag]
-        groups = [G for j, G in enumerate(groups) if j not in (i_star, i_dag)] + [new]
-    return merges, recorded
+from l2h.exact import exact_sums, to_float
+from l2h.reference import literal_l2h
 
 
 def assert_same(x, *, aggregation, strategy="lowest_score", input="logits", **kwargs):
@@ -220,11 +140,12 @@ def test_matches_literal_large(n, k, kind, cache, kernel):
 # ----------------------------------------------------------------------------- exp cache
 def _estimates_and_exact(x, members_list, kind="full"):
     """(estimates, exact) of g^m per member set, through the internals the merge loop uses."""
-    from l2h.algorithm import _Blocks, _Clusters, _compute_dtype, _ExpCache, _FirstPass
+    from l2h.algorithm import _Blocks, _Clusters, _compute_dtype, _FirstPass
+    from l2h.expcache import ExpCache
 
     blocks = _Blocks(2)
     try:
-        cache = _ExpCache(*x.shape, _compute_dtype(x.dtype), kind)
+        cache = ExpCache(*x.shape, _compute_dtype(x.dtype), kind)
         clusters = _Clusters(_FirstPass(x, "logits", 97, blocks, None, cache))
         out = []
         for members in members_list:
@@ -459,9 +380,9 @@ def test_bad_weights_and_bootstrap_options():
 
 # ----------------------------------------------------------------------------- cache choice and input reads
 def test_cache_kind_follows_the_budget(monkeypatch):
-    from l2h import algorithm
+    from l2h import expcache
 
-    kind = algorithm._cache_kind
+    kind = expcache.cache_kind
     assert kind(1000, 100, np.float32, "logits", "lowest_score", 4e5 / 2**30) == "full"
     assert kind(1000, 100, np.float32, "logits", "lowest_score", 3.9e5 / 2**30) == "compact"
     assert kind(1000, 100, np.float64, "logits", "lowest_score", 7e5 / 2**30) == "compact"
@@ -469,13 +390,13 @@ def test_cache_kind_follows_the_budget(monkeypatch):
     assert kind(2**20, 300, np.float32, "logits", "lowest_score", 4.0) == "compact"   # full: > 1 GiB
     assert kind(1000, 100, np.float32, "probs", "lowest_score", 4.0) is None
     assert kind(1000, 100, np.float32, "logits", "all_pairs", 4.0) is None
-    monkeypatch.setattr(algorithm, "_available_memory", lambda: 6e5)       # auto: half of what is available
+    monkeypatch.setattr(expcache, "available_memory", lambda: 6e5)       # auto: half of what is available
     assert kind(1000, 100, np.float32, "logits", "lowest_score", None) == "compact"
-    monkeypatch.setattr(algorithm, "_available_memory", lambda: None)      # unknown: 2 GiB
+    monkeypatch.setattr(expcache, "available_memory", lambda: None)      # unknown: 2 GiB
     assert kind(2**20, 300, np.float32, "logits", "lowest_score", None) == "compact"
     assert kind(2**22, 300, np.float32, "logits", "lowest_score", None) is None
     monkeypatch.undo()
-    available = algorithm._available_memory()
+    available = expcache.available_memory()
     assert available is None or 0 < available < 2**50
 
 
@@ -507,9 +428,9 @@ def test_open_steps_are_resolved_by_exact_chunks(monkeypatch, kind):
     """A (valid, if loose) bound of 10 % leaves most steps open: their candidates' rows get the exact
     definition chunk by chunk, and some are settled before the last chunk; merges and G* scores stay
     those of the literal loop."""
-    from l2h import algorithm
+    from l2h import algorithm, expcache
 
-    monkeypatch.setattr(algorithm._ExpCache, "bound", 0.1)
+    monkeypatch.setattr(expcache.ExpCache, "bound", 0.1)
     full_exact = []
     exact_all = algorithm._best_affinity
     monkeypatch.setattr(algorithm, "_best_affinity",
@@ -571,10 +492,10 @@ def test_exact_sums_equal_fsum():
         if trial % 5 == 0 and n:
             values[: n // 3] = rng.choice([5e-324, 1e-300, 1e300, 1.0, 2.0 ** -60], size=n // 3)
         labels = rng.integers(0, 7, size=n)
-        sums = _exact_sums(values, labels, 7)
+        sums = exact_sums(values, labels, 7)
         assert set(sums) == set(np.unique(labels).tolist())
         for c, s in sums.items():
-            assert _to_float(s) == math.fsum(values[labels == c].tolist())
+            assert to_float(s) == math.fsum(values[labels == c].tolist())
 
 
 # ----------------------------------------------------------------------------- behaviour

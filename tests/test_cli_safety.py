@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import l2h.algorithm
+import l2h.expcache
 import l2h.outdir
 from l2h.algorithm import all_pairs_memory, l2h as build
 from l2h.cli import main
@@ -187,13 +188,13 @@ def test_duplicate_names_are_refused(tmp_path, capsys):
 def test_all_pairs_refuses_what_does_not_fit(tmp_path, capsys, monkeypatch):
     assert all_pairs_memory(20_000) > 30 * 2**30 > all_pairs_memory(1_000) * 300
     np.save(tmp_path / "wide.npy", np.zeros((2, 20_000), dtype=np.float32))
-    monkeypatch.setattr(l2h.algorithm, "_available_memory", lambda: 24 * 2**30)
+    monkeypatch.setattr(l2h.expcache, "available_memory", lambda: 24 * 2**30)
     assert main(["tree", str(tmp_path / "wide.npy"), "--strategy", "all_pairs", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, "wide.npy", "'all_pairs' needs at least", "K = 20000", "24.0 GiB are available")
-    monkeypatch.setattr(l2h.algorithm, "_available_memory", lambda: all_pairs_memory(5) - 1)
+    monkeypatch.setattr(l2h.expcache, "available_memory", lambda: all_pairs_memory(5) - 1)
     with pytest.raises(InputError, match="all_pairs"):
         build(_logits(), strategy="all_pairs")
-    monkeypatch.setattr(l2h.algorithm, "_available_memory", lambda: all_pairs_memory(5))
+    monkeypatch.setattr(l2h.expcache, "available_memory", lambda: all_pairs_memory(5))
     assert build(_logits(), strategy="all_pairs").k == 5
 
 

@@ -37,8 +37,8 @@ TEST_EXTRA = dict(_split(r) for r in EXTRAS["test"])
 FULL = {**DEPENDENCIES, **{name: spec for reqs in EXTRAS.values() for name, spec in map(_split, reqs)
                            if name != "l2h"}}
 #: The core modules: what `pip install l2h` (no extras) must be able to import and run.
-CORE = ("algorithm", "hierarchy", "metrics", "validation", "io", "levels", "compare", "outdir", "cli", "options",
-        "progress", "kernels", "errors", "report/figures", "report/html")
+CORE = ("algorithm", "exact", "expcache", "reference", "hierarchy", "metrics", "validation", "io", "levels", "compare",
+        "outdir", "cli", "options", "progress", "kernels", "errors", "report/figures", "report/html")
 
 
 def _env_entries() -> tuple[list[str], list[str]]:

@@ -13,7 +13,7 @@ does not take, and in the tests against the compiled one).
   ``alpha`` (plus ``tiny`` absolute) of the largest, ``top·(1 − alpha) ≤ second·(1 + alpha) + tiny`` in
   float64 (their order in ``z`` is then uncertain), or a largest kept value below ``floor``. The builds
   agree exactly on ``h^m`` and ``doubt``; ``g^m`` differs by the summation order only, which the bound
-  of :meth:`l2h.algorithm._ExpCache.bound` allows to be any. The cache may also be *compact* (uint16
+  of :attr:`l2h.expcache.ExpCache.bound` allows to be any. The cache may also be *compact* (uint16
   codes, :func:`encode_compact`): then values are compared as codes and summed as decoded floats.
 * :func:`encode_compact`: each ``e`` in [0, 1] as a 16-bit code, the float32 ``e·2⁻⁶⁴`` rounded to 10
   mantissa bits (nearest, ties to even) and shifted right by 13 bits: 6 exponent and 10 mantissa bits,
@@ -28,6 +28,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
+
+#: Compact codes: e ∈ [0, 1] is coded as the float32 e·CODE_SCALE with its lowest CODE_SHIFT bits rounded away.
+#: e·2⁻⁶⁴ ≤ 2⁻⁶⁴ has a float32 exponent field below 64, so its sign and top two exponent bits are 0 and the rest,
+#: 6 exponent and 23 − 13 = 10 mantissa bits, fits 16 bits (e below 2⁻⁶² becomes a subnormal float32).
+CODE_SCALE = 2.0 ** -64
+CODE_SHIFT = 13
 
 try:
     from l2h import _kernels as _compiled
@@ -97,14 +103,15 @@ def encode_compact(e: np.ndarray, out: np.ndarray) -> None:
     if _compiled is not None and _native(e):
         _compiled.encode_compact(e, out)
         return
-    scaled = e * np.float32(2.0 ** -64) if e.dtype == np.float32 else (e * 2.0 ** -64).astype(np.float32)
+    scaled = e * np.float32(CODE_SCALE) if e.dtype == np.float32 else (e * CODE_SCALE).astype(np.float32)
     bits = scaled.view(np.uint32)
-    out[...] = (bits + np.uint32(0xFFF) + ((bits >> 13) & np.uint32(1))) >> 13
+    half_down = np.uint32((1 << (CODE_SHIFT - 1)) - 1)           # round to nearest, ties to even
+    out[...] = (bits + half_down + ((bits >> CODE_SHIFT) & np.uint32(1))) >> CODE_SHIFT
 
 
 def decode_compact(codes: np.ndarray) -> np.ndarray:
     """float32 values of compact codes, in the scale 2⁻⁶⁴ (multiply by 2⁶⁴ for ``e``; both exact)."""
-    return (codes.astype(np.uint32) << 13).view(np.float32)
+    return (codes.astype(np.uint32) << CODE_SHIFT).view(np.float32)
 
 
 def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, alpha: float, tiny: float,
@@ -116,7 +123,7 @@ def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, a
         _compiled.masked_estimates(exp, positions, keep, alpha, tiny, floor, hm, gm, doubt)
         return
     if exp.dtype == np.uint16:        # compact codes: decoded in the scale 2⁻⁶⁴, the unit scale for the test
-        e, scale = decode_compact(exp[positions] & keep), 2.0 ** 64
+        e, scale = decode_compact(exp[positions] & keep), 1 / CODE_SCALE
     else:
         e, scale = exp[positions], 1.0
         e[:, keep == 0] = 0
