@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -60,7 +61,8 @@ def thin_matmul(a_t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``a_t.T @ m`` for a float32 (J, K) ``a_t`` with few columns and a (J, C) ``m``: the (K, C) product.
 
     On CPU with the compiled kernel (``compiled_path()`` not None) both must be C-contiguous, and every output
-    is the sequential sum over j of one fused multiply-add per term, whatever the code path; elsewhere
+    is the sequential sum over j of one fused multiply-add per term, whatever the code path; large products
+    are split by columns over ``torch.get_num_threads()`` threads, which does not change a bit. Elsewhere
     (CUDA, no kernel) it is torch's matmul.
 
     Examples
@@ -73,11 +75,37 @@ def thin_matmul(a_t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     if a_t.device.type != "cpu" or _PATH is None:
         return a_t.T @ m
     out = torch.empty((a_t.shape[1], m.shape[1]), dtype=torch.float32)
-    _compiled.matmul_tn(a_t.numpy(), m.numpy(), out.numpy(), 0, m.shape[1])
+    args = (a_t.numpy(), m.numpy(), out.numpy())
+    cols = m.shape[1]
+    parts = max(1, min(torch.get_num_threads(), a_t.numel() * cols // _MIN_PART_WORK, cols // 32))
+    if parts == 1:
+        _compiled.matmul_tn(*args, 0, cols)
+        return out
+    bounds = [cols * i // parts // 32 * 32 for i in range(parts)] + [cols]  # whole vectors per part
+    pool = _workers(parts - 1)  # the kernel releases the GIL
+    others = [pool.submit(_compiled.matmul_tn, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    _compiled.matmul_tn(*args, 0, bounds[1])
+    for part in others:
+        part.result()
     return out
 
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """A thread pool of at least ``count`` workers, kept for the next products."""
+    global _POOL
+    if _POOL is None or _POOL[0] < count:
+        if _POOL is not None:
+            _POOL[1].shutdown()
+        _POOL = (count, ThreadPoolExecutor(count, thread_name_prefix="l2h-turtle"))
+    return _POOL[1]
+
+
 _PATH = compiled_path()
+#: multiply-adds below which a product is not worth splitting between threads (~0.1 ms of one core)
+_MIN_PART_WORK = 1 << 23
 
 
 @contextmanager
