@@ -351,40 +351,55 @@ def test_turtle_killed_mid_run_resumes_to_the_same_bytes(digits, tmp_path):
 
 def test_thin_matmul_code_paths_agree_bit_for_bit():
     """The compiled products: every code path this CPU runs (AVX-512, AVX2, plain C) and every split of the
-    columns give the same bits (sequential fused multiply-adds), close to the float64 product; the remainders
-    of the row and column blocks are covered (K up to 13, C not a multiple of the vector width)."""
+    panels give the same bits (sequential fused multiply-adds), close to the float64 product; the remainders
+    of the row blocks (K up to 13) and of the last panel (C not a multiple of 32) are covered."""
     from l2h.clusterers import _matmul
 
     assert turtle_module.compiled_path() is not None, (
         "l2h.clusterers._matmul is missing: the C extension was not built at install (is a C compiler available?)")
-    assert _matmul.paths()[-1] == "plain"
+    assert _matmul.paths()[-1] == "plain" and _matmul.PANEL == 32
     rng = np.random.default_rng(0)
     for j, k, c in [(1, 1, 1), (7, 3, 5), (40, 6, 17), (65, 10, 33), (130, 13, 100), (300, 12, 64)]:
         a_t = rng.standard_normal((j, k), dtype=np.float32)
         m = rng.standard_normal((j, c), dtype=np.float32)
         exact = a_t.T.astype(np.float64) @ m.astype(np.float64)
+        panels = np.full((-(-c // 32), j, 32), np.nan, dtype=np.float32)
+        _matmul.pack(m, panels)
+        assert np.array_equal(panels.transpose(1, 0, 2).reshape(j, -1)[:, :c], m)
+        assert not panels.transpose(1, 0, 2).reshape(j, -1)[:, c:].any()  # zero padding
         outs = []
         for path in _matmul.paths():
             out = np.full((k, c), np.nan, dtype=np.float32)
-            _matmul.matmul_tn(a_t, m, out, 0, c, path)
+            _matmul.matmul_tn(a_t, panels, out, 0, len(panels), path)
             outs.append(out)
         split = np.full((k, c), np.nan, dtype=np.float32)
-        for lo, hi in [(0, c // 3), (c // 3, c)]:
-            _matmul.matmul_tn(a_t, m, split, lo, hi)
+        for lo, hi in [(0, len(panels) // 2), (len(panels) // 2, len(panels))]:
+            _matmul.matmul_tn(a_t, panels, split, lo, hi)
         for out in outs[1:] + [split]:
             np.testing.assert_array_equal(out, outs[0])
         np.testing.assert_allclose(outs[0], exact, rtol=1e-5, atol=1e-5 * np.sqrt(j))
-        np.testing.assert_array_equal(turtle_module.thin_matmul(torch.from_numpy(a_t), torch.from_numpy(m)).numpy(),
-                                      outs[0])
-    out = np.zeros((2, 3), dtype=np.float32)
+        product = turtle_module.thin_matmul(torch.from_numpy(a_t), turtle_module.Columns(torch.from_numpy(m)))
+        np.testing.assert_array_equal(product.numpy(), outs[0])
+    panels, out = np.zeros((1, 4, 32), np.float32), np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="shapes"):
-        _matmul.matmul_tn(np.zeros((4, 2), np.float32), np.zeros((5, 3), np.float32), out, 0, 3)
+        _matmul.matmul_tn(np.zeros((5, 2), np.float32), panels, out, 0, 1)
     with pytest.raises(TypeError, match="float32"):
-        _matmul.matmul_tn(np.zeros((4, 2)), np.zeros((4, 3), np.float32), out, 0, 3)
-    with pytest.raises(ValueError, match="c0"):
-        _matmul.matmul_tn(np.zeros((4, 2), np.float32), np.zeros((4, 3), np.float32), out, 2, 4)
+        _matmul.matmul_tn(np.zeros((4, 2)), panels, out, 0, 1)
+    with pytest.raises(ValueError, match="p0"):
+        _matmul.matmul_tn(np.zeros((4, 2), np.float32), panels, out, 0, 2)
     with pytest.raises(ValueError, match="not available"):
-        _matmul.matmul_tn(np.zeros((4, 2), np.float32), np.zeros((4, 3), np.float32), out, 0, 3, "sse9")
+        _matmul.matmul_tn(np.zeros((4, 2), np.float32), panels, out, 0, 1, "sse9")
+    with pytest.raises(ValueError, match="pack"):
+        _matmul.pack(np.zeros((4, 40), np.float32), panels)
+
+
+def test_thin_matmul_threads_do_not_change_a_bit():
+    rng = np.random.default_rng(1)
+    a_t = torch.from_numpy(rng.standard_normal((600, 10), dtype=np.float32))
+    m = turtle_module.Columns(torch.from_numpy(rng.standard_normal((600, 3000), dtype=np.float32)))
+    one = turtle_module.thin_matmul(a_t, m)  # the one_torch_thread fixture: one part
+    torch.set_num_threads(3)  # restored by the fixture
+    np.testing.assert_array_equal(turtle_module.thin_matmul(a_t, m).numpy(), one.numpy())
 
 
 def test_temi_logits_are_best_teacher_head_over_temperature(digits):

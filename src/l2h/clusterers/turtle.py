@@ -57,31 +57,44 @@ def compiled_path() -> str | None:
     return None if path == "plain" and _compiled.X86 else path
 
 
-def thin_matmul(a_t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``a_t.T @ m`` for a float32 (J, K) ``a_t`` with few columns and a (J, C) ``m``: the (K, C) product.
+class Columns:
+    """A float32 (J, C) matrix that :func:`thin_matmul` multiplies by many small (J, K) ones: on CPU with the
+    compiled kernel it is packed once into contiguous panels of 32 columns; elsewhere it is kept as is."""
 
-    On CPU with the compiled kernel (``compiled_path()`` not None) both must be C-contiguous, and every output
-    is the sequential sum over j of one fused multiply-add per term, whatever the code path; large products
-    are split by columns over ``torch.get_num_threads()`` threads, which does not change a bit. Elsewhere
-    (CUDA, no kernel) it is torch's matmul.
+    def __init__(self, m: torch.Tensor):
+        self.shape = tuple(m.shape)
+        self.tensor, self.panels = m, None
+        if m.device.type == "cpu" and _PATH is not None:
+            self.panels = torch.empty((-(-m.shape[1] // _compiled.PANEL), m.shape[0], _compiled.PANEL))
+            _compiled.pack(m.contiguous().numpy(), self.panels.numpy())
+            self.tensor = None
+
+
+def thin_matmul(a_t: torch.Tensor, m: Columns) -> torch.Tensor:
+    """``a_t.T @ m`` for a float32 (J, K) ``a_t`` with few columns and a (J, C) matrix ``m``: the (K, C) product.
+
+    With packed columns (CPU, ``compiled_path()`` not None) every output is the sequential sum over j of one
+    fused multiply-add per term, whatever the code path, and large products are split by panels over
+    ``torch.get_num_threads()`` threads, which does not change a bit. Elsewhere (CUDA, no kernel) it is
+    torch's matmul.
 
     Examples
     --------
     >>> a_t, m = torch.ones(3, 2), torch.arange(12.0).reshape(3, 4)
-    >>> thin_matmul(a_t, m)
+    >>> thin_matmul(a_t, Columns(m))
     tensor([[12., 15., 18., 21.],
             [12., 15., 18., 21.]])
     """
-    if a_t.device.type != "cpu" or _PATH is None:
-        return a_t.T @ m
+    if m.panels is None:
+        return a_t.T @ m.tensor
     out = torch.empty((a_t.shape[1], m.shape[1]), dtype=torch.float32)
-    args = (a_t.numpy(), m.numpy(), out.numpy())
-    cols = m.shape[1]
-    parts = max(1, min(torch.get_num_threads(), a_t.numel() * cols // _MIN_PART_WORK, cols // 32))
+    args = (a_t.contiguous().numpy(), m.panels.numpy(), out.numpy())
+    n_panels = m.panels.shape[0]
+    parts = max(1, min(torch.get_num_threads(), a_t.numel() * m.shape[1] // _MIN_PART_WORK, n_panels))
     if parts == 1:
-        _compiled.matmul_tn(*args, 0, cols)
+        _compiled.matmul_tn(*args, 0, n_panels)
         return out
-    bounds = [cols * i // parts // 32 * 32 for i in range(parts)] + [cols]  # whole vectors per part
+    bounds = [n_panels * i // parts for i in range(parts + 1)]
     pool = _workers(parts - 1)  # the kernel releases the GIL
     others = [pool.submit(_compiled.matmul_tn, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     _compiled.matmul_tn(*args, 0, bounds[1])
@@ -147,8 +160,7 @@ class _InnerHeads:
         self.v = [torch.zeros_like(a) for a in self.heads_t]
         self.step = 0
 
-    def fit(self, zs: list[torch.Tensor], zs_t: list[torch.Tensor], targets: torch.Tensor, steps: int,
-            lr: float) -> None:
+    def fit(self, zs: list[Columns], zs_t: list[Columns], targets: torch.Tensor, steps: int, lr: float) -> None:
         """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (K, B); ``zs`` are the batch
         features (B, d_s + 1), ``zs_t`` the same transposed."""
         batch = targets.shape[1]
@@ -158,7 +170,7 @@ class _InnerHeads:
                 residual = torch.softmax(thin_matmul(a_t, z_t), dim=0).sub_(targets).div_(batch)  # dCE/dlogits
                 adam_(a_t, thin_matmul(residual.T.contiguous(), z).T, m, v, self.step, lr)
 
-    def logits(self, zs_t: list[torch.Tensor]) -> list[torch.Tensor]:
+    def logits(self, zs_t: list[Columns]) -> list[torch.Tensor]:
         """(K, B) logits of every space."""
         return [thin_matmul(a_t, z_t) for a_t, z_t in zip(self.heads_t, zs_t)]
 
@@ -191,12 +203,12 @@ class _TaskEncoders:
         """The effective (K, d_s) weights g v / ‖v‖."""
         return [weight_normed(v, g) for v, g in zip(self.v, self.g)]
 
-    def probs(self, zs_t: list[torch.Tensor]) -> list[torch.Tensor]:
+    def probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
         """(K, B) softmax(θ_s z_s) of every space."""
         return [torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
                 for w, b, z_t in zip(self.weights(), self.b, zs_t)]
 
-    def gradients(self, zs: list[torch.Tensor], probs: list[torch.Tensor], log_q: list[torch.Tensor],
+    def gradients(self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor],
                   gamma: float) -> list[torch.Tensor]:
         """Gradients (in ``params()`` order) of L = Σ_s CE(q_s, ȳ) − γ Σ_s H(p̄_s), with p_s = softmax(θ_s z_s),
         ȳ = mean_s p_s, log q_s the inner heads' log-probabilities (constants) and p̄_s = mean_b p_s.
@@ -282,7 +294,8 @@ class TurtleClusterer(Clusterer):
         n, dims, k = spaces[0].shape[0], [x.shape[1] for x in spaces], self.k
         batch = min(self.batch_size, n)
         zs = [with_ones(x, device) for x in spaces]
-        zs_t = [z.T.contiguous() for z in zs] if batch == n else None  # the whole train set every step
+        if batch == n:  # the whole train set every step: prepared once
+            full = [Columns(z) for z in zs], [Columns(z.T) for z in zs]
 
         encoders = _TaskEncoders(dims, k, gen, device)
         inner = _InnerHeads(dims, k, gen, device)
@@ -307,9 +320,9 @@ class TurtleClusterer(Clusterer):
             if batch < n:
                 idx = torch.randperm(n, generator=gen)[:batch].to(device)
                 zb = [z.index_select(0, idx) for z in zs]
-                zb_t = [z.T.contiguous() for z in zb]
+                zb, zb_t = [Columns(z) for z in zb], [Columns(z.T) for z in zb]
             else:  # the whole train set: a permutation would change nothing
-                zb, zb_t = zs, zs_t
+                zb, zb_t = full
             probs = encoders.probs(zb_t)
             labels = torch.stack(probs).mean(0)
 
