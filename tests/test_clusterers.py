@@ -393,6 +393,19 @@ def test_thin_matmul_code_paths_agree_bit_for_bit():
         _matmul.pack(np.zeros((4, 40), np.float32), panels)
 
 
+def test_turtle_fit_does_not_depend_on_the_thread_count():
+    """Products split over threads (≥ 2^24 multiply-adds), softmaxes along the last dimension, reported
+    losses summed by numpy: the fitted model is the same bits with 1 and 3 torch threads."""
+    rng = np.random.default_rng(2)
+    spaces = [rng.standard_normal((2000, d), dtype=np.float32) for d in (40, 900)]
+    one = quick("turtle", k=10, outer_steps=4).fit(spaces)  # the one_torch_thread fixture
+    torch.set_num_threads(3)  # restored by the fixture
+    three = quick("turtle", k=10, outer_steps=4).fit(spaces)
+    for a, b in zip(one.weights_ + one.biases_, three.weights_ + three.biases_):
+        np.testing.assert_array_equal(a, b)
+    assert one.info() == three.info()
+
+
 def test_thin_matmul_threads_do_not_change_a_bit():
     rng = np.random.default_rng(1)
     a_t = torch.from_numpy(rng.standard_normal((600, 10), dtype=np.float32))

@@ -132,6 +132,12 @@ def torch_products():
         _PATH = saved
 
 
+def batch_logits(a_t: torch.Tensor, z_t: Columns) -> torch.Tensor:
+    """(B, K) logits of the linear layer ``a_t`` (d + 1, K) on the batch ``z_t`` = [z | 1]ᵀ. Softmaxes run along
+    the last dimension, where torch's result does not depend on the number of threads."""
+    return thin_matmul(a_t, z_t).T.contiguous()
+
+
 def adam_(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float,
           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
     """One in-place Adam step of ``param`` (PyTorch's update rule, no weight decay); ``step`` counts from 1."""
@@ -161,18 +167,18 @@ class _InnerHeads:
         self.step = 0
 
     def fit(self, zs: list[Columns], zs_t: list[Columns], targets: torch.Tensor, steps: int, lr: float) -> None:
-        """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (K, B); ``zs`` are the batch
+        """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (B, K); ``zs`` are the batch
         features (B, d_s + 1), ``zs_t`` the same transposed."""
-        batch = targets.shape[1]
+        batch = targets.shape[0]
         for _ in range(steps):
             self.step += 1
             for z, z_t, a_t, m, v in zip(zs, zs_t, self.heads_t, self.m, self.v):
-                residual = torch.softmax(thin_matmul(a_t, z_t), dim=0).sub_(targets).div_(batch)  # dCE/dlogits
-                adam_(a_t, thin_matmul(residual.T.contiguous(), z).T, m, v, self.step, lr)
+                residual = torch.softmax(batch_logits(a_t, z_t), dim=1).sub_(targets).div_(batch)  # dCE/dlogits
+                adam_(a_t, thin_matmul(residual, z).T, m, v, self.step, lr)
 
-    def logits(self, zs_t: list[Columns]) -> list[torch.Tensor]:
-        """(K, B) logits of every space."""
-        return [thin_matmul(a_t, z_t) for a_t, z_t in zip(self.heads_t, zs_t)]
+    def log_probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
+        """(B, K) log-softmax of every space's logits."""
+        return [torch.log_softmax(batch_logits(a_t, z_t), dim=1) for a_t, z_t in zip(self.heads_t, zs_t)]
 
     def tensors(self) -> list[torch.Tensor]:
         return [*self.heads_t, *self.m, *self.v]
@@ -204,8 +210,8 @@ class _TaskEncoders:
         return [weight_normed(v, g) for v, g in zip(self.v, self.g)]
 
     def probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
-        """(K, B) softmax(θ_s z_s) of every space."""
-        return [torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
+        """(B, K) softmax(θ_s z_s) of every space."""
+        return [torch.softmax(batch_logits(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=1)
                 for w, b, z_t in zip(self.weights(), self.b, zs_t)]
 
     def gradients(self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor],
@@ -213,17 +219,18 @@ class _TaskEncoders:
         """Gradients (in ``params()`` order) of L = Σ_s CE(q_s, ȳ) − γ Σ_s H(p̄_s), with p_s = softmax(θ_s z_s),
         ȳ = mean_s p_s, log q_s the inner heads' log-probabilities (constants) and p̄_s = mean_b p_s.
 
-        ∂L/∂p_s[k, b] = −Σ_t log q_t[k, b] / (S B) + γ (log p̄_s[k] + 1) / B; through the softmax,
-        ∂L/∂ℓ_s = p_s ⊙ (∂L/∂p_s − Σ_k p_s ∂L/∂p_s); ∂L/∂[W_s | b_s] = (∂L/∂ℓ_s) [z_s | 1]; through the
+        ∂L/∂p_s[b, k] = −Σ_t log q_t[b, k] / (S B) + γ (log p̄_s[k] + 1) / B; through the softmax,
+        ∂L/∂ℓ_s = p_s ⊙ (∂L/∂p_s − Σ_k p_s ∂L/∂p_s); ∂L/∂[W_s | b_s] = (∂L/∂ℓ_s)ᵀ [z_s | 1]; through the
         weight norm W = g v / ‖v‖: ∂L/∂g = ⟨∂L/∂W, v⟩ / ‖v‖ and ∂L/∂v = g / ‖v‖ (∂L/∂W − v ∂L/∂g / ‖v‖).
+        All (B, K) arrays: probs, log_q.
         """
-        n_spaces, batch = len(probs), probs[0].shape[1]
+        n_spaces, batch = len(probs), probs[0].shape[0]
         d_labels = torch.stack(log_q).sum(0).div_(-n_spaces * batch)
         d_v, d_g, d_b = [], [], []
         for z, p, v, g in zip(zs, probs, self.v, self.g):
-            d_p = d_labels + gamma * (p.mean(1, keepdim=True).log() + 1) / batch
-            d_logits = p * (d_p - (p * d_p).sum(0, keepdim=True))
-            d_wb = thin_matmul(d_logits.T.contiguous(), z)  # (K, d_s + 1): [∂L/∂W | ∂L/∂b]
+            d_p = d_labels + gamma * (p.mean(0).log() + 1) / batch
+            d_logits = p * (d_p - (p * d_p).sum(1, keepdim=True))
+            d_wb = thin_matmul(d_logits, z)  # (K, d_s + 1): [∂L/∂W | ∂L/∂b]
             d_w, norm = d_wb[:, :-1], v.norm(dim=1, keepdim=True)
             d_g.append((d_w * v).sum(1, keepdim=True) / norm)
             d_v.append(g / norm * (d_w - v * (d_g[-1] / norm)))
@@ -330,12 +337,12 @@ class TurtleClusterer(Clusterer):
                 inner = _InnerHeads(dims, k, gen, device)
             inner.fit(zb, zb_t, labels, self.inner_steps, self.inner_lr)
 
-            log_q = [torch.log_softmax(out, dim=0) for out in inner.logits(zb_t)]
+            log_q = inner.log_probs(zb_t)
             encoders.adam_step(encoders.gradients(zb, probs, log_q, self.gamma), step + 1, self.outer_lr)
 
-            if (step + 1) % 20 == 0 or step + 1 == self.outer_steps:
-                pred_error = (-(labels * torch.stack(log_q).sum(0)).sum() / batch).item()
-                entropy = sum(torch.special.entr(p.mean(1)).sum() for p in probs).item()
+            if (step + 1) % 20 == 0 or step + 1 == self.outer_steps:  # summed by numpy: thread-independent
+                pred_error = -float((labels * torch.stack(log_q).sum(0)).double().cpu().numpy().sum()) / batch
+                entropy = float(sum(torch.special.entr(p.mean(0)).double().cpu().numpy().sum() for p in probs))
                 bar.set_postfix(loss=f"{pred_error:.3f}", entropy=f"{entropy:.3f}")
             ckpt.done(step + 1, snapshot)
         bar.close()
