@@ -17,7 +17,8 @@ Both loops run without autograd: the gradients are written out (the cross-entrop
 is (softmax − target)ᵀ z / B; the outer one is derived in :meth:`_TaskEncoders.gradients`), and Adam is
 PyTorch's update rule, applied in place. Every matrix product multiplies the features by K columns
 (:func:`thin_matmul`); on CPU they run in a compiled kernel whose outputs are sequential fused multiply-add
-sums, so the result is the same on every machine and thread count. Logits for L2H:
+sums (the same bits on every code path and however the products are split over threads), and the rest of a
+step then runs on one torch thread: the fit gives the same bits at any thread count. Logits for L2H:
 ``log(mean_s softmax(θ_s z_s))``, so that L2H's softmax reproduces TURTLE's probabilities exactly;
 ``space_logits`` gives the per-space logits θ_s z_s.
 """
@@ -59,10 +60,11 @@ def compiled_path() -> str | None:
 
 class Columns:
     """A float32 (J, C) matrix that :func:`thin_matmul` multiplies by many small (J, K) ones: on CPU with the
-    compiled kernel it is packed once into contiguous panels of 32 columns; elsewhere it is kept as is."""
+    compiled kernel it is packed once into contiguous panels of 32 columns, and large products with it are
+    split over ``threads`` threads; elsewhere it is kept as is."""
 
-    def __init__(self, m: torch.Tensor):
-        self.shape = tuple(m.shape)
+    def __init__(self, m: torch.Tensor, threads: int = 1):
+        self.shape, self.threads = tuple(m.shape), int(threads)
         self.tensor, self.panels = m, None
         if m.device.type == "cpu" and _PATH is not None:
             self.panels = torch.empty((-(-m.shape[1] // _compiled.PANEL), m.shape[0], _compiled.PANEL))
@@ -75,8 +77,7 @@ def thin_matmul(a_t: torch.Tensor, m: Columns) -> torch.Tensor:
 
     With packed columns (CPU, ``compiled_path()`` not None) every output is the sequential sum over j of one
     fused multiply-add per term, whatever the code path, and large products are split by panels over
-    ``torch.get_num_threads()`` threads, which does not change a bit. Elsewhere (CUDA, no kernel) it is
-    torch's matmul.
+    ``m.threads`` threads, which does not change a bit. Elsewhere (CUDA, no kernel) it is torch's matmul.
 
     Examples
     --------
@@ -90,7 +91,7 @@ def thin_matmul(a_t: torch.Tensor, m: Columns) -> torch.Tensor:
     out = torch.empty((a_t.shape[1], m.shape[1]), dtype=torch.float32)
     args = (a_t.contiguous().numpy(), m.panels.numpy(), out.numpy())
     n_panels = m.panels.shape[0]
-    parts = max(1, min(torch.get_num_threads(), a_t.numel() * m.shape[1] // _MIN_PART_WORK, n_panels))
+    parts = max(1, min(m.threads, a_t.numel() * m.shape[1] // _MIN_PART_WORK, n_panels))
     if parts == 1:
         _compiled.matmul_tn(*args, 0, n_panels)
         return out
@@ -122,6 +123,17 @@ _MIN_PART_WORK = 1 << 23
 
 
 @contextmanager
+def _torch_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the ``with`` block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def torch_products():
     """Use torch's matmul for the CPU products inside the ``with`` block (to compare; not thread-safe)."""
     global _PATH
@@ -130,12 +142,6 @@ def torch_products():
         yield
     finally:
         _PATH = saved
-
-
-def batch_logits(a_t: torch.Tensor, z_t: Columns) -> torch.Tensor:
-    """(B, K) logits of the linear layer ``a_t`` (d + 1, K) on the batch ``z_t`` = [z | 1]ᵀ. Softmaxes run along
-    the last dimension, where torch's result does not depend on the number of threads."""
-    return thin_matmul(a_t, z_t).T.contiguous()
 
 
 def adam_(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float,
@@ -167,18 +173,18 @@ class _InnerHeads:
         self.step = 0
 
     def fit(self, zs: list[Columns], zs_t: list[Columns], targets: torch.Tensor, steps: int, lr: float) -> None:
-        """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (B, K); ``zs`` are the batch
+        """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (K, B); ``zs`` are the batch
         features (B, d_s + 1), ``zs_t`` the same transposed."""
-        batch = targets.shape[0]
+        batch = targets.shape[1]
         for _ in range(steps):
             self.step += 1
             for z, z_t, a_t, m, v in zip(zs, zs_t, self.heads_t, self.m, self.v):
-                residual = torch.softmax(batch_logits(a_t, z_t), dim=1).sub_(targets).div_(batch)  # dCE/dlogits
-                adam_(a_t, thin_matmul(residual, z).T, m, v, self.step, lr)
+                residual = torch.softmax(thin_matmul(a_t, z_t), dim=0).sub_(targets).div_(batch)  # dCE/dlogits
+                adam_(a_t, thin_matmul(residual.T.contiguous(), z).T, m, v, self.step, lr)
 
-    def log_probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
-        """(B, K) log-softmax of every space's logits."""
-        return [torch.log_softmax(batch_logits(a_t, z_t), dim=1) for a_t, z_t in zip(self.heads_t, zs_t)]
+    def logits(self, zs_t: list[Columns]) -> list[torch.Tensor]:
+        """(K, B) logits of every space."""
+        return [thin_matmul(a_t, z_t) for a_t, z_t in zip(self.heads_t, zs_t)]
 
     def tensors(self) -> list[torch.Tensor]:
         return [*self.heads_t, *self.m, *self.v]
@@ -210,8 +216,8 @@ class _TaskEncoders:
         return [weight_normed(v, g) for v, g in zip(self.v, self.g)]
 
     def probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
-        """(B, K) softmax(θ_s z_s) of every space."""
-        return [torch.softmax(batch_logits(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=1)
+        """(K, B) softmax(θ_s z_s) of every space."""
+        return [torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
                 for w, b, z_t in zip(self.weights(), self.b, zs_t)]
 
     def gradients(self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor],
@@ -219,18 +225,17 @@ class _TaskEncoders:
         """Gradients (in ``params()`` order) of L = Σ_s CE(q_s, ȳ) − γ Σ_s H(p̄_s), with p_s = softmax(θ_s z_s),
         ȳ = mean_s p_s, log q_s the inner heads' log-probabilities (constants) and p̄_s = mean_b p_s.
 
-        ∂L/∂p_s[b, k] = −Σ_t log q_t[b, k] / (S B) + γ (log p̄_s[k] + 1) / B; through the softmax,
-        ∂L/∂ℓ_s = p_s ⊙ (∂L/∂p_s − Σ_k p_s ∂L/∂p_s); ∂L/∂[W_s | b_s] = (∂L/∂ℓ_s)ᵀ [z_s | 1]; through the
+        ∂L/∂p_s[k, b] = −Σ_t log q_t[k, b] / (S B) + γ (log p̄_s[k] + 1) / B; through the softmax,
+        ∂L/∂ℓ_s = p_s ⊙ (∂L/∂p_s − Σ_k p_s ∂L/∂p_s); ∂L/∂[W_s | b_s] = (∂L/∂ℓ_s) [z_s | 1]; through the
         weight norm W = g v / ‖v‖: ∂L/∂g = ⟨∂L/∂W, v⟩ / ‖v‖ and ∂L/∂v = g / ‖v‖ (∂L/∂W − v ∂L/∂g / ‖v‖).
-        All (B, K) arrays: probs, log_q.
         """
-        n_spaces, batch = len(probs), probs[0].shape[0]
+        n_spaces, batch = len(probs), probs[0].shape[1]
         d_labels = torch.stack(log_q).sum(0).div_(-n_spaces * batch)
         d_v, d_g, d_b = [], [], []
         for z, p, v, g in zip(zs, probs, self.v, self.g):
-            d_p = d_labels + gamma * (p.mean(0).log() + 1) / batch
-            d_logits = p * (d_p - (p * d_p).sum(1, keepdim=True))
-            d_wb = thin_matmul(d_logits, z)  # (K, d_s + 1): [∂L/∂W | ∂L/∂b]
+            d_p = d_labels + gamma * (p.mean(1, keepdim=True).log() + 1) / batch
+            d_logits = p * (d_p - (p * d_p).sum(0, keepdim=True))
+            d_wb = thin_matmul(d_logits.T.contiguous(), z)  # (K, d_s + 1): [∂L/∂W | ∂L/∂b]
             d_w, norm = d_wb[:, :-1], v.norm(dim=1, keepdim=True)
             d_g.append((d_w * v).sum(1, keepdim=True) / norm)
             d_v.append(g / norm * (d_w - v * (d_g[-1] / norm)))
@@ -295,14 +300,22 @@ class TurtleClusterer(Clusterer):
 
     # -- training ---------------------------------------------------------------------------------
     def _fit(self, spaces: list[np.ndarray]) -> dict[str, Any]:
-        spaces = self._prepare(spaces)
         device = resolve_device(self.device)
+        threads = torch.get_num_threads()
+        if device.type != "cpu" or _PATH is None:
+            return self._train(self._prepare(spaces), device, threads)
+        # the compiled products use the threads; the rest of the step runs on one torch thread, where every
+        # torch operation gives the same bits whatever the thread count
+        with _torch_threads(1):
+            return self._train(self._prepare(spaces), device, threads)
+
+    def _train(self, spaces: list[np.ndarray], device: torch.device, threads: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.seed)
         n, dims, k = spaces[0].shape[0], [x.shape[1] for x in spaces], self.k
         batch = min(self.batch_size, n)
         zs = [with_ones(x, device) for x in spaces]
         if batch == n:  # the whole train set every step: prepared once
-            full = [Columns(z) for z in zs], [Columns(z.T) for z in zs]
+            full = [Columns(z, threads) for z in zs], [Columns(z.T, threads) for z in zs]
 
         encoders = _TaskEncoders(dims, k, gen, device)
         inner = _InnerHeads(dims, k, gen, device)
@@ -327,7 +340,7 @@ class TurtleClusterer(Clusterer):
             if batch < n:
                 idx = torch.randperm(n, generator=gen)[:batch].to(device)
                 zb = [z.index_select(0, idx) for z in zs]
-                zb, zb_t = [Columns(z) for z in zb], [Columns(z.T) for z in zb]
+                zb, zb_t = [Columns(z, threads) for z in zb], [Columns(z.T, threads) for z in zb]
             else:  # the whole train set: a permutation would change nothing
                 zb, zb_t = full
             probs = encoders.probs(zb_t)
@@ -337,12 +350,12 @@ class TurtleClusterer(Clusterer):
                 inner = _InnerHeads(dims, k, gen, device)
             inner.fit(zb, zb_t, labels, self.inner_steps, self.inner_lr)
 
-            log_q = inner.log_probs(zb_t)
+            log_q = [torch.log_softmax(out, dim=0) for out in inner.logits(zb_t)]
             encoders.adam_step(encoders.gradients(zb, probs, log_q, self.gamma), step + 1, self.outer_lr)
 
-            if (step + 1) % 20 == 0 or step + 1 == self.outer_steps:  # summed by numpy: thread-independent
-                pred_error = -float((labels * torch.stack(log_q).sum(0)).double().cpu().numpy().sum()) / batch
-                entropy = float(sum(torch.special.entr(p.mean(0)).double().cpu().numpy().sum() for p in probs))
+            if (step + 1) % 20 == 0 or step + 1 == self.outer_steps:
+                pred_error = (-(labels * torch.stack(log_q).sum(0)).sum() / batch).item()
+                entropy = sum(torch.special.entr(p.mean(1)).sum() for p in probs).item()
                 bar.set_postfix(loss=f"{pred_error:.3f}", entropy=f"{entropy:.3f}")
             ckpt.done(step + 1, snapshot)
         bar.close()
