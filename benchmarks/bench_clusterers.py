@@ -6,12 +6,15 @@ Features are random Gaussian (speed does not depend on their values). Writes ben
 with the machine's description and its load average (other work on a shared machine slows every number).
 
     python benchmarks/bench_clusterers.py [--threads 2] [--turtle-steps 3] [--temi-epochs 1] [--temi-points 50000]
+                                          [--parts turtle temi]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +67,29 @@ def main() -> None:
     parser.add_argument("--turtle-steps", type=int, default=3)
     parser.add_argument("--temi-epochs", type=int, default=1)
     parser.add_argument("--temi-points", type=int, default=N)
+    parser.add_argument("--parts", nargs="+", choices=("turtle", "temi"), default=["turtle", "temi"],
+                        help="what to measure; the other parts' results already in --out are kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    results = {"machine": machine_info(), "turtle": {}, "temi": {}}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for part in {"turtle", "temi"} - set(args.parts):  # kept: with the machine and load they were measured at
+        for row in results.get(part, {}).values():
+            row.setdefault("machine_when_measured", results.get("machine"))
+    results.update({"machine": machine_info(), "turtle": results.get("turtle", {}), "temi": results.get("temi", {})})
     if "cuda" not in devices:
         results["cuda"] = "not available on this machine: CUDA timings not measured"
     for device in devices:
         rng = np.random.default_rng(0)
-        results["turtle"][device] = bench_turtle(device, args.turtle_steps, rng)
-        print("turtle", device, results["turtle"][device], flush=True)
-        results["temi"][device] = bench_temi(device, args.temi_epochs, args.temi_points, rng)
-        print("temi", device, results["temi"][device], flush=True)
-    results["machine"]["load_average_at_end"] = os.getloadavg()
+        for part in args.parts:
+            load = os.getloadavg()[0]
+            row = (bench_turtle(device, args.turtle_steps, rng) if part == "turtle"
+                   else bench_temi(device, args.temi_epochs, args.temi_points, rng))
+            results[part][device] = {**row, "threads": args.threads, "load_average_1m_before": load,
+                                     "load_average_1m_after": os.getloadavg()[0],
+                                     "measured": time.strftime("%Y-%m-%d")}
+            print(part, device, results[part][device], flush=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
 
