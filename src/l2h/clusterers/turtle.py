@@ -363,7 +363,8 @@ class TurtleClusterer(Clusterer):
         self.weights_ = [w.cpu().numpy().astype(np.float32) for w in encoders.weights()]
         self.biases_ = [b.cpu().numpy().astype(np.float32) for b in encoders.b]
         self.run_info_ = {"train_time_s": time.perf_counter() - t0, "steps_run": self.outer_steps - start,
-                          "resumed_from_step": start or None, "products": _PATH or "torch"}
+                          "resumed_from_step": start or None,
+                          "products": _PATH if device.type == "cpu" and _PATH is not None else "torch"}
         return {"device": str(device), "batch_size": batch, "final_pred_error": pred_error,
                 "final_entropy": entropy}
 
