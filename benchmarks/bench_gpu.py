@@ -22,8 +22,10 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -162,13 +164,13 @@ def main() -> None:
             write_json(out_path, results)
 
     for name, overrides, n in settings["extraction"]:
-        results["extraction"].append(measured(device, lambda: extraction(name, overrides, n, device, args.repeats)))
+        results["extraction"].append(measured(device, partial(extraction, name, overrides, n, device, args.repeats)))
         save()
-    results["turtle"] = measured(device, lambda: turtle(device, settings["turtle"]))
+    results["turtle"] = measured(device, partial(turtle, device, settings["turtle"]))
     save()
-    results["temi"] = measured(device, lambda: temi(device, settings["temi"]))
+    results["temi"] = measured(device, partial(temi, device, settings["temi"]))
     save()
-    results["treevae"] = measured(device, lambda: treevae(device, args.smoke))
+    results["treevae"] = measured(device, partial(treevae, device, args.smoke))
     save()
     print(f"done in {results['wall_s']} s" + (f"; wrote {out_path}" if out_path else ""))
 

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Sequence
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +99,7 @@ def thin_matmul(a_t: torch.Tensor, m: Columns) -> torch.Tensor:
         return out
     bounds = [n_panels * i // parts for i in range(parts + 1)]
     pool = _workers(parts - 1)  # the kernel releases the GIL
-    others = [pool.submit(_compiled.matmul_tn, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    others = [pool.submit(_compiled.matmul_tn, *args, lo, hi) for lo, hi in pairwise(bounds[1:])]
     _compiled.matmul_tn(*args, 0, bounds[1])
     for part in others:
         part.result()
