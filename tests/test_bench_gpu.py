@@ -7,12 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
-@pytest.mark.slow
 def test_smoke_mode_writes_every_part(tmp_path):
     out = tmp_path / "gpu.json"
     subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--repeats", "1", "--out", str(out)], check=True,
