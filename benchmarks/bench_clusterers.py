@@ -6,12 +6,15 @@ Features are random Gaussian (speed does not depend on their values). Writes ben
 with the machine's description and its load average (other work on a shared machine slows every number).
 
     python benchmarks/bench_clusterers.py [--threads 2] [--turtle-steps 3] [--temi-epochs 1] [--temi-points 50000]
+                                          [--parts turtle temi]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +32,30 @@ def machine_info() -> dict:
     return describe_machine(("numpy", "torch", "scikit-learn"))
 
 
-def bench_turtle(device: str, steps: int, rng: np.random.Generator) -> dict:
-    spaces = [rng.standard_normal((N, d), dtype=np.float32) for d in TURTLE_DIMS]
-    model = build_clusterer({"name": "turtle", "k": K, "outer_steps": steps, "device": device, "progress": False})
-    per_step = model.fit(spaces).run_info_["train_time_s"] / steps  # the training loop only
-    return {"points": N, "dims": list(TURTLE_DIMS), "k": K, "batch_size": 10_000, "inner_steps": 10,
-            "steps_timed": steps, "seconds_per_outer_step": per_step,
+def bench_turtle(device: str, steps: int, rng: np.random.Generator, *, n: int = N,
+                 dims: tuple[int, ...] = TURTLE_DIMS, k: int = K, warmup_steps: int = 0) -> dict:
+    """Seconds per TURTLE outer step (the training loop only), after a fit of ``warmup_steps`` steps."""
+    spaces = [rng.standard_normal((n, d), dtype=np.float32) for d in dims]
+    cfg = {"name": "turtle", "k": k, "device": device, "progress": False}
+    if warmup_steps:  # CUDA context, kernels and allocator caches are set up here, not in the timed run
+        build_clusterer({**cfg, "outer_steps": warmup_steps}).fit(spaces)
+    model = build_clusterer({**cfg, "outer_steps": steps}).fit(spaces)
+    per_step = model.run_info_["train_time_s"] / steps
+    return {"points": n, "dims": list(dims), "k": k, "batch_size": model.info()["batch_size"], "inner_steps": 10,
+            "steps_timed": steps, "products": model.run_info_["products"], "seconds_per_outer_step": per_step,
             "projected_seconds_for_6000_steps": per_step * 6000}
 
 
-def bench_temi(device: str, epochs: int, points: int, rng: np.random.Generator) -> dict:
-    x = rng.standard_normal((points, TEMI_DIM), dtype=np.float32)
-    model = build_clusterer({"name": "temi", "k": K, "epochs": epochs, "device": device, "progress": False})
+def bench_temi(device: str, epochs: int, points: int, rng: np.random.Generator, *, dim: int = TEMI_DIM,
+               k: int = K, overrides: dict | None = None) -> dict:
+    """Seconds per TEMI epoch and of the kNN graph (the official recipe unless ``overrides``)."""
+    x = rng.standard_normal((points, dim), dtype=np.float32)
+    model = build_clusterer({"name": "temi", "k": k, "epochs": epochs, "device": device, "progress": False,
+                             **(overrides or {})})
     model.fit([x])
     run = model.run_info_
     per_epoch = run["train_time_s"] / epochs
-    return {"points": points, "dim": TEMI_DIM, "k": K, "heads": 16, "batch_size": 1024,
+    return {"points": points, "dim": dim, "k": k, "heads": model.heads, "batch_size": model.info()["batch_size"],
             "iterations_per_epoch": model.info()["iters_per_epoch"], "epochs_timed": epochs,
             "knn_graph_seconds": run["knn_time_s"],
             "seconds_per_epoch": per_epoch, "projected_seconds_for_100_epochs": per_epoch * 100}
@@ -56,20 +67,29 @@ def main() -> None:
     parser.add_argument("--turtle-steps", type=int, default=3)
     parser.add_argument("--temi-epochs", type=int, default=1)
     parser.add_argument("--temi-points", type=int, default=N)
+    parser.add_argument("--parts", nargs="+", choices=("turtle", "temi"), default=["turtle", "temi"],
+                        help="what to measure; the other parts' results already in --out are kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    results = {"machine": machine_info(), "turtle": {}, "temi": {}}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for part in {"turtle", "temi"} - set(args.parts):  # kept: with the machine and load they were measured at
+        for row in results.get(part, {}).values():
+            row.setdefault("machine_when_measured", results.get("machine"))
+    results.update({"machine": machine_info(), "turtle": results.get("turtle", {}), "temi": results.get("temi", {})})
     if "cuda" not in devices:
         results["cuda"] = "not available on this machine: CUDA timings not measured"
     for device in devices:
         rng = np.random.default_rng(0)
-        results["turtle"][device] = bench_turtle(device, args.turtle_steps, rng)
-        print("turtle", device, results["turtle"][device], flush=True)
-        results["temi"][device] = bench_temi(device, args.temi_epochs, args.temi_points, rng)
-        print("temi", device, results["temi"][device], flush=True)
-    results["machine"]["load_average_at_end"] = os.getloadavg()
+        for part in args.parts:
+            load = os.getloadavg()[0]
+            row = (bench_turtle(device, args.turtle_steps, rng) if part == "turtle"
+                   else bench_temi(device, args.temi_epochs, args.temi_points, rng))
+            results[part][device] = {**row, "threads": args.threads, "load_average_1m_before": load,
+                                     "load_average_1m_after": os.getloadavg()[0],
+                                     "measured": time.strftime("%Y-%m-%d")}
+            print(part, device, results[part][device], flush=True)
     write_json(args.out, results)
     print(f"wrote {args.out}")
 

@@ -1,6 +1,12 @@
 """Flat clusterers (k-means, TURTLE, TEMI): the logits contract, determinism, persistence, checkpoints, bad
 input. Accuracy against k-means on real features is in test_clusterer_accuracy.py."""
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +19,7 @@ from scipy.special import log_softmax, softmax
 from l2h import schema
 from l2h.clusterers import Clusterer, build_clusterer, load_clusterer
 from l2h.clusterers import _torch as torch_helpers
+from l2h.clusterers import turtle as turtle_module
 from l2h.errors import InputError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "clusterer"
@@ -93,12 +100,16 @@ def test_save_load_round_trip(name, digits, tmp_path):
     model.save(path)
     for loaded in (load_clusterer(path), type(model).load(path)):
         assert type(loaded) is type(model)
-        assert loaded.params() == model.params()
+        assert result_params(loaded) == result_params(model)
         assert loaded.info() == model.info()
         np.testing.assert_array_equal(loaded.logits([xte]), model.logits([xte]))
     wrong = next(schema.implementation("clusterer", kind) for kind in schema.kinds("clusterer") if kind != model.name)
     with pytest.raises(InputError, match="cannot load it as"):
         wrong.load(path)
+
+
+def result_params(model):
+    return {key: val for key, val in model.params().items() if key not in model.runtime_keys}
 
 
 def test_load_rejects_files_that_are_not_models(tmp_path):
@@ -201,13 +212,16 @@ def reference_turtle(spaces, *, k, steps, batch, seed, warm_start, inner_steps=1
     return [e.weight.detach().numpy() for e in encoder], [e.bias.detach().numpy() for e in encoder]
 
 
+@pytest.mark.parametrize("products", ["compiled", "torch"])
 @pytest.mark.parametrize("warm_start", [False, True])
-def test_turtle_follows_the_official_training_loop(digits, warm_start):
-    """The autograd-free inner loop (closed-form cross-entropy gradient, in-place Adam) reproduces the official
-    loop step for step, on two spaces with a batch smaller than N."""
+def test_turtle_follows_the_official_training_loop(digits, warm_start, products):
+    """The autograd-free loops (closed-form gradients, in-place Adam) reproduce the official loop step for
+    step, on two spaces with a batch smaller than N, with the compiled products and with torch's matmul."""
     xtr = digits[0]
     spaces = [xtr, np.ascontiguousarray(xtr[:, ::3] * 5.0)]
-    model = quick("turtle", k=6, outer_steps=15, batch_size=250, warm_start=warm_start).fit(spaces)
+    with turtle_module.torch_products() if products == "torch" else contextlib.nullcontext():
+        model = quick("turtle", k=6, outer_steps=15, batch_size=250, warm_start=warm_start).fit(spaces)
+    assert model.run_info_["products"] == (products if products == "torch" else turtle_module.compiled_path())
     weights, biases = reference_turtle(spaces, k=6, steps=15, batch=250, seed=model.seed, warm_start=warm_start)
     for got, want in zip(model.weights_ + model.biases_, weights + biases):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -239,16 +253,17 @@ def test_checkpoint_resume_reproduces_an_uninterrupted_run(name, length, every, 
     total = reference.params()[length]
 
     # crash right after the first checkpoint has been written
-    original_save = torch_helpers.Checkpointer.save
+    original_done = torch_helpers.Checkpointer.done
 
-    def save_then_crash(self, state):
-        original_save(self, state)
-        raise _Crash
+    def done_then_crash(self, units, snapshot):
+        original_done(self, units, snapshot)
+        if self.path.is_file():
+            raise _Crash
 
-    monkeypatch.setattr(torch_helpers.Checkpointer, "save", save_then_crash)
+    monkeypatch.setattr(torch_helpers.Checkpointer, "done", done_then_crash)
     with pytest.raises(_Crash):
         quick(name, k=5, checkpoint_dir=str(tmp_path), checkpoint_every=every).fit([xtr])
-    monkeypatch.setattr(torch_helpers.Checkpointer, "save", original_save)
+    monkeypatch.setattr(torch_helpers.Checkpointer, "done", original_done)
     assert len(list(tmp_path.glob("*.ckpt.pt"))) == 1
 
     resumed = quick(name, k=5, checkpoint_dir=str(tmp_path), checkpoint_every=every).fit([xtr])
@@ -271,6 +286,134 @@ def test_turtle_checkpoint_extends_a_shorter_run(digits, tmp_path):
     longer = quick("turtle", k=5, outer_steps=30, checkpoint_dir=str(tmp_path)).fit([xtr])
     assert longer.run_info_["resumed_from_step"] == 20
     np.testing.assert_array_equal(longer.logits([xte]), quick("turtle", k=5).fit([xtr]).logits([xte]))
+    # a checkpoint beyond the run's end is not used (warned, training starts afresh)
+    with pytest.warns(UserWarning, match="beyond this run"):
+        shorter = quick("turtle", k=5, outer_steps=10, checkpoint_dir=str(tmp_path)).fit([xtr])
+    assert shorter.run_info_["resumed_from_step"] is None
+    np.testing.assert_array_equal(shorter.logits([xte]), quick("turtle", k=5, outer_steps=10).fit([xtr]).logits([xte]))
+
+
+@pytest.mark.parametrize("name", ["turtle", "temi"])
+def test_runtime_keys_do_not_change_the_saved_model(name, digits, tmp_path):
+    xtr = digits[0]
+    quick(name, k=5).fit([xtr]).save(tmp_path / "plain.npz")
+    quick(name, k=5, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=1, progress=True).fit([xtr]).save(
+        tmp_path / "knobs.npz")
+    assert (tmp_path / "plain.npz").read_bytes() == (tmp_path / "knobs.npz").read_bytes()
+
+
+# A TURTLE fit in its own process: features from <dir>/train.npy and test.npy, the config as JSON in argv[2];
+# writes model.npz and logits.npy to argv[3].
+FIT_SCRIPT = """
+import json, sys
+import numpy as np, torch
+from l2h.clusterers import build_clusterer
+torch.set_num_threads(1)
+data, cfg, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+model = build_clusterer(cfg).fit([np.load(f"{data}/train.npy")])
+model.save(f"{out}/model.npz")
+np.save(f"{out}/logits.npy", model.logits([np.load(f"{data}/test.npy")]))
+print(json.dumps(model.run_info_))
+"""
+
+
+def test_turtle_killed_mid_run_resumes_to_the_same_bytes(digits, tmp_path):
+    """SIGKILL a TURTLE fit once a checkpoint exists, run it again: it resumes from the checkpoint and writes
+    the same model.npz and logits.npy bytes as a run that was never interrupted (and never checkpointed)."""
+    import json
+
+    xtr, _, xte, _ = digits
+    np.save(tmp_path / "train.npy", xtr)
+    np.save(tmp_path / "test.npy", xte)
+    cfg = {"name": "turtle", "k": 5, "outer_steps": 800, "progress": False}
+    ckpt_cfg = {**cfg, "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 20}
+
+    def fit(config, out):
+        (tmp_path / out).mkdir()
+        return [sys.executable, "-c", FIT_SCRIPT, str(tmp_path), json.dumps(config), str(tmp_path / out)]
+
+    killed = subprocess.Popen(fit(ckpt_cfg, "killed"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ckpt" / "turtle.ckpt.pt").is_file():
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "model.npz").exists()
+
+    resumed = subprocess.run(fit(ckpt_cfg, "resumed"), capture_output=True, text=True, check=True)
+    run_info = json.loads(resumed.stdout.splitlines()[-1])
+    assert 20 <= run_info["resumed_from_step"] < 800 and run_info["resumed_from_step"] % 20 == 0
+    subprocess.run(fit(cfg, "straight"), capture_output=True, check=True)
+    for name in ("model.npz", "logits.npy"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def test_thin_matmul_code_paths_agree_bit_for_bit():
+    """The compiled products: every code path this CPU runs (AVX-512, AVX2, plain C) and every split of the
+    panels give the same bits (sequential fused multiply-adds), close to the float64 product; the remainders
+    of the row blocks (K up to 13) and of the last panel (C not a multiple of 32) are covered."""
+    from l2h.clusterers import _matmul
+
+    assert turtle_module.compiled_path() is not None, (
+        "l2h.clusterers._matmul is missing: the C extension was not built at install (is a C compiler available?)")
+    assert _matmul.paths()[-1] == "plain" and _matmul.PANEL == 32
+    rng = np.random.default_rng(0)
+    for j, k, c in [(1, 1, 1), (7, 3, 5), (40, 6, 17), (65, 10, 33), (130, 13, 100), (300, 12, 64)]:
+        a_t = rng.standard_normal((j, k), dtype=np.float32)
+        m = rng.standard_normal((j, c), dtype=np.float32)
+        exact = a_t.T.astype(np.float64) @ m.astype(np.float64)
+        panels = np.full((-(-c // 32), j, 32), np.nan, dtype=np.float32)
+        _matmul.pack(m, panels)
+        assert np.array_equal(panels.transpose(1, 0, 2).reshape(j, -1)[:, :c], m)
+        assert not panels.transpose(1, 0, 2).reshape(j, -1)[:, c:].any()  # zero padding
+        outs = []
+        for path in _matmul.paths():
+            out = np.full((k, c), np.nan, dtype=np.float32)
+            _matmul.matmul_tn(a_t, panels, out, 0, len(panels), path)
+            outs.append(out)
+        split = np.full((k, c), np.nan, dtype=np.float32)
+        for lo, hi in [(0, len(panels) // 2), (len(panels) // 2, len(panels))]:
+            _matmul.matmul_tn(a_t, panels, split, lo, hi)
+        for out in outs[1:] + [split]:
+            np.testing.assert_array_equal(out, outs[0])
+        np.testing.assert_allclose(outs[0], exact, rtol=1e-5, atol=1e-5 * np.sqrt(j))
+        product = turtle_module.thin_matmul(torch.from_numpy(a_t), turtle_module.Columns(torch.from_numpy(m)))
+        np.testing.assert_array_equal(product.numpy(), outs[0])
+    panels, out = np.zeros((1, 4, 32), np.float32), np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="shapes"):
+        _matmul.matmul_tn(np.zeros((5, 2), np.float32), panels, out, 0, 1)
+    with pytest.raises(TypeError, match="float32"):
+        _matmul.matmul_tn(np.zeros((4, 2)), panels, out, 0, 1)
+    with pytest.raises(ValueError, match="p0"):
+        _matmul.matmul_tn(np.zeros((4, 2), np.float32), panels, out, 0, 2)
+    with pytest.raises(ValueError, match="not available"):
+        _matmul.matmul_tn(np.zeros((4, 2), np.float32), panels, out, 0, 1, "sse9")
+    with pytest.raises(ValueError, match="pack"):
+        _matmul.pack(np.zeros((4, 40), np.float32), panels)
+
+
+def test_turtle_fit_does_not_depend_on_the_thread_count():
+    """Products split over threads (≥ 2^24 multiply-adds), softmaxes along the last dimension, reported
+    losses summed by numpy: the fitted model is the same bits with 1 and 3 torch threads."""
+    rng = np.random.default_rng(2)
+    spaces = [rng.standard_normal((2000, d), dtype=np.float32) for d in (40, 900)]
+    one = quick("turtle", k=10, outer_steps=4).fit(spaces)  # the one_torch_thread fixture
+    torch.set_num_threads(3)  # restored by the fixture
+    three = quick("turtle", k=10, outer_steps=4).fit(spaces)
+    for a, b in zip(one.weights_ + one.biases_, three.weights_ + three.biases_):
+        np.testing.assert_array_equal(a, b)
+    assert one.info() == three.info()
+
+
+def test_thin_matmul_threads_do_not_change_a_bit():
+    rng = np.random.default_rng(1)
+    a_t = torch.from_numpy(rng.standard_normal((600, 10), dtype=np.float32))
+    m = turtle_module.Columns(torch.from_numpy(rng.standard_normal((600, 3000), dtype=np.float32)))
+    one = turtle_module.thin_matmul(a_t, m)  # the one_torch_thread fixture: one part
+    torch.set_num_threads(3)  # restored by the fixture
+    np.testing.assert_array_equal(turtle_module.thin_matmul(a_t, m).numpy(), one.numpy())
 
 
 def test_temi_logits_are_best_teacher_head_over_temperature(digits):

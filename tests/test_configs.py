@@ -72,7 +72,7 @@ def test_demo_plan():
     assert len([p for p in plan.report_outputs() if "/digits_" in p]) == 3  # a dendrogram per L2H run
 
     turtle = {"dataset": "digits", "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle", "k": 10, "seed": 0}
-    assert plan.tracked("train_clusterer", turtle)["clusterer"]["outer_steps"] == 300
+    assert plan.tracked("train_clusterer", turtle)["clusterer"]["outer_steps"] == 2000
     assert plan.inputs("train_clusterer", turtle)["test"] == [
         "results/features/digits/pixels/test.npy", "results/features/digits/efficientnet_lite0/test.npy"]
     deepect = plan.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",

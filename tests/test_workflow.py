@@ -239,7 +239,7 @@ def test_reduced_demo_turtle_and_deepect_rows(demo):
     import yaml
 
     folder = (workdir / TURTLE_RUN).parent
-    assert yaml.safe_load((folder / "train_clusterer.config.yaml").read_text())["clusterer"]["outer_steps"] == 300
+    assert yaml.safe_load((folder / "train_clusterer.config.yaml").read_text())["clusterer"]["outer_steps"] == 2000
     assert json.loads((folder / "info.json").read_text())["empty_clusters"] == 0
     turtle = rows["L2H-TURTLE"]
     assert float(turtle["acc"]) > 0.25 and float(turtle["lp"]) >= float(turtle["acc"]) - 1e-6, turtle

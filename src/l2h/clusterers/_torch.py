@@ -8,8 +8,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,33 +61,58 @@ def fingerprint(arrays: Sequence[np.ndarray], params: dict[str, Any]) -> str:
 
 
 class Checkpointer:
-    """Resumable training state in ``<directory>/<name>.ckpt.pt`` (no-op when ``directory`` is None).
+    """Resumable training of TURTLE and TEMI: the state after a unit of work (an outer step, an epoch) in
+    ``<directory>/<name>.ckpt.pt``; a no-op when ``directory`` is None.
 
-    A checkpoint is only resumed when its fingerprint (data + result-relevant parameters) matches;
-    a stale one is ignored with a warning and overwritten at the next save.
+    A training loop of ``total`` units calls :meth:`resume` once (restores a saved state, returns where to
+    start) and :meth:`done` after each unit; the state is saved after every ``every``-th unit and after the
+    last, atomically (a killed job leaves the previous checkpoint intact). A checkpoint is only resumed when
+    its fingerprint (training data + the parameters that fix the trajectory) matches and it is at most
+    ``total`` units in; otherwise it is ignored with a warning and overwritten at the next save. The saved
+    state must hold everything the remaining units read (parameters, optimiser moments, the random
+    generator), so that a resumed run ends with the same bits as an uninterrupted one; ``directory`` and
+    ``every`` never change results.
+
+    Examples
+    --------
+    >>> ckpt = Checkpointer(None, "demo", [np.zeros((2, 2), np.float32)], {"seed": 0}, every=10, total=30)
+    >>> start, state = ckpt.resume()
+    >>> (start, state)
+    (0, None)
     """
 
     def __init__(self, directory: str | os.PathLike | None, name: str, arrays: Sequence[np.ndarray],
-                 params: dict[str, Any]):
+                 params: dict[str, Any], *, every: int, total: int):
         self.path = None if directory is None else Path(directory) / f"{name}.ckpt.pt"
         self.fingerprint = None if self.path is None else fingerprint(arrays, params)
+        self.every, self.total = int(every), int(total)
 
-    def load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.is_file():
-            return None
+    def resume(self) -> tuple[int, dict[str, Any] | None]:
+        """``(units done, saved state)`` of a usable checkpoint, else ``(0, None)``."""
+        if self.path is None:
+            return 0, None
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
+        if not self.path.is_file():
+            return 0, None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: say so, start afresh
             warnings.warn(f"{self.path}: unreadable checkpoint ({exc}); starting from scratch", stacklevel=3)
-            return None
-        if state.get("fingerprint") != self.fingerprint:
+            return 0, None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
             warnings.warn(f"{self.path}: checkpoint belongs to other data or parameters; starting from scratch",
                           stacklevel=3)
-            return None
-        return state
+            return 0, None
+        if int(state["done"]) > self.total:
+            warnings.warn(f"{self.path}: checkpoint is {int(state['done'])} units in, beyond this run's "
+                          f"{self.total}; starting from scratch", stacklevel=3)
+            return 0, None
+        return int(state["done"]), state["state"]
 
-    def save(self, state: dict[str, Any]) -> None:
-        if self.path is None:
+    def done(self, units: int, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Record that ``units`` units are done; saves ``snapshot()`` (CPU tensors and plain values) when due."""
+        if self.path is None or (units % self.every and units != self.total):
             return
         with atomic_path(self.path) as tmp:
-            torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+            torch.save({"fingerprint": self.fingerprint, "done": units, "state": snapshot()}, tmp)

@@ -72,6 +72,8 @@ class Clusterer:
     """Base class: subclasses set ``name``, implement ``_fit``, ``_logits``, ``_state``/``_set_state``."""
 
     name: ClassVar[str] = ""
+    #: constructor parameters that never change results (checkpointing, progress bars): not saved with a model
+    runtime_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, k: int, seed: int = 0):
         if int(k) != k or k < 2:
@@ -125,9 +127,11 @@ class Clusterer:
         return {"k": self.k, "seed": self.seed, **self._params()}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to ``path`` (.npz, no pickle) atomically."""
+        """Write the fitted model to ``path`` (.npz, no pickle) atomically; the same model gives the same bytes
+        (``runtime_keys`` are left out: a model reads back with their defaults)."""
         self._check_fitted()
-        header = {"format_version": FORMAT_VERSION, "clusterer": self.name, "params": self.params(),
+        params = {key: val for key, val in self.params().items() if key not in self.runtime_keys}
+        header = {"format_version": FORMAT_VERSION, "clusterer": self.name, "params": params,
                   "dims": self.dims_, "info": self.info_}
         arrays = {key: np.asarray(val) for key, val in self._state().items()}
         if _HEADER_KEY in arrays:

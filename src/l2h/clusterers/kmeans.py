@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans as _SkKMeans
 
 from l2h.clusterers.base import Clusterer, l2_normalize
 from l2h.errors import InputError
@@ -43,9 +42,11 @@ class KMeansClusterer(Clusterer):
         return spaces[0] if len(spaces) == 1 else np.concatenate(spaces, axis=1)
 
     def _fit(self, spaces: list[np.ndarray]) -> dict[str, Any]:
+        from sklearn.cluster import KMeans
+
         x = self._features(spaces)
         start = time.perf_counter()
-        km = _SkKMeans(n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+        km = KMeans(n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                        random_state=self.seed).fit(x)
         self.run_info_ = {"fit_time_s": time.perf_counter() - start}
         self.centroids_ = km.cluster_centers_.astype(np.float64)

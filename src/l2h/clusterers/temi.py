@@ -96,6 +96,7 @@ class _Heads:
 
 class TemiClusterer(Clusterer):
     name = "temi"
+    runtime_keys = ("checkpoint_dir", "checkpoint_every", "progress")
 
     def __init__(self, *, k: int, seed: int = 0, heads: int = 16, knn: int = 50, hidden_dim: int = 512,
                  bottleneck_dim: int = 256, beta: float = 0.6, epochs: int = 100, batch_size: int = 1024,
@@ -202,9 +203,9 @@ class TemiClusterer(Clusterer):
         prior = torch.full((self.heads, self.k), 1.0 / self.k, device=device)
         head_losses = torch.full((self.heads,), math.nan)
 
-        ckpt = Checkpointer(self.checkpoint_dir, "temi", spaces, self._trajectory_params())
-        start, resumed_from = 0, None
-        state = ckpt.load()
+        ckpt = Checkpointer(self.checkpoint_dir, "temi", spaces, self._trajectory_params(),
+                            every=self.checkpoint_every, total=self.epochs)
+        start, state = ckpt.resume()
         if state is not None:
             with torch.no_grad():
                 for name in _Heads.NAMES:
@@ -214,7 +215,11 @@ class TemiClusterer(Clusterer):
             opt.load_state_dict(state["opt"])
             gen.set_state(state["rng"])
             head_losses = state["head_losses"]
-            start = resumed_from = int(state["epoch"])
+
+        def snapshot() -> dict[str, Any]:
+            return {"opt": opt.state_dict(), "rng": gen.get_state(), "prior": prior.cpu(),
+                    "head_losses": head_losses, "student": {k: v.detach().cpu() for k, v in student.t.items()},
+                    "teacher": {k: v.detach().cpu() for k, v in teacher.t.items()}}
 
         t1 = time.perf_counter()
         bar = progress_bar(range(start, self.epochs), initial=start, total=self.epochs, desc="TEMI",
@@ -249,17 +254,13 @@ class TemiClusterer(Clusterer):
                 raise FloatingPointError(f"TEMI: non-finite loss in epoch {epoch} (training diverged)")
             head_losses = (epoch_losses / iters).float()
             bar.set_postfix(loss=f"{head_losses.min().item():.4f}")
-            if (epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == self.epochs:
-                ckpt.save({"epoch": epoch + 1, "opt": opt.state_dict(), "rng": gen.get_state(),
-                           "prior": prior.cpu(), "head_losses": head_losses,
-                           "student": {k: v.detach().cpu() for k, v in student.t.items()},
-                           "teacher": {k: v.detach().cpu() for k, v in teacher.t.items()}})
+            ckpt.done(epoch + 1, snapshot)
         bar.close()
 
         best = int(torch.argmin(head_losses))
         self.head_ = {name: teacher.t[name][best].detach().cpu().numpy() for name in _Heads.NAMES}
         self.run_info_ = {"knn_time_s": knn_time, "train_time_s": time.perf_counter() - t1,
-                          "epochs_run": self.epochs - start, "resumed_from_epoch": resumed_from}
+                          "epochs_run": self.epochs - start, "resumed_from_epoch": start or None}
         return {"device": str(device), "batch_size": batch, "iters_per_epoch": iters, "knn": knn,
                 "best_head": best, "head_losses": head_losses.tolist()}
 

@@ -13,29 +13,137 @@ the cross-entropy to the detached labeling, then takes one Adam step of the task
 (the official first-order hypergradient: the inner heads' outputs are constants of the outer step; the
 entropy term is that of each space's batch-mean prediction, summed over spaces).
 
-The inner loop runs without autograd: the cross-entropy gradient of a linear head is (softmax − target)ᵀ z / B,
-and Adam is PyTorch's update rule, applied in place. Logits for L2H: ``log(mean_s softmax(θ_s z_s))``, so that
-L2H's softmax reproduces TURTLE's probabilities exactly; ``space_logits`` gives the per-space logits θ_s z_s.
+Both loops run without autograd: the gradients are written out (the cross-entropy gradient of a linear head
+is (softmax − target)ᵀ z / B; the outer one is derived in :meth:`_TaskEncoders.gradients`), and Adam is
+PyTorch's update rule, applied in place. Every matrix product multiplies the features by K columns
+(:func:`thin_matmul`); on CPU they run in a compiled kernel whose outputs are sequential fused multiply-add
+sums (the same bits on every code path and however the products are split over threads), and the rest of a
+step then runs on one torch thread: the fit gives the same bits at any thread count. Logits for L2H:
+``log(mean_s softmax(θ_s z_s))``, so that L2H's softmax reproduces TURTLE's probabilities exactly;
+``space_logits`` gives the per-space logits θ_s z_s.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
 from l2h.errors import InputError
 from l2h.progress import progress_bar
 
+try:
+    from l2h.clusterers import _matmul as _compiled
+except ImportError:  # no C compiler at install time: torch's matmul
+    _compiled = None
+
 #: Bumped when the checkpoint layout changes, so that an older checkpoint is ignored instead of misread.
-_CHECKPOINT_VERSION = 2
+_CHECKPOINT_VERSION = 3
+
+
+def compiled_path() -> str | None:
+    """The code path of the compiled CPU products (``"avx512"``, ``"avx2"``, ``"plain"``), or None when
+    TURTLE uses torch's matmul on CPU (extension not built, or an x86 CPU without AVX2 and FMA, where the
+    plain path would be slower than torch)."""
+    if _compiled is None:
+        return None
+    path = _compiled.paths()[0]
+    return None if path == "plain" and _compiled.X86 else path
+
+
+class Columns:
+    """A float32 (J, C) matrix that :func:`thin_matmul` multiplies by many small (J, K) ones: on CPU with the
+    compiled kernel it is packed once into contiguous panels of 32 columns, and large products with it are
+    split over ``threads`` threads; elsewhere it is kept as is."""
+
+    def __init__(self, m: torch.Tensor, threads: int = 1):
+        self.shape, self.threads = tuple(m.shape), int(threads)
+        self.tensor, self.panels = m, None
+        if m.device.type == "cpu" and _PATH is not None:
+            self.panels = torch.empty((-(-m.shape[1] // _compiled.PANEL), m.shape[0], _compiled.PANEL))
+            _compiled.pack(m.contiguous().numpy(), self.panels.numpy())
+            self.tensor = None
+
+
+def thin_matmul(a_t: torch.Tensor, m: Columns) -> torch.Tensor:
+    """``a_t.T @ m`` for a float32 (J, K) ``a_t`` with few columns and a (J, C) matrix ``m``: the (K, C) product.
+
+    With packed columns (CPU, ``compiled_path()`` not None) every output is the sequential sum over j of one
+    fused multiply-add per term, whatever the code path, and large products are split by panels over
+    ``m.threads`` threads, which does not change a bit. Elsewhere (CUDA, no kernel) it is torch's matmul.
+
+    Examples
+    --------
+    >>> a_t, m = torch.ones(3, 2), torch.arange(12.0).reshape(3, 4)
+    >>> thin_matmul(a_t, Columns(m))
+    tensor([[12., 15., 18., 21.],
+            [12., 15., 18., 21.]])
+    """
+    if m.panels is None:
+        return a_t.T @ m.tensor
+    out = torch.empty((a_t.shape[1], m.shape[1]), dtype=torch.float32)
+    args = (a_t.contiguous().numpy(), m.panels.numpy(), out.numpy())
+    n_panels = m.panels.shape[0]
+    parts = max(1, min(m.threads, a_t.numel() * m.shape[1] // _MIN_PART_WORK, n_panels))
+    if parts == 1:
+        _compiled.matmul_tn(*args, 0, n_panels)
+        return out
+    bounds = [n_panels * i // parts for i in range(parts + 1)]
+    pool = _workers(parts - 1)  # the kernel releases the GIL
+    others = [pool.submit(_compiled.matmul_tn, *args, lo, hi) for lo, hi in pairwise(bounds[1:])]
+    _compiled.matmul_tn(*args, 0, bounds[1])
+    for part in others:
+        part.result()
+    return out
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """A thread pool of at least ``count`` workers, kept for the next products."""
+    global _POOL
+    if _POOL is None or _POOL[0] < count:
+        if _POOL is not None:
+            _POOL[1].shutdown()
+        _POOL = (count, ThreadPoolExecutor(count, thread_name_prefix="l2h-turtle"))
+    return _POOL[1]
+
+
+_PATH = compiled_path()
+#: multiply-adds below which a product is not worth splitting between threads (~0.1 ms of one core)
+_MIN_PART_WORK = 1 << 23
+
+
+@contextmanager
+def _torch_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the ``with`` block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def torch_products():
+    """Use torch's matmul for the CPU products inside the ``with`` block (to compare; not thread-safe)."""
+    global _PATH
+    saved, _PATH = _PATH, None
+    try:
+        yield
+    finally:
+        _PATH = saved
 
 
 def adam_(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float,
@@ -57,28 +165,31 @@ def with_ones(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class _InnerHeads:
-    """The inner linear heads [w_s | b_s] (K, d_s + 1) and their Adam state."""
+    """The inner linear heads, stored transposed as [w_s | b_s]ᵀ (d_s + 1, K), and their Adam state."""
 
     def __init__(self, dims: list[int], k: int, gen: torch.Generator, device: torch.device):
-        self.heads = [torch.cat([w, b[:, None]], 1).to(device) for w, b in (linear_init(k, d, gen) for d in dims)]
-        self.m = [torch.zeros_like(a) for a in self.heads]
-        self.v = [torch.zeros_like(a) for a in self.heads]
+        self.heads_t = [torch.cat([w, b[:, None]], 1).T.contiguous().to(device)
+                        for w, b in (linear_init(k, d, gen) for d in dims)]
+        self.m = [torch.zeros_like(a) for a in self.heads_t]
+        self.v = [torch.zeros_like(a) for a in self.heads_t]
         self.step = 0
 
-    def fit(self, zs: list[torch.Tensor], targets_t: torch.Tensor, steps: int, lr: float) -> None:
-        """``steps`` Adam steps on the mean cross-entropy to the soft targets (``targets_t``: (K, B))."""
-        batch = targets_t.shape[1]
+    def fit(self, zs: list[Columns], zs_t: list[Columns], targets: torch.Tensor, steps: int, lr: float) -> None:
+        """``steps`` Adam steps on the mean cross-entropy to the soft ``targets`` (K, B); ``zs`` are the batch
+        features (B, d_s + 1), ``zs_t`` the same transposed."""
+        batch = targets.shape[1]
         for _ in range(steps):
             self.step += 1
-            for z, a, m, v in zip(zs, self.heads, self.m, self.v):
-                residual_t = torch.softmax(a @ z.T, dim=0).sub_(targets_t).div_(batch)  # dCE/dlogits, (K, B)
-                adam_(a, residual_t @ z, m, v, self.step, lr)
+            for z, z_t, a_t, m, v in zip(zs, zs_t, self.heads_t, self.m, self.v):
+                residual = torch.softmax(thin_matmul(a_t, z_t), dim=0).sub_(targets).div_(batch)  # dCE/dlogits
+                adam_(a_t, thin_matmul(residual.T.contiguous(), z).T, m, v, self.step, lr)
 
-    def logits_t(self, zs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [a @ z.T for z, a in zip(zs, self.heads)]
+    def logits(self, zs_t: list[Columns]) -> list[torch.Tensor]:
+        """(K, B) logits of every space."""
+        return [thin_matmul(a_t, z_t) for a_t, z_t in zip(self.heads_t, zs_t)]
 
     def tensors(self) -> list[torch.Tensor]:
-        return [*self.heads, *self.m, *self.v]
+        return [*self.heads_t, *self.m, *self.v]
 
     def load(self, tensors: Sequence[torch.Tensor], step: int) -> None:
         for own, saved in zip(self.tensors(), tensors):
@@ -86,8 +197,68 @@ class _InnerHeads:
         self.step = int(step)
 
 
+class _TaskEncoders:
+    """The weight-normalised task encoders θ_s = (g_s v_s / ‖v_s‖, b_s) and their Adam state."""
+
+    def __init__(self, dims: list[int], k: int, gen: torch.Generator, device: torch.device):
+        self.v, self.g, self.b = [], [], []
+        for d in dims:  # initialised like nn.Linear, then g = ‖v‖ row-wise (as torch's weight_norm does)
+            w, b = linear_init(k, d, gen)
+            self.v.append(w.to(device))
+            self.g.append(w.norm(dim=1, keepdim=True).to(device))
+            self.b.append(b.to(device))
+        self.m = [torch.zeros_like(p) for p in self.params()]
+        self.m2 = [torch.zeros_like(p) for p in self.params()]
+
+    def params(self) -> list[torch.Tensor]:
+        return [*self.v, *self.g, *self.b]
+
+    def weights(self) -> list[torch.Tensor]:
+        """The effective (K, d_s) weights g v / ‖v‖."""
+        return [weight_normed(v, g) for v, g in zip(self.v, self.g)]
+
+    def probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
+        """(K, B) softmax(θ_s z_s) of every space."""
+        return [torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
+                for w, b, z_t in zip(self.weights(), self.b, zs_t)]
+
+    def gradients(self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor],
+                  gamma: float) -> list[torch.Tensor]:
+        """Gradients (in ``params()`` order) of L = Σ_s CE(q_s, ȳ) − γ Σ_s H(p̄_s), with p_s = softmax(θ_s z_s),
+        ȳ = mean_s p_s, log q_s the inner heads' log-probabilities (constants) and p̄_s = mean_b p_s.
+
+        ∂L/∂p_s[k, b] = −Σ_t log q_t[k, b] / (S B) + γ (log p̄_s[k] + 1) / B; through the softmax,
+        ∂L/∂ℓ_s = p_s ⊙ (∂L/∂p_s − Σ_k p_s ∂L/∂p_s); ∂L/∂[W_s | b_s] = (∂L/∂ℓ_s) [z_s | 1]; through the
+        weight norm W = g v / ‖v‖: ∂L/∂g = ⟨∂L/∂W, v⟩ / ‖v‖ and ∂L/∂v = g / ‖v‖ (∂L/∂W − v ∂L/∂g / ‖v‖).
+        """
+        n_spaces, batch = len(probs), probs[0].shape[1]
+        d_labels = torch.stack(log_q).sum(0).div_(-n_spaces * batch)
+        d_v, d_g, d_b = [], [], []
+        for z, p, v, g in zip(zs, probs, self.v, self.g):
+            d_p = d_labels + gamma * (p.mean(1, keepdim=True).log() + 1) / batch
+            d_logits = p * (d_p - (p * d_p).sum(0, keepdim=True))
+            d_wb = thin_matmul(d_logits.T.contiguous(), z)  # (K, d_s + 1): [∂L/∂W | ∂L/∂b]
+            d_w, norm = d_wb[:, :-1], v.norm(dim=1, keepdim=True)
+            d_g.append((d_w * v).sum(1, keepdim=True) / norm)
+            d_v.append(g / norm * (d_w - v * (d_g[-1] / norm)))
+            d_b.append(d_wb[:, -1].contiguous())
+        return [*d_v, *d_g, *d_b]
+
+    def adam_step(self, grads: list[torch.Tensor], step: int, lr: float) -> None:
+        for p, grad, m, m2 in zip(self.params(), grads, self.m, self.m2):
+            adam_(p, grad, m, m2, step, lr)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.params(), *self.m, *self.m2]
+
+    def load(self, tensors: Sequence[torch.Tensor]) -> None:
+        for own, saved in zip(self.tensors(), tensors):
+            own.copy_(saved)
+
+
 class TurtleClusterer(Clusterer):
     name = "turtle"
+    runtime_keys = ("checkpoint_dir", "checkpoint_every", "progress")
 
     def __init__(self, *, k: int, seed: int = 42, outer_steps: int = 6000, inner_steps: int = 10,
                  batch_size: int = 10000, inner_lr: float = 1e-3, outer_lr: float = 1e-3, gamma: float = 10.0,
@@ -131,45 +302,37 @@ class TurtleClusterer(Clusterer):
 
     # -- training ---------------------------------------------------------------------------------
     def _fit(self, spaces: list[np.ndarray]) -> dict[str, Any]:
-        spaces = self._prepare(spaces)
         device = resolve_device(self.device)
+        threads = torch.get_num_threads()
+        if device.type != "cpu" or _PATH is None:
+            return self._train(self._prepare(spaces), device, threads)
+        # the compiled products use the threads; the rest of the step runs on one torch thread, where every
+        # torch operation gives the same bits whatever the thread count
+        with _torch_threads(1):
+            return self._train(self._prepare(spaces), device, threads)
+
+    def _train(self, spaces: list[np.ndarray], device: torch.device, threads: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.seed)
         n, dims, k = spaces[0].shape[0], [x.shape[1] for x in spaces], self.k
         batch = min(self.batch_size, n)
         zs = [with_ones(x, device) for x in spaces]
+        if batch == n:  # the whole train set every step: prepared once
+            full = [Columns(z, threads) for z in zs], [Columns(z.T, threads) for z in zs]
 
-        # task encoders: weight-normalised linear layers, initialised like nn.Linear (g = ||v|| row-wise)
-        enc_v, enc_g, enc_b = [], [], []
-        for d in dims:
-            w, b = linear_init(k, d, gen)
-            enc_g.append(w.norm(dim=1, keepdim=True).to(device).requires_grad_())
-            enc_v.append(w.to(device).requires_grad_())
-            enc_b.append(b.to(device).requires_grad_())
-        encoder = [*enc_v, *enc_g, *enc_b]
-        outer_opt = torch.optim.Adam(encoder, lr=self.outer_lr, betas=(0.9, 0.999))
+        encoders = _TaskEncoders(dims, k, gen, device)
         inner = _InnerHeads(dims, k, gen, device)
-
         ckpt = Checkpointer(self.checkpoint_dir, "turtle", spaces,
-                            {**self._trajectory_params(), "checkpoint_version": _CHECKPOINT_VERSION})
-        start, resumed_from = 0, None
-        state = ckpt.load()
-        if state is not None and int(state["step"]) > self.outer_steps:
-            warnings.warn(f"{ckpt.path}: checkpoint is at step {int(state['step'])}, beyond outer_steps="
-                          f"{self.outer_steps}; starting from scratch", stacklevel=3)
-            state = None
+                            {**self._trajectory_params(), "checkpoint_version": _CHECKPOINT_VERSION},
+                            every=self.checkpoint_every, total=self.outer_steps)
+        start, state = ckpt.resume()
         if state is not None:
-            with torch.no_grad():
-                for p, saved in zip(encoder, state["encoder"]):
-                    p.copy_(saved)
+            encoders.load(state["encoders"])
             inner.load(state["inner"], state["inner_step"])
-            outer_opt.load_state_dict(state["outer_opt"])
             gen.set_state(state["rng"])
-            start = resumed_from = int(state["step"])
 
-        def snapshot(step: int) -> dict[str, Any]:
-            return {"step": step, "encoder": [p.detach().cpu() for p in encoder],
-                    "inner": [t.cpu() for t in inner.tensors()], "inner_step": inner.step,
-                    "outer_opt": outer_opt.state_dict(), "rng": gen.get_state()}
+        def snapshot() -> dict[str, Any]:
+            return {"encoders": [t.cpu() for t in encoders.tensors()], "inner": [t.cpu() for t in inner.tensors()],
+                    "inner_step": inner.step, "rng": gen.get_state()}
 
         t0 = time.perf_counter()
         pred_error = entropy = float("nan")
@@ -179,37 +342,31 @@ class TurtleClusterer(Clusterer):
             if batch < n:
                 idx = torch.randperm(n, generator=gen)[:batch].to(device)
                 zb = [z.index_select(0, idx) for z in zs]
+                zb, zb_t = [Columns(z, threads) for z in zb], [Columns(z.T, threads) for z in zb]
             else:  # the whole train set: a permutation would change nothing
-                zb = zs
-            # (K, B) layout throughout: the products a @ zᵀ and r @ z are the fast ones for thin K
-            probs_t = [torch.softmax(torch.cat([weight_normed(v, g), b[:, None]], 1) @ z.T, dim=0)
-                       for z, v, g, b in zip(zb, enc_v, enc_g, enc_b)]
-            labels_t = torch.stack(probs_t).mean(0)
+                zb, zb_t = full
+            probs = encoders.probs(zb_t)
+            labels = torch.stack(probs).mean(0)
 
             if not self.warm_start:
                 inner = _InnerHeads(dims, k, gen, device)
-            inner.fit(zb, labels_t.detach(), self.inner_steps, self.inner_lr)
+            inner.fit(zb, zb_t, labels, self.inner_steps, self.inner_lr)
 
-            with torch.no_grad():
-                log_q = [torch.log_softmax(out, dim=0) for out in inner.logits_t(zb)]
-            pred = -sum((labels_t * lq).sum() for lq in log_q) / batch
-            entr = sum(torch.special.entr(p.mean(1)).sum() for p in probs_t)
-            outer_opt.zero_grad()
-            (pred - self.gamma * entr).backward()
-            outer_opt.step()
+            log_q = [torch.log_softmax(out, dim=0) for out in inner.logits(zb_t)]
+            encoders.adam_step(encoders.gradients(zb, probs, log_q, self.gamma), step + 1, self.outer_lr)
 
             if (step + 1) % 20 == 0 or step + 1 == self.outer_steps:
-                pred_error, entropy = pred.item(), entr.item()
+                pred_error = (-(labels * torch.stack(log_q).sum(0)).sum() / batch).item()
+                entropy = sum(torch.special.entr(p.mean(1)).sum() for p in probs).item()
                 bar.set_postfix(loss=f"{pred_error:.3f}", entropy=f"{entropy:.3f}")
-            if (step + 1) % self.checkpoint_every == 0 or step + 1 == self.outer_steps:
-                ckpt.save(snapshot(step + 1))
+            ckpt.done(step + 1, snapshot)
         bar.close()
 
-        with torch.no_grad():
-            self.weights_ = [weight_normed(v, g).cpu().numpy().astype(np.float32) for v, g in zip(enc_v, enc_g)]
-            self.biases_ = [b.detach().cpu().numpy().astype(np.float32) for b in enc_b]
+        self.weights_ = [w.cpu().numpy().astype(np.float32) for w in encoders.weights()]
+        self.biases_ = [b.cpu().numpy().astype(np.float32) for b in encoders.b]
         self.run_info_ = {"train_time_s": time.perf_counter() - t0, "steps_run": self.outer_steps - start,
-                          "resumed_from_step": resumed_from}
+                          "resumed_from_step": start or None,
+                          "products": _PATH if device.type == "cpu" and _PATH is not None else "torch"}
         return {"device": str(device), "batch_size": batch, "final_pred_error": pred_error,
                 "final_entropy": entropy}
 
@@ -228,7 +385,7 @@ class TurtleClusterer(Clusterer):
         for lo in range(0, out.shape[0], block_rows):
             block = [x[lo:lo + block_rows] for x in spaces]
             per_space = torch.from_numpy(np.stack(self._space_logits(block))).double()
-            log_mean = torch.logsumexp(F.log_softmax(per_space, dim=2), dim=0) - np.log(len(spaces))
+            log_mean = torch.logsumexp(torch.log_softmax(per_space, dim=2), dim=0) - np.log(len(spaces))
             out[lo:lo + block_rows] = log_mean.numpy()
         return out
 

