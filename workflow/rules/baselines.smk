@@ -11,6 +11,7 @@ rule run_baseline:
     threads: stage_threads("run_baseline")
     resources:
         **stage_resources("run_baseline"),
+    priority: stage_priority("run_baseline")
     localrule: stage_local("run_baseline")
     shell:
         "{params.command} > {log} 2>&1"

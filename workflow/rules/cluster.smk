@@ -11,6 +11,7 @@ rule train_clusterer:
     threads: stage_threads("train_clusterer")
     resources:
         **stage_resources("train_clusterer"),
+    priority: stage_priority("train_clusterer")
     localrule: stage_local("train_clusterer")
     shell:
         "{params.command} > {log} 2>&1"

@@ -65,6 +65,10 @@ def stage_local(stage):
     return PLAN.stages[stage].local
 
 
+def stage_priority(stage):
+    return PLAN.stages[stage].priority
+
+
 def stage_resources(stage):
     """GPU (from the job's options: k-means and pixels need none), memory and run time of a cluster job."""
     spec = PLAN.stages[stage]

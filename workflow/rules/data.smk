@@ -11,6 +11,7 @@ rule prepare_data:
     threads: stage_threads("prepare_data")
     resources:
         **stage_resources("prepare_data"),
+    priority: stage_priority("prepare_data")
     localrule: stage_local("prepare_data")
     shell:
         "{params.command} > {log} 2>&1"

@@ -11,6 +11,7 @@ rule evaluate:
     threads: stage_threads("evaluate")
     resources:
         **stage_resources("evaluate"),
+    priority: stage_priority("evaluate")
     localrule: stage_local("evaluate")
     shell:
         "{params.command} > {log} 2>&1"

@@ -11,6 +11,7 @@ rule prefetch_weights:
     threads: stage_threads("prefetch_weights")
     resources:
         **stage_resources("prefetch_weights"),
+    priority: stage_priority("prefetch_weights")
     localrule: stage_local("prefetch_weights")
     shell:
         "{params.command} > {log} 2>&1"
@@ -29,6 +30,7 @@ rule extract_features:
     threads: stage_threads("extract_features")
     resources:
         **stage_resources("extract_features"),
+    priority: stage_priority("extract_features")
     localrule: stage_local("extract_features")
     shell:
         "{params.command} > {log} 2>&1"

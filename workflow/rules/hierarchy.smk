@@ -11,6 +11,7 @@ rule build_tree:
     threads: stage_threads("build_tree")
     resources:
         **stage_resources("build_tree"),
+    priority: stage_priority("build_tree")
     localrule: stage_local("build_tree")
     shell:
         "{params.command} > {log} 2>&1"

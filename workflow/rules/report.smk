@@ -11,6 +11,7 @@ rule report:
     threads: stage_threads("report")
     resources:
         **stage_resources("report"),
+    priority: stage_priority("report")
     localrule: stage_local("report")
     shell:
         "{params.command} > {log} 2>&1"

@@ -55,6 +55,9 @@ class StageSpec:
         Groups whose option decides whether a job needs a GPU (the option schema's ``gpu``).
     checkpoints : str or None
         The group whose option gets ``checkpoint_dir`` inside the job's folder (when it has that key).
+    priority : int
+        Snakemake's job priority: among ready jobs, higher ones start first (long jobs early, so that short
+        ones fill the cores beside them).
     """
 
     name: str
@@ -71,6 +74,7 @@ class StageSpec:
     runtime: int = 60
     gpu_groups: tuple[str, ...] = ()
     checkpoints: str | None = None
+    priority: int = 0
 
     @property
     def record_stem(self) -> str:

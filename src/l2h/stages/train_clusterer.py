@@ -29,7 +29,8 @@ def inputs(plan, fields):
 
 SPEC = StageSpec("train_clusterer", groups=("clusterer",), folder=CLUSTERER,
                  outputs=("model.npz", "logits.npy", "info.json"), jobs=per_clusterer, inputs=inputs, threads=4,
-                 mem_mb=16000, mem_per_input=4, runtime=480, gpu_groups=("clusterer",), checkpoints="clusterer")
+                 mem_mb=16000, mem_per_input=4, runtime=480, gpu_groups=("clusterer",), checkpoints="clusterer",
+                 priority=1)
 
 
 def space_logit_files(backbone: str | None, n_spaces: int) -> list[str]:
