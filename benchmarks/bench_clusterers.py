@@ -36,7 +36,7 @@ def bench_turtle(device: str, steps: int, rng: np.random.Generator, *, n: int = 
                  dims: tuple[int, ...] = TURTLE_DIMS, k: int = K, warmup_steps: int = 0) -> dict:
     """Seconds per TURTLE outer step (the training loop only), after a fit of ``warmup_steps`` steps."""
     spaces = [rng.standard_normal((n, d), dtype=np.float32) for d in dims]
-    cfg = {"name": "turtle", "k": k, "device": device, "progress": False}
+    cfg = {"kind": "turtle", "k": k, "device": device, "progress": False}
     if warmup_steps:  # CUDA context, kernels and allocator caches are set up here, not in the timed run
         build_clusterer({**cfg, "outer_steps": warmup_steps}).fit(spaces)
     model = build_clusterer({**cfg, "outer_steps": steps}).fit(spaces)
@@ -50,7 +50,7 @@ def bench_temi(device: str, epochs: int, points: int, rng: np.random.Generator, 
                k: int = K, overrides: dict | None = None) -> dict:
     """Seconds per TEMI epoch and of the kNN graph (the official recipe unless ``overrides``)."""
     x = rng.standard_normal((points, dim), dtype=np.float32)
-    model = build_clusterer({"name": "temi", "k": k, "epochs": epochs, "device": device, "progress": False,
+    model = build_clusterer({"kind": "temi", "k": k, "epochs": epochs, "device": device, "progress": False,
                              **(overrides or {})})
     model.fit([x])
     run = model.run_info_

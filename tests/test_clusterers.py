@@ -325,7 +325,7 @@ def test_turtle_killed_mid_run_resumes_to_the_same_bytes(digits, tmp_path):
     xtr, _, xte, _ = digits
     np.save(tmp_path / "train.npy", xtr)
     np.save(tmp_path / "test.npy", xte)
-    cfg = {"name": "turtle", "k": 5, "outer_steps": 800, "progress": False}
+    cfg = {"kind": "turtle", "k": 5, "outer_steps": 800, "progress": False}
     ckpt_cfg = {**cfg, "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": 20}
 
     def fit(config, out):

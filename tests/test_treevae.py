@@ -164,7 +164,7 @@ def test_prune_and_rebuild_from_structure(one_thread, monkeypatch):
                                  decay_stepsize=100, decay_kl=0.01, kl_start=0.01, grow=True, prune=True,
                                  augment=False, aug_decisions_weight=0.0, aug_strength=0.5, max_depth=2)
     trainer = train_module.Trainer(torch.from_numpy(x.reshape(-1, 1, 8, 8)), cfg, recipe, seed=0, progress=False,
-                                   checkpointer=Checkpointer(None, "t", [], {}), checkpoint_every=1)
+                                   checkpointer=Checkpointer(None, "t", [], {}, every=1, total=1), checkpoint_every=1)
     model = trainer.model
     assert model.attach(2, SmallTree(cfg, 1), 1) == (3, 4)
     with torch.no_grad():                                      # node 2 sends every point left: leaf 4 is empty

@@ -26,11 +26,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from l2h.baselines.treevae.augment import augment as random_view
 from l2h.baselines.treevae.model import ModelConfig, SmallTree, TreeVAE
 from l2h.clusterers._torch import Checkpointer
+from l2h.progress import progress_bar
 
 MAX_GROWING_STEPS = 150     # the official cap on growing iterations
 EFFECTIVE = 0.01            # a leaf is effective with ≥ 1 % of the probability mass; pruned below 1 % of points
@@ -144,22 +144,25 @@ class Trainer:
                                       "n_eff": None, "subset": None, "growth": [], "pruned": []}
         self.resumed_from: str | None = None
         self.epochs_run = 0
+        self.saves = 0   # checkpoints written (the Checkpointer's units: TreeVAE decides itself when to save)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _save(self, opt: torch.optim.Optimizer) -> None:
         def cpu(state):
             return {key: value.detach().cpu() for key, value in state.items()}
 
-        self.ckpt.save({"version": CHECKPOINT_VERSION, "state": dict(self.state),
-                        "structure": self.model.structure(), "model": cpu(self.model.state_dict()),
-                        "small": None if self.small is None else cpu(self.small.state_dict()),
-                        "opt": opt.state_dict(), "rng": self.gen.get_state()})
+        self.saves += 1
+        self.ckpt.done(self.saves, lambda: {
+            "version": CHECKPOINT_VERSION, "state": dict(self.state), "structure": self.model.structure(),
+            "model": cpu(self.model.state_dict()), "small": None if self.small is None else cpu(self.small.state_dict()),
+            "opt": opt.state_dict(), "rng": self.gen.get_state()})
 
     def resume(self) -> None:
         """Continue from the checkpoint when one matches (else start afresh)."""
-        saved = self.ckpt.load()
+        saves, saved = self.ckpt.resume()
         if saved is None or saved.get("version") != CHECKPOINT_VERSION:
             return
+        self.saves = saves
         self.model = TreeVAE.from_structure(self.cfg, saved["structure"]).to(self.device)
         self.model.load_state_dict(saved["model"])
         self.state = saved["state"]
@@ -181,8 +184,8 @@ class Trainer:
             self.pending_opt = None
         batch = self.r.batch_size // 2 if self.r.augment else self.r.batch_size
         start = self.state["epoch"]
-        bar = tqdm(range(start, epochs), initial=start, total=epochs, desc=f"TreeVAE {label}",
-                   disable=not self.progress, leave=False)
+        bar = progress_bar(range(start, epochs), initial=start, total=epochs, desc=f"TreeVAE {label}",
+                           disable=not self.progress, leave=False)
         for epoch in bar:
             for group in opt.param_groups:
                 group["lr"] = self.r.lr * self.r.decay_lr ** (epoch // self.r.decay_stepsize)
@@ -290,13 +293,17 @@ class Trainer:
         self.state["phase"] = "done"
 
 
+_NO_LIMIT = 2**62   # the Checkpointer's unit count: TreeVAE's schedule has no fixed number of units
+
+
 def fit(x: np.ndarray, cfg: ModelConfig, recipe: Recipe, *, seed: int, device: torch.device, progress: bool,
         checkpoint_dir: str | None, checkpoint_every: int) -> tuple[TreeVAE, dict[str, Any], dict[str, Any]]:
     """Train TreeVAE on ``x`` (n, C, H, W float32 in [0, 1]). Returns (model in evaluation mode, the schedule's
     record: growth steps, pruned leaves, why growing stopped; run info: timings, resumption)."""
     params = {"model": asdict(cfg), "recipe": asdict(recipe), "seed": seed, "device": device.type,
               "checkpoint_version": CHECKPOINT_VERSION}
-    ckpt = Checkpointer(checkpoint_dir, f"treevae_k{recipe.k}_s{seed}", [x], params)
+    # saved whenever the schedule says (every checkpoint_every epochs and at the end of each phase)
+    ckpt = Checkpointer(checkpoint_dir, f"treevae_k{recipe.k}_s{seed}", [x], params, every=1, total=_NO_LIMIT)
     start = time.perf_counter()
     trainer = Trainer(torch.from_numpy(np.ascontiguousarray(x)).to(device), cfg, recipe, seed=seed,
                       progress=progress, checkpointer=ckpt, checkpoint_every=checkpoint_every)
