@@ -57,8 +57,12 @@ def main() -> None:
         machine_info, runs = machine(), []
         for method in args.linkages:
             for n in args.sizes:
-                out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.dim), method],
-                                     check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(n), str(args.dim), method],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 runs.append(json.loads(out.strip().splitlines()[-1]))
                 print(runs[-1], file=sys.stderr)
     design = np.array([[r["n"] * (r["n"] - 1) / 2, r["n"] * r["dim"], 1.0] for r in runs])
@@ -66,12 +70,22 @@ def main() -> None:
     (per_pair, per_value, intercept), *_ = np.linalg.lstsq(design, extra, rcond=None)
     for r in runs:
         r["model_bytes"] = peak_bytes(r["n"], r["dim"])
-    result = {"machine": machine_info, "runs": runs,
-              "fit": {"model": "extra_peak_bytes = bytes_per_pair * N(N-1)/2 + bytes_per_feature * N*d + intercept",
-                      "bytes_per_pair": float(per_pair), "bytes_per_feature": float(per_value),
-                      "intercept_bytes": float(intercept)},
-              "limit": {"memory_gib": 24, "dim": 768, "max_points": max_points(24, 768),
-                        "peak_gib_at_max": peak_bytes(max_points(24, 768), 768) / GIB}}
+    result = {
+        "machine": machine_info,
+        "runs": runs,
+        "fit": {
+            "model": "extra_peak_bytes = bytes_per_pair * N(N-1)/2 + bytes_per_feature * N*d + intercept",
+            "bytes_per_pair": float(per_pair),
+            "bytes_per_feature": float(per_value),
+            "intercept_bytes": float(intercept),
+        },
+        "limit": {
+            "memory_gib": 24,
+            "dim": 768,
+            "max_points": max_points(24, 768),
+            "peak_gib_at_max": peak_bytes(max_points(24, 768), 768) / GIB,
+        },
+    }
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("fit", "limit")}, indent=2))
 

@@ -36,12 +36,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 from l2h import kernels
 from l2h.algorithm import assign, l2h
 from l2h.io import write_json
 from l2h.reference import literal_l2h
-from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "algorithm.json"
@@ -54,7 +54,7 @@ SIZES = {
 LITERAL_SPEEDUP_TARGET = 100.0
 SEED = 0
 GEN_BLOCK = 65536
-REPEATS = 3          # in-memory sizes: the fastest of this many runs (this VM's timings vary by ±20 %)
+REPEATS = 3  # in-memory sizes: the fastest of this many runs (this VM's timings vary by ±20 %)
 
 
 def planted_logits(n: int, k: int, *, seed: int = SEED, out: np.ndarray | None = None) -> np.ndarray:
@@ -69,7 +69,7 @@ def planted_logits(n: int, k: int, *, seed: int = SEED, out: np.ndarray | None =
     rng = np.random.default_rng([seed, k])
     sizes = rng.integers(2, 21, size=k)
     superclass = np.repeat(np.arange(k), sizes)[:k]
-    first = np.searchsorted(superclass, np.arange(k))              # first class of each superclass
+    first = np.searchsorted(superclass, np.arange(k))  # first class of each superclass
     span = np.bincount(superclass, minlength=k)
     x = np.empty((n, k), dtype=np.float32) if out is None else out
     for b, start in enumerate(range(0, n, GEN_BLOCK)):
@@ -81,7 +81,7 @@ def planted_logits(n: int, k: int, *, seed: int = SEED, out: np.ndarray | None =
         z = rng.standard_normal((m, k), dtype=np.float32)
         z += np.float32(2.5) * (superclass[None, :] == sup[:, None])
         z[np.arange(m), peak] += rng.normal(6.0, 2.0, size=m).astype(np.float32)
-        x[start:start + m] = z
+        x[start : start + m] = z
     return x
 
 
@@ -90,16 +90,19 @@ def machine_info() -> dict:
 
 
 def _peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
 def _timed(fn) -> tuple[object, dict]:
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
-    stats = {"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3),
-             "load_average_before": [round(v, 2) for v in load_before],
-             "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    stats = {
+        "wall_s": round(time.perf_counter() - wall, 3),
+        "cpu_s": round(time.process_time() - cpu, 3),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
     return value, stats
 
 
@@ -114,7 +117,7 @@ def _rows_reassigned(x: np.ndarray, tree) -> float:
     """Σ_t |D_{G*_t}| / N: how many times the masked softmax touches each row on average."""
     h, _ = assign(x)
     points = np.zeros(2 * tree.k - 1)
-    points[:tree.k] = np.bincount(h, minlength=tree.k)
+    points[: tree.k] = np.bincount(h, minlength=tree.k)
     for t, (a, b) in enumerate(tree.children.tolist()):
         points[tree.k + t] = points[a] + points[b]
     return round(float(points[tree.children[:, 0]].sum() / x.shape[0]), 3)
@@ -140,8 +143,12 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool, e
     x = planted_logits(spec["n"], spec["k"]) if path is None else np.load(path, mmap_mode="r")
     if exact:
         tree, stats = _timed(lambda: l2h(x, n_jobs=n_jobs, cache_gib=0))
-        return {**stats, "peak_rss_gib": round(_peak_rss_gib(), 3), "children": tree.children,
-                "g_star": tree.scores[:, 0]}
+        return {
+            **stats,
+            "peak_rss_gib": round(_peak_rss_gib(), 3),
+            "children": tree.children,
+            "g_star": tree.scores[:, 0],
+        }
     bootstrap = spec.get("bootstrap", 0)
     repeats = REPEATS if path is None and not bootstrap else 1
     tree, stats = _best_of(lambda: l2h(x, n_jobs=n_jobs, bootstrap=bootstrap), repeats)
@@ -157,20 +164,23 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool, e
         stats["support_median"] = float(np.median(tree.support[:-1]))
         stats["support_at_least_0.95"] = int((tree.support[:-1] >= 0.95).sum())
         return stats
-    if path is not None:                      # for the comparison with the exact path
+    if path is not None:  # for the comparison with the exact path
         stats["children"], stats["g_star"] = tree.children, tree.scores[:, 0]
-    if stats["exp_cache"] and path is None:   # the same run without the exp cache (exact affinities)
+    if stats["exp_cache"] and path is None:  # the same run without the exp cache (exact affinities)
         exact, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs, cache_gib=0), REPEATS)
         stats["without_exp_cache"] = {**timing, "identical_merges": exact.merges == tree.merges}
-        if n_jobs != 1:                       # also with one thread, like the literal loop
+        if n_jobs != 1:  # also with one thread, like the literal loop
             _, timing = _best_of(lambda: l2h(x, n_jobs=1), REPEATS)
             stats["one_thread"] = timing
-        compact = spec["n"] * spec["k"] * 3 / 2**30   # fits the compact cache, not the full one
+        compact = spec["n"] * spec["k"] * 3 / 2**30  # fits the compact cache, not the full one
         other, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs, cache_gib=compact), REPEATS)
-        stats["compact_exp_cache"] = {**timing, "identical_merges": other.merges == tree.merges,
-                                      "affinity_bound": other.info["affinity_bound"],
-                                      "exact_affinity_steps": other.info["exact_affinity_steps"]}
-        if stats["kernel"] == "compiled":     # and with the numpy build of the kernels
+        stats["compact_exp_cache"] = {
+            **timing,
+            "identical_merges": other.merges == tree.merges,
+            "affinity_bound": other.info["affinity_bound"],
+            "exact_affinity_steps": other.info["exact_affinity_steps"],
+        }
+        if stats["kernel"] == "compiled":  # and with the numpy build of the kernels
             with kernels.numpy_build():
                 other, timing = _best_of(lambda: l2h(x, n_jobs=n_jobs), REPEATS)
             stats["numpy_kernel"] = {**timing, "identical_merges": other.merges == tree.merges}
@@ -178,10 +188,13 @@ def _child_run(name: str, path: str | None, n_jobs: int | None, literal: bool, e
         (merges, scores), lit = _timed(lambda: literal_l2h(x))
         scores = np.array(scores)
         gap = np.abs(scores[:, 1] - tree.scores[:, 1]) / tree.scores[:, 1]
-        stats["literal"] = {**lit, "identical_merges": merges == tree.merges,
-                            "identical_g_star_scores": bool(np.array_equal(scores[:, 0], tree.scores[:, 0])),
-                            "max_relative_affinity_difference": float(gap.max()),
-                            "affinity_difference_within_bound": bool(np.all(gap <= tree.info["affinity_bound"]))}
+        stats["literal"] = {
+            **lit,
+            "identical_merges": merges == tree.merges,
+            "identical_g_star_scores": bool(np.array_equal(scores[:, 0], tree.scores[:, 0])),
+            "max_relative_affinity_difference": float(gap.max()),
+            "affinity_difference_within_bound": bool(np.all(gap <= tree.info["affinity_bound"])),
+        }
         stats["literal"]["speedup_wall"] = round(lit["wall_s"] / stats["wall_s"], 1)
         stats["literal"]["speedup_cpu"] = round(lit["cpu_s"] / stats["cpu_s"], 1)
         if "one_thread" in stats:
@@ -209,21 +222,28 @@ def run_size(name: str, n_jobs: int | None, literal: bool, keep: bool = False) -
     spec = SIZES[name]
     print(f"[bench_algorithm] {name}: N={spec['n']:,} K={spec['k']:,} ({spec['storage']})", file=sys.stderr)
     path = None
-    result = {"n": spec["n"], "k": spec["k"], "dtype": "float32", "storage": spec["storage"],
-              "n_jobs": n_jobs if n_jobs is not None else len(os.sched_getaffinity(0))}
+    result = {
+        "n": spec["n"],
+        "k": spec["k"],
+        "dtype": "float32",
+        "storage": spec["storage"],
+        "n_jobs": n_jobs if n_jobs is not None else len(os.sched_getaffinity(0)),
+    }
     try:
         if spec["storage"] == "memmap":
             path = str(HERE / f"bench_{name}.tmp.npy")
             if _reusable(path, spec):
-                result["generate_s"] = None                      # kept from an earlier run (--keep)
+                result["generate_s"] = None  # kept from an earlier run (--keep)
             else:
                 result["generate_s"] = round(_in_child(_child_generate, name, path), 1)
             result["file_gib"] = round(os.path.getsize(path) / 2**30, 2)
         result.update(_in_child(_child_run, name, path, n_jobs, literal))
         if spec.get("check_exact"):
             exact = _in_child(_child_run, name, path, n_jobs, False, True)
-            result["exact_path"] = {key: exact[key] for key in ("wall_s", "cpu_s", "load_average_before",
-                                                                "load_average_after", "peak_rss_gib")}
+            result["exact_path"] = {
+                key: exact[key]
+                for key in ("wall_s", "cpu_s", "load_average_before", "load_average_after", "peak_rss_gib")
+            }
             result["exact_path"]["identical_merges"] = bool(np.array_equal(exact["children"], result["children"]))
             result["exact_path"]["identical_g_star_scores"] = bool(np.array_equal(exact["g_star"], result["g_star"]))
     finally:
@@ -245,12 +265,16 @@ def run_size(name: str, n_jobs: int | None, literal: bool, keep: bool = False) -
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="small,bootstrap,imagenet,inat",
-                        help="comma-separated subset of " + ",".join(SIZES))
+    parser.add_argument(
+        "--sizes", default="small,bootstrap,imagenet,inat", help="comma-separated subset of " + ",".join(SIZES)
+    )
     parser.add_argument("--skip-literal", action="store_true", help="skip the literal implementation")
     parser.add_argument("--n-jobs", type=int, default=None, help="threads for l2h (default: all CPUs)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the generated memory-mapped inputs (benchmarks/*.tmp.npy) for the next run")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the generated memory-mapped inputs (benchmarks/*.tmp.npy) for the next run",
+    )
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -266,7 +290,7 @@ def main(argv=None) -> None:
         entry["machine"] = machine_info()
         entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         results["runs"][name] = entry
-        write_json(args.out, results)   # after every size, so a long run keeps what it finished
+        write_json(args.out, results)  # after every size, so a long run keeps what it finished
 
 
 if __name__ == "__main__":

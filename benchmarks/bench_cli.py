@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_algorithm import planted_logits
+from machine import machine_info
+
 from l2h.algorithm import l2h
 from l2h.hierarchy import Hierarchy
 from l2h.io import write_json
-from machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "cli.json"
@@ -61,15 +61,18 @@ def _cold(argv: list[str]) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
-    return {"wall_s": round(wall, 3),
-            "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
-            "load_average_before": [round(v, 2) for v in load],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
+        "load_average_before": [round(v, 2) for v in load],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 def _import_seconds() -> float:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import l2h.cli"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import l2h.cli"], capture_output=True, text=True, check=True
+    )
     line = next(line for line in done.stderr.splitlines() if line.rstrip().endswith("| l2h.cli"))
     return int(re.split(r"\s*\|\s*", line)[1]) / 1e6
 
@@ -80,29 +83,43 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     command = _command()
-    scenarios = {"help": [*command, "--help"],
-                 "tree": [*command, "tree", str(INPUT), "--out", str(OUT), "--no-plot", "--quiet"],
-                 "tree_figure": [*command, "tree", str(INPUT), "--out", str(OUT), "--quiet"]}
+    scenarios = {
+        "help": [*command, "--help"],
+        "tree": [*command, "tree", str(INPUT), "--out", str(OUT), "--no-plot", "--quiet"],
+        "tree_figure": [*command, "tree", str(INPUT), "--out", str(OUT), "--quiet"],
+    }
     x = planted_logits(N, K)
     np.save(INPUT, x)
     try:
-        result = {"description": __doc__.split("\n\n")[0], "n": N, "k": K, "dtype": "float32",
-                  "import_s": [round(_import_seconds(), 3) for _ in range(3)], "scenarios": {}}
+        result = {
+            "description": __doc__.split("\n\n")[0],
+            "n": N,
+            "k": K,
+            "dtype": "float32",
+            "import_s": [round(_import_seconds(), 3) for _ in range(3)],
+            "scenarios": {},
+        }
         for name, argv_ in scenarios.items():
             runs = [_cold(argv_) for _ in range(args.repeats)]
             walls = [run["wall_s"] for run in runs]
             result["scenarios"][name] = {
                 "command": " ".join(Path(a).name if a.startswith(str(HERE)) else a for a in argv_),
-                "best_wall_s": min(walls), "median_wall_s": float(np.median(walls)), "runs": runs,
-                "target_s": TARGETS[name], "target_met_best": min(walls) <= TARGETS[name],
-                "target_met_median": float(np.median(walls)) <= TARGETS[name]}
-            print(f"[bench_cli] {name}: best {min(walls):.3f} s, median {np.median(walls):.3f} s "
-                  f"(target {TARGETS[name]} s)", file=sys.stderr)
+                "best_wall_s": min(walls),
+                "median_wall_s": float(np.median(walls)),
+                "runs": runs,
+                "target_s": TARGETS[name],
+                "target_met_best": min(walls) <= TARGETS[name],
+                "target_met_median": float(np.median(walls)) <= TARGETS[name],
+            }
+            print(
+                f"[bench_cli] {name}: best {min(walls):.3f} s, median {np.median(walls):.3f} s "
+                f"(target {TARGETS[name]} s)",
+                file=sys.stderr,
+            )
         tree = Hierarchy.load(OUT / "tree.json")
         exact = l2h(x, cache_gib=0)
         result["merges_identical_to_exact_path"] = tree.merges == exact.merges
-        result["g_star_scores_identical_to_exact_path"] = bool(np.array_equal(tree.scores[:, 0],
-                                                                               exact.scores[:, 0]))
+        result["g_star_scores_identical_to_exact_path"] = bool(np.array_equal(tree.scores[:, 0], exact.scores[:, 0]))
         result["exp_cache"] = tree.info["exp_cache"]
         result["machine"] = machine_info()
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

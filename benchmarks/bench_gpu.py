@@ -44,12 +44,22 @@ FULL = {
     "temi": {"points": 50_000, "dim": 768, "k": 100, "epochs": 1, "overrides": {}},
 }
 SMOKE = {
-    "extraction": [("clip_vitl14", {"model": "ViT-B-32", "image_size": 64, "batch_size": 8, "num_workers": 0}, 16),
-                   ("dinov2_vitg14", {"model": "vit_small_patch14_dinov2", "image_size": 56, "batch_size": 8,
-                                      "num_workers": 0}, 16)],
+    "extraction": [
+        ("clip_vitl14", {"model": "ViT-B-32", "image_size": 64, "batch_size": 8, "num_workers": 0}, 16),
+        (
+            "dinov2_vitg14",
+            {"model": "vit_small_patch14_dinov2", "image_size": 56, "batch_size": 8, "num_workers": 0},
+            16,
+        ),
+    ],
     "turtle": {"n": 600, "dims": (16, 32), "k": 10, "steps": 3, "warmup_steps": 1},
-    "temi": {"points": 600, "dim": 16, "k": 10, "epochs": 1,
-             "overrides": {"heads": 2, "batch_size": 128, "hidden_dim": 32, "bottleneck_dim": 16, "knn": 5}},
+    "temi": {
+        "points": 600,
+        "dim": 16,
+        "k": 10,
+        "epochs": 1,
+        "overrides": {"heads": 2, "batch_size": 128, "hidden_dim": 32, "bottleneck_dim": 16, "knn": 5},
+    },
 }
 
 
@@ -71,8 +81,7 @@ def measured(device: str, part: Callable[[], dict]) -> dict:
     out = part()
     _sync(device)
     out["wall_s"] = round(time.perf_counter() - start, 2)
-    out["peak_gpu_memory_gib"] = (round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda"
-                                  else None)
+    out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
     print(out, flush=True)
     return out
 
@@ -86,8 +95,9 @@ def extraction(name: str, overrides: dict, n: int, device: str, repeats: int) ->
     from l2h.features import build_backbone
     from l2h.features.extract import autocast_dtype
 
-    cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "backbone" / f"{name}.yaml"),
-                          {"pretrained": None, **overrides})
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "backbone" / f"{name}.yaml"), {"pretrained": None, **overrides}
+    )
     batch_size, workers, precision = int(cfg.batch_size), int(cfg.num_workers), str(cfg.precision)
     dev = torch.device(device)
     backbone = build_backbone(cfg, device=device)
@@ -97,28 +107,53 @@ def extraction(name: str, overrides: dict, n: int, device: str, repeats: int) ->
         forward.append(forward_only(backbone, images, batch_size, dev, precision))
         through.append(pipeline(backbone, images, batch_size, workers, dev, precision))
     ratio = max(through) / max(forward)
-    return {"backbone": name, "model": str(cfg.model), "pretrained": None, "device": device,
-            "autocast_dtype": str(autocast_dtype(precision, dev)), "images": n, "batch_size": batch_size,
-            "num_workers": workers, "input": "32x32 RGB uint8 (CIFAR-sized), the model's own transform",
-            "forward_only_img_s_each": [round(v, 1) for v in forward],
-            "pipeline_img_s_each": [round(v, 1) for v in through], "statistic": "best of repeats",
-            "forward_only_img_s": round(max(forward), 1), "pipeline_img_s": round(max(through), 1),
-            "pipeline_over_forward": round(ratio, 3), "target": f">= {TARGET_RATIO}",
-            "meets_target": ratio >= TARGET_RATIO}
+    return {
+        "backbone": name,
+        "model": str(cfg.model),
+        "pretrained": None,
+        "device": device,
+        "autocast_dtype": str(autocast_dtype(precision, dev)),
+        "images": n,
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "input": "32x32 RGB uint8 (CIFAR-sized), the model's own transform",
+        "forward_only_img_s_each": [round(v, 1) for v in forward],
+        "pipeline_img_s_each": [round(v, 1) for v in through],
+        "statistic": "best of repeats",
+        "forward_only_img_s": round(max(forward), 1),
+        "pipeline_img_s": round(max(through), 1),
+        "pipeline_over_forward": round(ratio, 3),
+        "target": f">= {TARGET_RATIO}",
+        "meets_target": ratio >= TARGET_RATIO,
+    }
 
 
 def turtle(device: str, settings: dict) -> dict:
     from bench_clusterers import bench_turtle
 
-    return bench_turtle(device, settings["steps"], np.random.default_rng(0), n=settings["n"],
-                        dims=settings["dims"], k=settings["k"], warmup_steps=settings["warmup_steps"])
+    return bench_turtle(
+        device,
+        settings["steps"],
+        np.random.default_rng(0),
+        n=settings["n"],
+        dims=settings["dims"],
+        k=settings["k"],
+        warmup_steps=settings["warmup_steps"],
+    )
 
 
 def temi(device: str, settings: dict) -> dict:
     from bench_clusterers import bench_temi
 
-    return bench_temi(device, settings["epochs"], settings["points"], np.random.default_rng(1),
-                      dim=settings["dim"], k=settings["k"], overrides=settings["overrides"])
+    return bench_temi(
+        device,
+        settings["epochs"],
+        settings["points"],
+        np.random.default_rng(1),
+        dim=settings["dim"],
+        k=settings["k"],
+        overrides=settings["overrides"],
+    )
 
 
 def treevae(device: str, smoke: bool) -> dict:
@@ -136,15 +171,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny models and sizes (checks the script)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved extraction repeats (best reported)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"results file (default: {RESULTS.relative_to(REPO)}; with --smoke: none)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results file (default: {RESULTS.relative_to(REPO)}; with --smoke: none)",
+    )
     args = parser.parse_args()
 
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
-        sys.exit("bench_gpu.py: CUDA is not available on this machine (no GPU or a CPU-only torch build); "
-                 "run it on a GPU node, or with --smoke for a CPU check at tiny sizes")
+        sys.exit(
+            "bench_gpu.py: CUDA is not available on this machine (no GPU or a CPU-only torch build); "
+            "run it on a GPU node, or with --smoke for a CPU check at tiny sizes"
+        )
     device, settings = ("cpu", SMOKE) if args.smoke else ("cuda", FULL)
     out_path = args.out if args.out is not None else (None if args.smoke else RESULTS)
     from machine import machine_info
@@ -153,9 +194,12 @@ def main() -> None:
 
     start = time.perf_counter()
     results: dict[str, Any] = {
-        "benchmark": "gpu", "mode": "smoke (CPU, tiny models and sizes)" if args.smoke else "cuda",
+        "benchmark": "gpu",
+        "mode": "smoke (CPU, tiny models and sizes)" if args.smoke else "cuda",
         "machine": machine_info(("l2h", "numpy", "torch", "torchvision", "open-clip-torch", "timm")),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "extraction": []}
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "extraction": [],
+    }
 
     def save() -> None:
         results["wall_s"] = round(time.perf_counter() - start, 1)

@@ -12,11 +12,11 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 from scipy.cluster.hierarchy import linkage
 
 from l2h.io import write_json
 from l2h.metrics import dendrogram_purity, flat_metrics, leaf_purity
-from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 RESULT = Path(__file__).resolve().parent / "results" / "metrics.json"
 DP_TARGET_S = 2.0
@@ -37,8 +37,13 @@ def timed(fn, *args, repeats: int) -> dict:
     fn(*args)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"best_s": round(min(times), 4), "median_s": round(float(np.median(times)), 4),
-            "repeats": repeats, "peak_alloc_mib": round(peak / 2**20, 1), "value": value}
+    return {
+        "best_s": round(min(times), 4),
+        "median_s": round(float(np.median(times)), 4),
+        "repeats": repeats,
+        "peak_alloc_mib": round(peak / 2**20, 1),
+        "value": value,
+    }
 
 
 def noisy_copy(labels: np.ndarray, k: int, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -58,12 +63,20 @@ def main() -> None:
     pt_tree = linkage(rng.normal(size=(n_pts, 2)) + pt_labels[:, None], method="ward")
 
     results = {
-        "dp_imagenet_scale": {"n": n, "k": k, "classes": n_classes,
-                              **timed(dendrogram_purity, tree, leaves, labels, repeats=5)},
+        "dp_imagenet_scale": {
+            "n": n,
+            "k": k,
+            "classes": n_classes,
+            **timed(dendrogram_purity, tree, leaves, labels, repeats=5),
+        },
         "lp_imagenet_scale": {"n": n, "k": k, **timed(leaf_purity, leaves, labels, repeats=3)},
         "flat_metrics_imagenet_scale": {"n": n, "k": k, **timed(flat_metrics, labels, leaves, repeats=1)},
-        "dp_point_level": {"n": n_pts, "k": n_pts, "classes": 100,
-                           **timed(dendrogram_purity, pt_tree, np.arange(n_pts), pt_labels, repeats=3)},
+        "dp_point_level": {
+            "n": n_pts,
+            "k": n_pts,
+            "classes": 100,
+            **timed(dendrogram_purity, pt_tree, np.arange(n_pts), pt_labels, repeats=3),
+        },
     }
     results["dp_imagenet_scale"]["target_s"] = DP_TARGET_S
     results["dp_imagenet_scale"]["meets_target"] = results["dp_imagenet_scale"]["best_s"] <= DP_TARGET_S

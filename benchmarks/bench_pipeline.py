@@ -29,8 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from l2h.io import write_json  # noqa: E402
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+
+from l2h.io import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -49,9 +50,12 @@ def timed(cmd: list[str] | str, cwd: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime
-                                                     - before.ru_stime, 2),
-            "load_average_1m_before": round(load, 2), "load_average_1m_after": round(os.getloadavg()[0], 2)}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+        "load_average_1m_before": round(load, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def readme_main_command() -> str:
@@ -62,8 +66,13 @@ def readme_main_command() -> str:
 
 def copy_checkout(dest: Path) -> None:
     """The files a clone of the working tree would have: tracked and untracked-but-not-ignored ones."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                            capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = REPO / rel
         if src.is_file():
@@ -81,8 +90,11 @@ def installed_run(experiment: str) -> dict:
         first = timed(cmd, work)
         noop = timed(cmd, work)
         table = (work / "results" / "tables" / f"{experiment}.md").read_text()
-    print(f"{experiment}: first run {first['wall_s']} s (CPU {first['cpu_s']} s, load "
-          f"{first['load_average_1m_before']}→{first['load_average_1m_after']}), no-op {noop['wall_s']} s", flush=True)
+    print(
+        f"{experiment}: first run {first['wall_s']} s (CPU {first['cpu_s']} s, load "
+        f"{first['load_average_1m_before']}→{first['load_average_1m_after']}), no-op {noop['wall_s']} s",
+        flush=True,
+    )
     return {"first_run": first, "noop_run": noop, "table": table}
 
 
@@ -93,8 +105,11 @@ def fresh_clone_run() -> dict:
         copy_checkout(work)
         total = timed(command, work)
         noop = timed([str(work / ".venv" / "bin" / "snakemake"), "--cores", "all"], work)
-    print(f"fresh clone: `{command}` took {total['wall_s']} s (load {total['load_average_1m_before']}→"
-          f"{total['load_average_1m_after']}), then a no-op {noop['wall_s']} s", flush=True)
+    print(
+        f"fresh clone: `{command}` took {total['wall_s']} s (load {total['load_average_1m_before']}→"
+        f"{total['load_average_1m_after']}), then a no-op {noop['wall_s']} s",
+        flush=True,
+    )
     return {"command": command, "total": total, "noop_run": noop}
 
 
@@ -105,16 +120,22 @@ def main() -> None:
     parser.add_argument("--fresh-clone", action="store_true", help="also time README's main command from a clone")
     args = parser.parse_args()
     runs = [installed_run(args.experiment) for _ in range(args.repeats)]
-    best = {"first_run_s": min(r["first_run"]["wall_s"] for r in runs),
-            "noop_run_s": min(r["noop_run"]["wall_s"] for r in runs)}
-    result = {"benchmark": "pipeline", "experiment": args.experiment, "command": "snakemake --cores all",
-              "runs": runs}
+    best = {
+        "first_run_s": min(r["first_run"]["wall_s"] for r in runs),
+        "noop_run_s": min(r["noop_run"]["wall_s"] for r in runs),
+    }
+    result = {"benchmark": "pipeline", "experiment": args.experiment, "command": "snakemake --cores all", "runs": runs}
     if args.fresh_clone:
         result["fresh_clone"] = fresh_clone_run()
         best["fresh_clone_s"] = result["fresh_clone"]["total"]["wall_s"]
-    result.update({"best": best, "targets": {k: TARGETS[k] for k in best},
-                   "meets_targets": {k: best[k] <= TARGETS[k] for k in best},
-                   "machine": machine_info(("l2h", "snakemake", "hydra-core", "torch"))})
+    result.update(
+        {
+            "best": best,
+            "targets": {k: TARGETS[k] for k in best},
+            "meets_targets": {k: best[k] <= TARGETS[k] for k in best},
+            "machine": machine_info(("l2h", "snakemake", "hydra-core", "torch")),
+        }
+    )
     write_json(OUT, result)
     print(f"wrote {OUT}")
 

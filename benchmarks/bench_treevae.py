@@ -24,16 +24,22 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 from l2h.baselines.treevae.model import ModelConfig, SmallTree, TreeVAE
 from l2h.baselines.treevae.train import run_epoch, seeded, total_loss
 from l2h.io import write_json
-from machine import machine_info as describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "treevae.json"
 N, SHAPE, BATCH, EPOCHS = 10_000, (3, 32, 32), 256, 150
-CIFAR = ModelConfig(shape=SHAPE, encoder="cnn2", activation="mse", latent=(64,) * 6,
-                    hidden=(4096, 512, 512, 512, 512, 512), methods=("InfoNCE", "instancewise_full"))
+CIFAR = ModelConfig(
+    shape=SHAPE,
+    encoder="cnn2",
+    activation="mse",
+    latent=(64,) * 6,
+    hidden=(4096, 512, 512, 512, 512, 512),
+    methods=("InfoNCE", "instancewise_full"),
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -67,16 +73,24 @@ def time_epoch(phase: str, *, device: str = "cpu", n_points: int = N, iters: int
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, weight_decay=1e-5)
     rows = torch.arange(n_points, device=dev)
     kwargs = dict(batch=BATCH // 2, augment=True, strength=0.5, gen=gen)
-    run_epoch(x, rows, loss_fn, opt, max_batches=1, **kwargs)          # warm-up (allocations, kernel choice)
+    run_epoch(x, rows, loss_fn, opt, max_batches=1, **kwargs)  # warm-up (allocations, kernel choice)
     _sync(dev)
     start = time.perf_counter()
     run_epoch(x, rows, loss_fn, opt, max_batches=iters, **kwargs)
     _sync(dev)
     per_iter = (time.perf_counter() - start) / iters
     per_epoch_iters = n_points // (BATCH // 2)
-    return {"phase": phase, "device": dev.type, "points": n_points, "batch_images": BATCH // 2,
-            "views_per_batch": BATCH, "iterations_timed": iters, "seconds_per_iteration": per_iter,
-            "iterations_per_epoch": per_epoch_iters, "seconds_per_epoch": per_iter * per_epoch_iters}
+    return {
+        "phase": phase,
+        "device": dev.type,
+        "points": n_points,
+        "batch_images": BATCH // 2,
+        "views_per_batch": BATCH,
+        "iterations_timed": iters,
+        "seconds_per_iteration": per_iter,
+        "iterations_per_epoch": per_epoch_iters,
+        "seconds_per_epoch": per_iter * per_epoch_iters,
+    }
 
 
 def projected_recipe_seconds(full_epoch: float, small_epoch: float, k: int) -> float:
@@ -101,17 +115,39 @@ def main() -> None:
         full = time_epoch("full", device=args.device, iters=args.iters)
         small = time_epoch("small", device=args.device, iters=args.iters)
         hours = projected_recipe_seconds(full["seconds_per_epoch"], small["seconds_per_epoch"], args.k) / 3600
-        runs.append({"torch_threads": threads, "load_average_1m_before": load_before,
-                     "load_average_1m_after": os.getloadavg()[0], "full": full, "small": small,
-                     f"projected_hours_recipe_k{args.k}": hours})
-        print(f"{threads} thread(s): full {full['seconds_per_epoch']:.0f} s/epoch, small "
-              f"{small['seconds_per_epoch']:.0f} s/epoch, recipe (K={args.k}) ≈ {hours:.1f} h "
-              f"(load {load_before:.1f})", flush=True)
-    write_json(args.out, {"benchmark": "treevae_cifar_scale", "machine": describe_machine(("numpy", "torch")),
-                          "recipe": {"epochs_initial": EPOCHS, "epochs_per_split": EPOCHS, "batch_size": BATCH,
-                                     "encoder": "cnn2", "latent_dim": list(CIFAR.latent),
-                                     "mlp_layers": list(CIFAR.hidden), "augmentation": list(CIFAR.methods)},
-                          "runs": runs})
+        runs.append(
+            {
+                "torch_threads": threads,
+                "load_average_1m_before": load_before,
+                "load_average_1m_after": os.getloadavg()[0],
+                "full": full,
+                "small": small,
+                f"projected_hours_recipe_k{args.k}": hours,
+            }
+        )
+        print(
+            f"{threads} thread(s): full {full['seconds_per_epoch']:.0f} s/epoch, small "
+            f"{small['seconds_per_epoch']:.0f} s/epoch, recipe (K={args.k}) ≈ {hours:.1f} h "
+            f"(load {load_before:.1f})",
+            flush=True,
+        )
+    write_json(
+        args.out,
+        {
+            "benchmark": "treevae_cifar_scale",
+            "machine": describe_machine(("numpy", "torch")),
+            "recipe": {
+                "epochs_initial": EPOCHS,
+                "epochs_per_split": EPOCHS,
+                "batch_size": BATCH,
+                "encoder": "cnn2",
+                "latent_dim": list(CIFAR.latent),
+                "mlp_layers": list(CIFAR.hidden),
+                "augmentation": list(CIFAR.methods),
+            },
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -51,18 +51,29 @@ def build_cifar10(jpegs, folder: Path, *, train_per_class: int = 5, test_per_cla
         labels = [c for _, c in rows]
         expect["train"][0].extend(pix)
         expect["train"][1].extend(labels)
-        batch = {b"batch_label": f"training batch {b + 1} of 5".encode(), b"labels": labels,
-                 b"data": cifar_rows(pix), b"filenames": [f"img_{b}_{i}.png".encode() for i in range(len(rows))]}
+        batch = {
+            b"batch_label": f"training batch {b + 1} of 5".encode(),
+            b"labels": labels,
+            b"data": cifar_rows(pix),
+            b"filenames": [f"img_{b}_{i}.png".encode() for i in range(len(rows))],
+        }
         files[f"cifar-10-batches-py/data_batch_{b + 1}"] = pickle.dumps(batch, protocol=2)
     labels = [c for c in range(10) for _ in range(test_per_class)]
     pix = [jpegs[CIFAR10_CLASSES[c]][train_per_class + k][1] for c in range(10) for k in range(test_per_class)]
     expect["test"] = (pix, labels)
     files["cifar-10-batches-py/test_batch"] = pickle.dumps(
-        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": cifar_rows(pix),
-         b"filenames": [f"t{i}.png".encode() for i in range(len(labels))]}, protocol=2)
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": labels,
+            b"data": cifar_rows(pix),
+            b"filenames": [f"t{i}.png".encode() for i in range(len(labels))],
+        },
+        protocol=2,
+    )
     files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
         {b"num_cases_per_batch": 10, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072},
-        protocol=2)
+        protocol=2,
+    )
     files["cifar-10-batches-py/readme.html"] = b"<html></html>"
     return write_tar(folder / "cifar-10-python.tar.gz", files), expect
 

@@ -9,9 +9,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true",
-                     help="rewrite the golden files under tests/data/golden from this run instead of comparing "
-                          "them (tests/test_golden.py; see docs/testing.md)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files under tests/data/golden from this run instead of comparing "
+        "them (tests/test_golden.py; see docs/testing.md)",
+    )
 
 
 def planned_jobs(summary: str) -> dict[str, int]:
@@ -23,7 +26,7 @@ def planned_jobs(summary: str) -> dict[str, int]:
     header = lines[start].split("\t")
     rule, plan = header.index("rule"), header.index("plan")
     jobs: dict[str, int] = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         row = line.split("\t")
         if len(row) == len(header) and row[plan] == "update pending" and row[0].endswith(".provenance.json"):
             jobs[row[rule]] = jobs.get(row[rule], 0) + 1
@@ -44,9 +47,26 @@ def dry_run(tmp_path_factory):
         if experiment not in runs:
             workdir = tmp_path_factory.mktemp(f"dry_run_{experiment}")
             snakemake = Path(sys.executable).with_name("snakemake")
-            runs[experiment] = workdir, subprocess.run(
-                [str(snakemake), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-                 "--summary", "--config", f"experiment={experiment}"], capture_output=True, text=True, timeout=300)
+            runs[experiment] = (
+                workdir,
+                subprocess.run(
+                    [
+                        str(snakemake),
+                        "-s",
+                        str(REPO / "Snakefile"),
+                        "--directory",
+                        str(workdir),
+                        "--cores",
+                        "2",
+                        "--summary",
+                        "--config",
+                        f"experiment={experiment}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                ),
+            )
         return runs[experiment]
 
     return run
@@ -93,8 +113,14 @@ def read_cifar10_jpg_tar(path: Path, per_class: int):
         pytest.fail(f"{path}: found {found} of the {len(wanted)} expected CIFAR-10 JPEGs")
     labels = np.repeat(np.arange(len(CIFAR10_CLASSES)), per_class)
     coarse = np.array([0 if CIFAR10_CLASSES[y] in CIFAR10_VEHICLES else 1 for y in labels])
-    return ImageSet(labels=labels, class_names=list(CIFAR10_CLASSES), pixels=pixels, coarse_labels=coarse,
-                    coarse_names=list(CIFAR10_COARSE), info={"source": path.name, "per_class": per_class})
+    return ImageSet(
+        labels=labels,
+        class_names=list(CIFAR10_CLASSES),
+        pixels=pixels,
+        coarse_labels=coarse,
+        coarse_names=list(CIFAR10_COARSE),
+        info={"source": path.name, "per_class": per_class},
+    )
 
 
 def backbone_config(name: str, **overrides):
@@ -121,9 +147,15 @@ def cifar10_effnet_features(cifar10_images, tmp_path_factory):
     from l2h.features import extract_to_cache
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    cached = extract_to_cache(backbone_config("efficientnet_lite0", num_workers=0), cifar10_images,
-                              tmp_path_factory.mktemp("effnet_cifar10"), "test", device="cpu", progress=False,
-                              dataset={"name": "cifar10-test-jpg", "per_class": 100})
+    cached = extract_to_cache(
+        backbone_config("efficientnet_lite0", num_workers=0),
+        cifar10_images,
+        tmp_path_factory.mktemp("effnet_cifar10"),
+        "test",
+        device="cpu",
+        progress=False,
+        dataset={"name": "cifar10-test-jpg", "per_class": 100},
+    )
     return cached.load(mmap=False), cifar10_images.labels
 
 
@@ -144,12 +176,17 @@ def digits_features(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits_data")
     train, test = (source.load(root, split, progress=False) for split in ("train", "test"))
     out = {}
-    for name, cfg in (("pixels", backbone_config("pixels", mode="L")),
-                      ("efficientnet_lite0", backbone_config("efficientnet_lite0", num_workers=0, image_size=96))):
+    for name, cfg in (
+        ("pixels", backbone_config("pixels", mode="L")),
+        ("efficientnet_lite0", backbone_config("efficientnet_lite0", num_workers=0, image_size=96)),
+    ):
         cache = tmp_path_factory.mktemp(f"digits_{name}")
-        feats = [extract_to_cache(cfg, images, cache, split, device="cpu", progress=False,
-                                  dataset={"name": "digits", "split": split}).load(mmap=False)
-                 for split, images in (("train", train), ("test", test))]
+        feats = [
+            extract_to_cache(
+                cfg, images, cache, split, device="cpu", progress=False, dataset={"name": "digits", "split": split}
+            ).load(mmap=False)
+            for split, images in (("train", train), ("test", test))
+        ]
         out[name] = (feats[0], train.labels, feats[1], test.labels)
     return out
 

@@ -32,7 +32,7 @@ def assert_same(x, *, aggregation, strategy="lowest_score", input="logits", **kw
     assert tree.merges == merges
     recorded = np.array(recorded, dtype=np.float64).reshape(-1, 2)
     assert np.array_equal(tree.scores[:, 0], recorded[:, 0])
-    bound = tree.info["affinity_bound"]      # > 0: affinities are the exp cache's estimates
+    bound = tree.info["affinity_bound"]  # > 0: affinities are the exp cache's estimates
     if bound:
         assert np.all(np.abs(tree.scores[:, 1] - recorded[:, 1]) <= (bound + 1e-12) * tree.scores[:, 1])
     else:
@@ -66,7 +66,7 @@ def random_case(rng: np.random.Generator, n: int, k: int, kind: str):
     elif kind == "ties":
         x = rng.integers(-2, 3, size=(n, k)).astype(float)
     elif kind == "mirror":  # dyadic probabilities (exact sums) on row copies with swapped column
-        input = "probs"     # pairs: mirrored clusters have exactly equal statistics
+        input = "probs"  # pairs: mirrored clusters have exactly equal statistics
         perm = np.arange(k)
         pairs = rng.permutation(k)[: 2 * (k // 2)].reshape(-1, 2)
         perm[pairs[:, 0]], perm[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
@@ -76,7 +76,7 @@ def random_case(rng: np.random.Generator, n: int, k: int, kind: str):
         x = np.concatenate([half, half[:, perm]])[rng.permutation(2 * half.shape[0])][:n]
     elif kind == "plateau":  # logits in {0, -60, -120}, one 0 per row: g = 1 and g^m = 1 / #(-60)
         x = np.where(rng.random((n, k)) < rng.uniform(0.05, 0.7), -60.0, -120.0)  # exactly: ties
-        x[np.arange(n), rng.integers(k, size=n)] = 0.0                             # everywhere
+        x[np.arange(n), rng.integers(k, size=n)] = 0.0  # everywhere
     elif kind == "probs":
         input = "probs"
         x = softmax(rng.normal(size=(n, k)) * rng.uniform(0.5, 5))
@@ -120,17 +120,27 @@ def _compact_gib(n, k):
     return n * k * 3 / 2**30
 
 
-@pytest.mark.parametrize("n, k, kind", [(5000, 40, "planted"), (5000, 12, "ties"), (1200, 300, "gauss"),
-                                        (400, 300, "empty"), (5000, 60, "probs"), (3000, 80, "mirror")])
-@pytest.mark.parametrize("cache, kernel", [("full", "compiled"), ("full", "numpy"), ("compact", "compiled"),
-                                           ("compact", "numpy"), (None, None)])
+@pytest.mark.parametrize(
+    "n, k, kind",
+    [
+        (5000, 40, "planted"),
+        (5000, 12, "ties"),
+        (1200, 300, "gauss"),
+        (400, 300, "empty"),
+        (5000, 60, "probs"),
+        (3000, 80, "mirror"),
+    ],
+)
+@pytest.mark.parametrize(
+    "cache, kernel",
+    [("full", "compiled"), ("full", "numpy"), ("compact", "compiled"), ("compact", "numpy"), (None, None)],
+)
 def test_matches_literal_large(n, k, kind, cache, kernel):
     rng = np.random.default_rng(n + k)
     x, input = random_case(rng, n, k, kind)
     cache_gib = {"full": 2.0, "compact": _compact_gib(n, k), None: 0.0}[cache]
     with kernels.numpy_build() if kernel == "numpy" else contextlib.nullcontext():
-        tree = assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000,
-                           cache_gib=cache_gib)
+        tree = assert_same(x, aggregation="sum_of_cluster_means", input=input, block_rows=1000, cache_gib=cache_gib)
     cached = input == "logits" and cache is not None
     assert (tree.info["affinity_bound"] > 0) == cached
     assert tree.info["exp_cache"] == (cache if cached else None)
@@ -165,9 +175,9 @@ def test_exp_cache_estimates_within_bound(dtype, kind):
     rng = np.random.default_rng(7)
     n, k = 4000, 300
     x = rng.normal(size=(n, k)) * rng.choice([0.5, 5, 40], size=(n, 1))
-    x[: n // 8] = np.round(x[: n // 8])                              # exact ties
-    x[n // 8: n // 4, 1] = x[n // 8: n // 4, 0] * (1 + 1e-7)          # near-ties
-    x[n // 4: n // 3, rng.integers(k, size=n // 3 - n // 4)] += 200  # far above the rest
+    x[: n // 8] = np.round(x[: n // 8])  # exact ties
+    x[n // 8 : n // 4, 1] = x[n // 8 : n // 4, 0] * (1 + 1e-7)  # near-ties
+    x[n // 4 : n // 3, rng.integers(k, size=n // 3 - n // 4)] += 200  # far above the rest
     x = x.astype(dtype)
     h = x.argmax(axis=1)
     members_list = [[int(c)] for c in np.bincount(h, minlength=k).argsort()[-5:]]
@@ -189,7 +199,7 @@ def test_exp_cache_singleton_estimates_from_the_first_pass(dtype, kind):
     they need the exact definition), h^m is the exact one and every estimate is within the bound."""
     rng = np.random.default_rng(9)
     n, k = 3000, 40
-    x = np.round(rng.normal(size=(n, k)) * 3)                        # many exact ties
+    x = np.round(rng.normal(size=(n, k)) * 3)  # many exact ties
     far = rng.random(n) < 0.1
     x[far, rng.integers(k, size=int(far.sum()))] += rng.choice([60, 95, 200], size=int(far.sum()))
     x = x.astype(dtype)
@@ -235,7 +245,7 @@ def test_compact_cache_at_its_edges(dtype):
     bulk = np.maximum(runner, rng.choice([40.0, 43.0, 45.0, 60.0, 200.0], size=n)[:, None])
     x = np.where(rng.random((n, k)) < 0.2, -runner, -bulk) + rng.normal(size=(n, k)) * 0.05
     x[np.arange(n), rng.integers(k, size=n)] = 0.0
-    near = rng.random(n) < 0.2                                   # two runners-up 1e-5 apart
+    near = rng.random(n) < 0.2  # two runners-up 1e-5 apart
     x[near, 1] = x[near, 0] - 1e-5
     x = x.astype(dtype)
     h = x.argmax(axis=1)
@@ -243,12 +253,12 @@ def test_compact_cache_at_its_edges(dtype):
     members_list += [[int(c) for c in np.flatnonzero(np.bincount(h, minlength=k))[:8]]]
     beyond_rows = checked = 0
     for members in members_list:
-        (hm, gm, bound, hm_exact, gm_exact, rows), = _estimates_and_exact(x, [members], "compact")
+        ((hm, gm, bound, hm_exact, gm_exact, rows),) = _estimates_and_exact(x, [members], "compact")
         assert np.array_equal(hm, hm_exact)
         assert np.all(np.abs(gm - gm_exact) <= bound * gm)
         assert np.array_equal(np.sort(rows), np.flatnonzero(np.isin(h, members)))
         kept = np.setdiff1d(np.arange(k), members)
-        beyond = x[rows][:, kept].max(axis=1) - x[rows].max(axis=1) < -31.25   # masked maximum below the floor
+        beyond = x[rows][:, kept].max(axis=1) - x[rows].max(axis=1) < -31.25  # masked maximum below the floor
         assert np.array_equal(gm[beyond], gm_exact[beyond])
         beyond_rows += int(beyond.sum())
         checked += hm.size
@@ -256,8 +266,7 @@ def test_compact_cache_at_its_edges(dtype):
     assert_same(x, aggregation="sum_of_cluster_means", cache_gib=_compact_gib(n, k))
 
 
-@pytest.mark.parametrize("seed, kind, strategy", [(s, KINDS[s % len(KINDS)], STRATEGIES[s // 18])
-                                                  for s in range(27)])
+@pytest.mark.parametrize("seed, kind, strategy", [(s, KINDS[s % len(KINDS)], STRATEGIES[s // 18]) for s in range(27)])
 def test_weights_equal_repeated_rows(seed, kind, strategy):
     """Integer row weights give the tree of the matrix with each row repeated that often (weight 0: left
     out, which may empty whole clusters): identical merges and G* scores with every cache, identical
@@ -266,7 +275,7 @@ def test_weights_equal_repeated_rows(seed, kind, strategy):
     n, k = (int(rng.integers(50, 2000)), int(rng.integers(2, 60))) if strategy == "lowest_score" else (200, 8)
     x, input = random_case(rng, n, k, kind)
     counts = rng.integers(0, 4, size=n) * (rng.random(n) < 0.8)
-    if kind == "empty":                                            # a whole cluster drawn 0 times
+    if kind == "empty":  # a whole cluster drawn 0 times
         counts[x.argmax(axis=1) == x.argmax(axis=1)[0]] = 0
     counts[rng.integers(n)] += 1
     repeated = x[np.repeat(np.arange(n), counts)]
@@ -274,8 +283,15 @@ def test_weights_equal_repeated_rows(seed, kind, strategy):
     for cache_gib in (0.0, 2.0, _compact_gib(n, k)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            weighted = l2h(x, weights=counts, aggregation=aggregation, strategy=strategy, input=input,
-                           cache_gib=cache_gib, block_rows=int(rng.integers(1, n + 1)))
+            weighted = l2h(
+                x,
+                weights=counts,
+                aggregation=aggregation,
+                strategy=strategy,
+                input=input,
+                cache_gib=cache_gib,
+                block_rows=int(rng.integers(1, n + 1)),
+            )
             plain = l2h(repeated, aggregation=aggregation, strategy=strategy, input=input, cache_gib=cache_gib)
         assert weighted.merges == plain.merges
         assert np.array_equal(weighted.scores[:, 0], plain.scores[:, 0])
@@ -310,20 +326,28 @@ def _clade_support(x, tree, n_resamples, seed, **kwargs):
     return hits / n_resamples
 
 
-@pytest.mark.parametrize("kind, kwargs", [("planted", {}), ("planted", {"cache_gib": 0.0}),
-                                          ("gauss", {"aggregation": "sum_all"}), ("probs", {}),
-                                          ("empty", {}), ("planted", {"strategy": "all_pairs"})])
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("planted", {}),
+        ("planted", {"cache_gib": 0.0}),
+        ("gauss", {"aggregation": "sum_all"}),
+        ("probs", {}),
+        ("empty", {}),
+        ("planted", {"strategy": "all_pairs"}),
+    ],
+)
 def test_bootstrap_support_is_the_clade_frequency(kind, kwargs):
     rng = np.random.default_rng(13)
     x, input = random_case(rng, 400 if "strategy" not in kwargs else 120, 12, kind)
-    x[:2] = x[-1]                                   # a cluster may rest on a few points: empty in resamples
+    x[:2] = x[-1]  # a cluster may rest on a few points: empty in resamples
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         tree = l2h(x, input=input, bootstrap=8, seed=5, **kwargs)
         again = l2h(x, input=input, bootstrap=8, seed=5, n_jobs=1, **kwargs)
-    assert tree.merges == l2h(x, input=input, **kwargs).merges       # the tree itself is unchanged
+    assert tree.merges == l2h(x, input=input, **kwargs).merges  # the tree itself is unchanged
     assert np.array_equal(tree.support, _clade_support(x, tree, 8, 5, input=input, **kwargs))
-    assert np.array_equal(tree.support, again.support)              # same seed: same supports
+    assert np.array_equal(tree.support, again.support)  # same seed: same supports
     assert tree.support[-1] == 1.0 and tree.info["bootstrap"]["resamples"] == 8
     assert tree.info["bootstrap"]["seed"] == 5
 
@@ -342,14 +366,14 @@ def test_bootstrap_seeds_and_empty_resampled_clusters():
     planted = [t for t, (a, b) in enumerate(trees[0].merges) if frozenset(a + b) in superclasses]
     assert len(planted) == 2 and all(trees[0].support[t] >= 0.9 for t in planted)
     assert trees[0].info["bootstrap"]["resamples_with_empty_clusters"] == 0
-    x[:2] = 20 * np.eye(k)[[3, 8]]                                   # clusters 3 and 8: one point each
+    x[:2] = 20 * np.eye(k)[[3, 8]]  # clusters 3 and 8: one point each
     x[2:][np.isin(x[2:].argmax(axis=1), [3, 8])] = 0.0
     x[2:, 0] += 1e-3
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                              # resamples with empty clusters: no warning
+        warnings.simplefilter("error")  # resamples with empty clusters: no warning
         lonely = l2h(x, bootstrap=30, seed=0)
     assert np.bincount(x.argmax(axis=1), minlength=k)[[3, 8]].tolist() == [1, 1]
-    assert 10 <= lonely.info["bootstrap"]["resamples_with_empty_clusters"] <= 27   # P(empty) ≈ 1 − 0.6²
+    assert 10 <= lonely.info["bootstrap"]["resamples_with_empty_clusters"] <= 27  # P(empty) ≈ 1 − 0.6²
 
 
 def test_bootstrap_of_weighted_rows_is_that_of_the_repeated_rows():
@@ -366,9 +390,13 @@ def test_bootstrap_of_weighted_rows_is_that_of_the_repeated_rows():
 
 def test_bad_weights_and_bootstrap_options():
     x = np.random.default_rng(15).normal(size=(20, 4))
-    for weights, message in ((np.ones(19), "one weight per row"), (-np.ones(20), "integer counts"),
-                             (np.full(20, 0.5), "integer counts"), (np.zeros(20), "every weight is 0"),
-                             (np.full(20, 2**27), "integer counts")):
+    for weights, message in (
+        (np.ones(19), "one weight per row"),
+        (-np.ones(20), "integer counts"),
+        (np.full(20, 0.5), "integer counts"),
+        (np.zeros(20), "every weight is 0"),
+        (np.full(20, 2**27), "integer counts"),
+    ):
         with pytest.raises(InputError, match=message):
             l2h(x, weights=weights)
     for bad in (-1, 1.5, True):
@@ -387,12 +415,12 @@ def test_cache_kind_follows_the_budget(monkeypatch):
     assert kind(1000, 100, np.float32, "logits", "lowest_score", 3.9e5 / 2**30) == "compact"
     assert kind(1000, 100, np.float64, "logits", "lowest_score", 7e5 / 2**30) == "compact"
     assert kind(1000, 100, np.float32, "logits", "lowest_score", 1.9e5 / 2**30) is None
-    assert kind(2**20, 300, np.float32, "logits", "lowest_score", 4.0) == "compact"   # full: > 1 GiB
+    assert kind(2**20, 300, np.float32, "logits", "lowest_score", 4.0) == "compact"  # full: > 1 GiB
     assert kind(1000, 100, np.float32, "probs", "lowest_score", 4.0) is None
     assert kind(1000, 100, np.float32, "logits", "all_pairs", 4.0) is None
-    monkeypatch.setattr(expcache, "available_memory", lambda: 6e5)       # auto: half of what is available
+    monkeypatch.setattr(expcache, "available_memory", lambda: 6e5)  # auto: half of what is available
     assert kind(1000, 100, np.float32, "logits", "lowest_score", None) == "compact"
-    monkeypatch.setattr(expcache, "available_memory", lambda: None)      # unknown: 2 GiB
+    monkeypatch.setattr(expcache, "available_memory", lambda: None)  # unknown: 2 GiB
     assert kind(2**20, 300, np.float32, "logits", "lowest_score", None) == "compact"
     assert kind(2**22, 300, np.float32, "logits", "lowest_score", None) is None
     monkeypatch.undo()
@@ -410,8 +438,12 @@ def test_memmap_files_are_read_directly(tmp_path, dtype):
     x = (rng.normal(size=(1500, 23)) * 3).astype(dtype)
     np.save(tmp_path / "x.npy", x)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    for view, reference, direct in ((mm, x, True), (mm[7:-5], x[7:-5], True), (mm[::2], x[::2], False),
-                                    (np.load(tmp_path / "x.npy", mmap_mode="c"), x, False)):
+    for view, reference, direct in (
+        (mm, x, True),
+        (mm[7:-5], x[7:-5], True),
+        (mm[::2], x[::2], False),
+        (np.load(tmp_path / "x.npy", mmap_mode="c"), x, False),
+    ):
         reader = _FileRows.open(view)
         assert (reader is not None) == direct
         if reader is not None:
@@ -433,12 +465,14 @@ def test_open_steps_are_resolved_by_exact_chunks(monkeypatch, kind):
     monkeypatch.setattr(expcache.ExpCache, "bound", 0.1)
     full_exact = []
     exact_all = algorithm._best_affinity
-    monkeypatch.setattr(algorithm, "_best_affinity",
-                        lambda *args: full_exact.append(args[2].size) or exact_all(*args))
+    monkeypatch.setattr(algorithm, "_best_affinity", lambda *args: full_exact.append(args[2].size) or exact_all(*args))
     rng = np.random.default_rng(17)
     x, _ = random_case(rng, 30000, 12, "duplicates")
-    tree = assert_same(x.astype(np.float32), aggregation="sum_of_cluster_means",
-                       cache_gib=2.0 if kind == "full" else _compact_gib(30000, 12))
+    tree = assert_same(
+        x.astype(np.float32),
+        aggregation="sum_of_cluster_means",
+        cache_gib=2.0 if kind == "full" else _compact_gib(30000, 12),
+    )
     assert tree.info["exp_cache"] == kind
     assert tree.info["exact_affinity_steps"] > len(full_exact) >= 0
     assert tree.info["exact_affinity_rows"] > 4096
@@ -490,7 +524,7 @@ def test_exact_sums_equal_fsum():
         values = rng.random(n) ** rng.uniform(1, 40)
         values[rng.random(n) < 0.05] = 0.0
         if trial % 5 == 0 and n:
-            values[: n // 3] = rng.choice([5e-324, 1e-300, 1e300, 1.0, 2.0 ** -60], size=n // 3)
+            values[: n // 3] = rng.choice([5e-324, 1e-300, 1e300, 1.0, 2.0**-60], size=n // 3)
         labels = rng.integers(0, 7, size=n)
         sums = exact_sums(values, labels, 7)
         assert set(sums) == set(np.unique(labels).tolist())
@@ -531,8 +565,7 @@ def test_all_points_in_one_cluster():
     with pytest.warns(UserWarning, match="5 of 6 clusters are empty"):
         tree = l2h(x)
     # empty G* (score 0, earliest first) has all affinities 0 and joins the first other group
-    assert tree.merges == [((0,), (1,)), ((3,), (2,)), ((4,), (5,)), ((0, 1), (3, 2)),
-                           ((4, 5), (0, 1, 3, 2))]
+    assert tree.merges == [((0,), (1,)), ((3,), (2,)), ((4,), (5,)), ((0, 1), (3, 2)), ((4, 5), (0, 1, 3, 2))]
     assert_same(x, aggregation="sum_all")
 
 
@@ -546,7 +579,7 @@ def test_no_warning_without_empty_clusters():
 def test_invariant_to_row_constant_exact(aggregation):
     """Dyadic logits + integer row constants: the arithmetic is exact, so trees are identical."""
     rng = np.random.default_rng(2)
-    x = rng.integers(-16, 17, size=(500, 25)) / 8.0          # ties included
+    x = rng.integers(-16, 17, size=(500, 25)) / 8.0  # ties included
     shifted = x + rng.integers(-100, 101, size=(500, 1))
     assert l2h(shifted, aggregation=aggregation).merges == l2h(x, aggregation=aggregation).merges
 
@@ -571,8 +604,11 @@ def test_memmap_blocks_and_layout(tmp_path):
     np.save(tmp_path / "logits.npy", x)
     mm = np.load(tmp_path / "logits.npy", mmap_mode="r")
     ref = l2h(x, n_jobs=1)
-    for variant in (l2h(mm, block_rows=100, n_jobs=2), l2h(np.asfortranarray(x), block_rows=7),
-                    l2h(x[:, ::-1][:, ::-1], block_rows=1, n_jobs=3)):
+    for variant in (
+        l2h(mm, block_rows=100, n_jobs=2),
+        l2h(np.asfortranarray(x), block_rows=7),
+        l2h(x[:, ::-1][:, ::-1], block_rows=1, n_jobs=3),
+    ):
         assert variant.merges == ref.merges
         assert np.array_equal(variant.scores, ref.scores)
 

@@ -118,7 +118,7 @@ def test_agglomerative_cut_equals_sklearn(digits, linkage):
     # merge distances of scipy's linkage are kept, non-decreasing for both (reducible) linkages
     assert np.all(np.diff(result.hierarchy.info["linkage_heights"]) >= 0)
     metrics = evaluate(result.hierarchy, result.leaves, y, clusters=result.clusters)
-    assert metrics["lp"] == 1.0                     # every point is its own leaf
+    assert metrics["lp"] == 1.0  # every point is its own leaf
     assert 0.5 < metrics["dp"] < 1.0 and metrics["nmi"] > 0.6
 
 
@@ -136,12 +136,12 @@ def test_memory_guard_formula_and_message(digits):
     x, _ = digits
     # the documented limit: 24 GiB allows 56,336 points of dimension 768 under the measured model
     assert max_points(24, 768) == 56_336
-    assert max_points(0.01, 64) == 0                       # below the fixed 32 MiB overhead
+    assert max_points(0.01, 64) == 0  # below the fixed 32 MiB overhead
     for limit, d in [(24, 768), (0.05, 64), (1.5, 3)]:
         m = max_points(limit, d)
         assert peak_bytes(m, d) <= limit * GIB < peak_bytes(m + 1, d)
     assert peak_bytes(10_000, 768) == 16 * 10_000 * 9_999 / 2 + 8 * 10_000 * 768 + 32 * 2**20
-    limit = peak_bytes(1000, 64) / GIB          # enough for 1,000 digits, not for 1,797
+    limit = peak_bytes(1000, 64) / GIB  # enough for 1,000 digits, not for 1,797
     with pytest.raises(InputError, match=r"N = 1797 points.*at most 1000 points.*subsample=1000"):
         agglomerative(x, k=10, memory_limit_gib=limit)
     assert agglomerative(x, k=10, memory_limit_gib=limit, subsample=1000).leaves.size == 1000
@@ -152,7 +152,7 @@ def test_memory_guard_formula_and_message(digits):
 
 def test_subsampling_is_deterministic_and_recorded(digits, tmp_path):
     x, y = digits
-    cfg = config("agglomerative", subsample=200)          # subsample_seed: null → the run's seed
+    cfg = config("agglomerative", subsample=200)  # subsample_seed: null → the run's seed
     a = run_baseline(cfg, x, k=10, seed=7)
     b = run_baseline(cfg, x, k=10, seed=7)
     c = run_baseline(cfg, x, k=10, seed=8)
@@ -172,7 +172,7 @@ def test_subsampling_is_deterministic_and_recorded(digits, tmp_path):
     b.write(tmp_path / "sub2")
     files = sorted(p.name for p in (tmp_path / "sub").iterdir())
     assert files == ["clusters.npy", "indices.npy", "info.json", "leaves.npy", "linkage.npy", "tree.json", "tree.nwk"]
-    for name in files:                                     # same config + seed → identical files
+    for name in files:  # same config + seed → identical files
         assert (tmp_path / "sub" / name).read_bytes() == (tmp_path / "sub2" / name).read_bytes(), name
     np.testing.assert_array_equal(np.load(tmp_path / "sub" / "indices.npy"), idx)
     info = json.loads((tmp_path / "sub" / "info.json").read_text())
@@ -207,7 +207,7 @@ def test_tree_to_linkage_cut_equals_clustpy_pruning():
         assert ids.tolist() == ([0, 2, 3, 4, 5, 6, 7] if pruned else list(range(8)))
         hierarchy = Hierarchy.from_linkage(z)
         for n in range(2, ids.size + 1):
-            theirs = copy.deepcopy(tree).prune_to_n_leaf_nodes(n, ids)    # one point per leaf
+            theirs = copy.deepcopy(tree).prune_to_n_leaf_nodes(n, ids)  # one point per leaf
             assert same_partition(hierarchy.cut(n), theirs), (pruned, n)
 
 
@@ -221,8 +221,7 @@ def few_threads():
 
 
 def small_deepect(**overrides):
-    settings = dict(pretrain_epochs=4, clustering_epochs=12, grow_interval=1, hidden_layers=[128, 32],
-                    max_leaves=12)
+    settings = dict(pretrain_epochs=4, clustering_epochs=12, grow_interval=1, hidden_layers=[128, 32], max_leaves=12)
     settings.update(overrides)
     return config("deepect", **settings)
 
@@ -242,9 +241,9 @@ def test_deepect_on_digits(digits, few_threads, tmp_path):
     assert "train_time_s" not in result.info
     assert sum(result.info["leaf_sizes"]) == len(x) and result.info["device"] == "cpu"
     metrics = evaluate(result.hierarchy, result.leaves, y, clusters=result.clusters)
-    assert metrics["nmi"] > 0.2        # better than chance (≈ 0) even after a few epochs
+    assert metrics["nmi"] > 0.2  # better than chance (≈ 0) even after a few epochs
 
-    again = run_baseline(small_deepect(), x, k=10, seed=0)            # deterministic on CPU
+    again = run_baseline(small_deepect(), x, k=10, seed=0)  # deterministic on CPU
     np.testing.assert_array_equal(again.leaves, result.leaves)
     np.testing.assert_array_equal(again.hierarchy.children, result.hierarchy.children)
     result.write(tmp_path)

@@ -12,8 +12,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 def test_smoke_mode_writes_every_part(tmp_path):
     out = tmp_path / "gpu.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--repeats", "1", "--out", str(out)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--repeats", "1", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     result = json.loads(out.read_text())
     assert [row["backbone"] for row in result["extraction"]] == ["clip_vitl14", "dinov2_vitg14"]
     for row in result["extraction"]:
@@ -26,7 +30,13 @@ def test_smoke_mode_writes_every_part(tmp_path):
 
 def test_without_cuda_it_stops_with_a_message(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU for the script, on any machine
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "gpu.json")], capture_output=True,
-                          text=True, timeout=120, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "gpu.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 1 and "CUDA is not available" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "gpu.json").exists()

@@ -26,20 +26,128 @@ FINE_NAMES = (
     "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray "
     "road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar "
     "sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle "
-    "wardrobe whale willow_tree wolf woman worm").split()
+    "wardrobe whale willow_tree wolf woman worm"
+).split()
 COARSE_NAMES = (
     "aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices "
     "household_furniture insects large_carnivores large_man-made_outdoor_things "
     "large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals "
-    "non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2").split()
+    "non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2"
+).split()
 FINE_TO_COARSE = [
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15, 3, 15,
-    0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4,
-    18, 17, 10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19,
-    5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13]
+    4,
+    1,
+    14,
+    8,
+    0,
+    6,
+    7,
+    7,
+    18,
+    3,
+    3,
+    14,
+    9,
+    18,
+    7,
+    11,
+    3,
+    9,
+    7,
+    11,
+    6,
+    11,
+    5,
+    10,
+    7,
+    6,
+    13,
+    15,
+    3,
+    15,
+    0,
+    11,
+    1,
+    10,
+    12,
+    14,
+    16,
+    9,
+    11,
+    5,
+    5,
+    19,
+    8,
+    8,
+    15,
+    13,
+    14,
+    17,
+    18,
+    10,
+    16,
+    4,
+    17,
+    4,
+    2,
+    0,
+    17,
+    4,
+    18,
+    17,
+    10,
+    3,
+    2,
+    12,
+    12,
+    16,
+    12,
+    1,
+    9,
+    19,
+    2,
+    10,
+    0,
+    1,
+    16,
+    12,
+    9,
+    13,
+    15,
+    13,
+    16,
+    19,
+    2,
+    4,
+    6,
+    19,
+    5,
+    5,
+    8,
+    19,
+    18,
+    1,
+    2,
+    15,
+    6,
+    0,
+    17,
+    8,
+    14,
+    13,
+]
 
-OUTPUTS = {"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png", "tree.html",
-           "provenance.json", ".l2h-tree"}
+OUTPUTS = {
+    "tree.json",
+    "linkage.npy",
+    "tree.nwk",
+    "metrics.json",
+    "levels.json",
+    "dendrogram.png",
+    "tree.html",
+    "provenance.json",
+    ".l2h-tree",
+}
 CIFAR100_SHA256 = "ab3ce671b234521fe346977df2bb1c755a2c96b1781c350cef76be0ad36e5e12"
 
 
@@ -63,9 +171,22 @@ def cifar100(shared_data, tmp_path_factory):
         probs, fine = data["predictions"], data["ground_truth"]
     (folder / "names.txt").write_text("\n".join(FINE_NAMES) + "\n")
     np.save(folder / "coarse.npy", np.asarray(FINE_TO_COARSE)[fine])
-    argv = ["tree", str(npz), "--key", "predictions", "--input", "probs",
-            "--labels", str(npz), "--labels-key", "ground_truth",
-            "--coarse", str(folder / "coarse.npy"), "--names", str(folder / "names.txt")]
+    argv = [
+        "tree",
+        str(npz),
+        "--key",
+        "predictions",
+        "--input",
+        "probs",
+        "--labels",
+        str(npz),
+        "--labels-key",
+        "ground_truth",
+        "--coarse",
+        str(folder / "coarse.npy"),
+        "--names",
+        str(folder / "names.txt"),
+    ]
     return {"folder": folder, "npz": npz, "probs": probs, "fine": fine, "argv": argv}
 
 
@@ -97,8 +218,9 @@ def test_cifar100_writes_all_outputs(cifar100, cifar100_run):
     # the tree's DP beats random trees over the same leaves: their DP is 0.466 +- 0.001 (within-leaf
     # pairs, about half of all same-class pairs, score the same in every tree); L2H's is about 0.50
     rng = np.random.default_rng(0)
-    random_dp = max(dendrogram_purity(linkage(rng.normal(size=(100, 4)), "average"), leaves, cifar100["fine"])
-                    for _ in range(20))
+    random_dp = max(
+        dendrogram_purity(linkage(rng.normal(size=(100, 4)), "average"), leaves, cifar100["fine"]) for _ in range(20)
+    )
     assert metrics["dp"] > random_dp + 0.02
     assert metrics["coarse_groups"] == 20
 
@@ -124,8 +246,12 @@ def test_installed_executable_reproduces_the_run(cifar100, cifar100_run, tmp_pat
     exe = Path(sys.executable).parent / "l2h"
     assert exe.is_file(), f"console script not installed at {exe}"
     out = tmp_path / "out"
-    done = subprocess.run([str(exe), *cifar100["argv"], "--out", str(out), "--no-plot"],  # no matplotlib: faster
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(exe), *cifar100["argv"], "--out", str(out), "--no-plot"],  # no matplotlib: faster
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("l2h tree: N = 10,000 points, K = 100 clusters")
@@ -155,8 +281,9 @@ def test_cifar100_bootstrap_command(cifar100, tmp_path, capsys):
     assert tree.info["bootstrap"] == {"resamples": 100, "seed": 0, "resamples_with_empty_clusters": 0}
     assert 0.05 < np.median(tree.support) < 0.95 and np.allclose(tree.support * 100, np.round(tree.support * 100))
     parsed = dendropy.Tree.get(path=str(out / "tree.nwk"), schema="newick", preserve_underscores=True)
-    labels = {frozenset(leaf.taxon.label for leaf in node.leaf_iter()): float(node.label)
-              for node in parsed.internal_nodes()}
+    labels = {
+        frozenset(leaf.taxon.label for leaf in node.leaf_iter()): float(node.label) for node in parsed.internal_nodes()
+    }
     for t in range(99):
         assert labels[frozenset(FINE_NAMES[i] for i in tree.members(100 + t))] == tree.support[t]
     record = json.loads((out / "provenance.json").read_text())
@@ -169,8 +296,23 @@ def test_bootstrap_is_seeded(tmp_path):
     np.save(tmp_path / "x.npy", x + np.random.default_rng(5).normal(size=x.shape) * 3)
     trees = {}
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
-        assert main(["tree", str(tmp_path / "x.npy"), "--bootstrap", "30", "--seed", seed, "--no-plot", "--quiet",
-                     "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "tree",
+                    str(tmp_path / "x.npy"),
+                    "--bootstrap",
+                    "30",
+                    "--seed",
+                    seed,
+                    "--no-plot",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
         trees[name] = (tmp_path / name / "tree.json").read_bytes()
     assert trees["a"] == trees["b"] and trees["a"] != trees["c"]
     for bad in (["--bootstrap", "-1"], ["--bootstrap", "3", "--seed", "-2"]):
@@ -182,14 +324,27 @@ def test_the_command_imports_only_what_it_uses(tmp_path):
     """`l2h --help` needs no numpy; a quiet run without labels or figure imports neither scipy.optimize
     (metrics) nor matplotlib (figure) nor tqdm (progress bars)."""
     np.save(tmp_path / "x.npy", _small_logits()[0])
-    code = ("import sys; from l2h.cli import main; {call}; "
-            "print(sorted(m for m in ('numpy', 'scipy.optimize', 'matplotlib', 'tqdm') if m in sys.modules))")
-    help_run = subprocess.run([sys.executable, "-c", code.format(call="import l2h.cli")],
-                              capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from l2h.cli import main; {call}; "
+        "print(sorted(m for m in ('numpy', 'scipy.optimize', 'matplotlib', 'tqdm') if m in sys.modules))"
+    )
+    help_run = subprocess.run(
+        [sys.executable, "-c", code.format(call="import l2h.cli")], capture_output=True, text=True, timeout=120
+    )
     assert help_run.returncode == 0 and help_run.stdout.strip() == "[]", help_run.stderr
-    tree_run = subprocess.run([sys.executable, "-c", code.format(
-        call=f"main(['tree', {str(tmp_path / 'x.npy')!r}, '--no-plot', '--quiet', '--out', {str(tmp_path / 'o')!r}])")],
-        capture_output=True, text=True, timeout=120)
+    tree_run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code.format(
+                call=f"main(['tree', {str(tmp_path / 'x.npy')!r}, '--no-plot', '--quiet', "
+                f"'--out', {str(tmp_path / 'o')!r}])"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert tree_run.returncode == 0 and tree_run.stdout.strip() == "['numpy']", tree_run.stderr
 
 
@@ -204,7 +359,7 @@ def test_dendrogram_marks_support(tmp_path):
     tree.support = np.ones(29)
     plot_dendrogram(tree, tmp_path / "support.png")
     plain, marked = (imread(tmp_path / name)[..., :3] for name in ("plain.png", "support.png"))
-    yellow = np.array([253, 231, 37]) / 255                           # viridis(1.0)
+    yellow = np.array([253, 231, 37]) / 255  # viridis(1.0)
     near = lambda image: int((np.abs(image - yellow).max(axis=-1) < 0.08).sum())  # noqa: E731
     assert near(plain) == 0 and near(marked) > 29 * 10
 
@@ -221,11 +376,12 @@ def test_dendrogram_figure_scales_with_k(tmp_path):
         names = [f"class_{i}" for i in range(k)]
         plot_dendrogram(tree, tmp_path / f"d{k}.png", names=names)
         sizes[k] = imread(tmp_path / f"d{k}.png").shape[:2]
-    assert sizes[5][0] < sizes[60][0]                  # taller with more labelled leaves
-    assert sizes[200] == (800, 1000)                  # K > 150: fixed size, no leaf labels
+    assert sizes[5][0] < sizes[60][0]  # taller with more labelled leaves
+    assert sizes[200] == (800, 1000)  # K > 150: fixed size, no leaf labels
     with pytest.raises(InputError, match="3 leaf names for 5 leaves"):
-        plot_dendrogram(Hierarchy.from_linkage(linkage(rng.normal(size=(5, 2)))), tmp_path / "x.png",
-                        names=["a", "b", "c"])
+        plot_dendrogram(
+            Hierarchy.from_linkage(linkage(rng.normal(size=(5, 2)))), tmp_path / "x.png", names=["a", "b", "c"]
+        )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -244,12 +400,30 @@ def test_every_input_format_gives_the_same_tree(tmp_path):
     np.savetxt(tmp_path / "x.csv", x, delimiter=",", fmt="%.17g", header="a,b,c,d,e,f", comments="")
     np.save(tmp_path / "y.npy", y)
     (tmp_path / "names.json").write_text(json.dumps([f"cluster {i}" for i in range(6)]))
-    runs = {"npy": [str(tmp_path / "x.npy")], "npz": [str(tmp_path / "x.npz"), "--key", "logits"],
-            "pt": [str(tmp_path / "x.pt"), "--key", "logits"], "csv": [str(tmp_path / "x.csv")]}
+    runs = {
+        "npy": [str(tmp_path / "x.npy")],
+        "npz": [str(tmp_path / "x.npz"), "--key", "logits"],
+        "pt": [str(tmp_path / "x.pt"), "--key", "logits"],
+        "csv": [str(tmp_path / "x.csv")],
+    }
     for fmt, args in runs.items():
-        assert main(["tree", *args, "--labels", str(tmp_path / "y.npy"), "--names",
-                     str(tmp_path / "names.json"), "--no-plot", "--quiet", "--out",
-                     str(tmp_path / fmt)]) == 0
+        assert (
+            main(
+                [
+                    "tree",
+                    *args,
+                    "--labels",
+                    str(tmp_path / "y.npy"),
+                    "--names",
+                    str(tmp_path / "names.json"),
+                    "--no-plot",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / fmt),
+                ]
+            )
+            == 0
+        )
         assert {p.name for p in (tmp_path / fmt).iterdir()} == OUTPUTS - {"dendrogram.png", "tree.html"}
     for name in ("linkage.npy", "tree.nwk", "metrics.json"):
         digests = {hashlib.sha256((tmp_path / fmt / name).read_bytes()).hexdigest() for fmt in runs}
@@ -266,11 +440,20 @@ def test_rerun_into_existing_folder_replaces_only_its_outputs(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "l2h tree: N = 300 points, K = 6 clusters" in summary and "metrics: nmi " in summary
     (out / "notes.txt").write_text("mine")
-    assert main(["tree", str(tmp_path / "x.npy"), "--aggregation", "sum_all", "--no-plot", "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["tree", str(tmp_path / "x.npy"), "--aggregation", "sum_all", "--no-plot", "--quiet", "--out", str(out)])
+        == 0
+    )
     assert capsys.readouterr().out == ""
-    assert {p.name for p in out.iterdir()} == {"tree.json", "linkage.npy", "tree.nwk", "levels.json",
-                                               "provenance.json", ".l2h-tree", "notes.txt"}
+    assert {p.name for p in out.iterdir()} == {
+        "tree.json",
+        "linkage.npy",
+        "tree.nwk",
+        "levels.json",
+        "provenance.json",
+        ".l2h-tree",
+        "notes.txt",
+    }
     assert (out / "notes.txt").read_text() == "mine"
     assert Hierarchy.load(out / "tree.json").info["aggregation"] == "sum_all"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -282,8 +465,9 @@ def test_cache_gib_switches_the_exp_cache_and_keeps_the_merges(tmp_path):
     trees = {}
     for gib in ("2", "0"):
         out = tmp_path / f"out{gib}"
-        assert main(["tree", str(tmp_path / "x.npy"), "--cache-gib", gib, "--no-plot", "--quiet",
-                     "--out", str(out)]) == 0
+        assert (
+            main(["tree", str(tmp_path / "x.npy"), "--cache-gib", gib, "--no-plot", "--quiet", "--out", str(out)]) == 0
+        )
         trees[gib] = Hierarchy.load(out / "tree.json")
     assert trees["2"].info["affinity_bound"] > 0 and trees["0"].info["affinity_bound"] == 0.0
     assert trees["2"].merges == trees["0"].merges
@@ -296,9 +480,24 @@ def test_help_and_version(capsys):
         main(["tree", "--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--input", "--key", "--labels", "--labels-key", "--coarse", "--coarse-key",
-                   "--aggregation", "--strategy", "--names", "--no-plot", "--quiet", "sum_of_cluster_means",
-                   "all_pairs", "metrics.json", "provenance.json"):
+    for option in (
+        "--out",
+        "--input",
+        "--key",
+        "--labels",
+        "--labels-key",
+        "--coarse",
+        "--coarse-key",
+        "--aggregation",
+        "--strategy",
+        "--names",
+        "--no-plot",
+        "--quiet",
+        "sum_of_cluster_means",
+        "all_pairs",
+        "metrics.json",
+        "provenance.json",
+    ):
         assert option in text, option
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
@@ -327,16 +526,26 @@ BAD_CASES = {  # name: (files to create, extra argv, file named in the error, wo
     "rank": ({"x.npy": GOOD[:, 0]}, [], "x.npy", "2-D"),
     "one_cluster": ({"x.npy": GOOD[:, :1]}, [], "x.npy", "K = 1"),
     "no_points": ({"x.npy": GOOD[:0]}, [], "x.npy", "N == 0"),
-    "label_count": ({"x.npy": GOOD, "y.npy": np.zeros(39, int)}, ["--labels", "y.npy"], "y.npy",
-                    "39 labels given for 40 points"),
-    "label_values": ({"x.npy": GOOD, "y.npy": np.full(40, 0.5)}, ["--labels", "y.npy"], "y.npy",
-                     "integer"),
-    "labels_all_distinct": ({"x.npy": GOOD, "y.npy": np.arange(40)}, ["--labels", "y.npy"], "y.npy",
-                            "no two points share a class"),
-    "negative_labels": ({"x.npy": GOOD, "y.npy": -np.ones(40, int)}, ["--labels", "y.npy"], "y.npy",
-                        "negative"),
-    "coarse_count": ({"x.npy": GOOD, "y.npy": np.zeros(40, int), "c.npy": np.zeros(41, int)},
-                     ["--labels", "y.npy", "--coarse", "c.npy"], "c.npy", "41 labels given for 40 points"),
+    "label_count": (
+        {"x.npy": GOOD, "y.npy": np.zeros(39, int)},
+        ["--labels", "y.npy"],
+        "y.npy",
+        "39 labels given for 40 points",
+    ),
+    "label_values": ({"x.npy": GOOD, "y.npy": np.full(40, 0.5)}, ["--labels", "y.npy"], "y.npy", "integer"),
+    "labels_all_distinct": (
+        {"x.npy": GOOD, "y.npy": np.arange(40)},
+        ["--labels", "y.npy"],
+        "y.npy",
+        "no two points share a class",
+    ),
+    "negative_labels": ({"x.npy": GOOD, "y.npy": -np.ones(40, int)}, ["--labels", "y.npy"], "y.npy", "negative"),
+    "coarse_count": (
+        {"x.npy": GOOD, "y.npy": np.zeros(40, int), "c.npy": np.zeros(41, int)},
+        ["--labels", "y.npy", "--coarse", "c.npy"],
+        "c.npy",
+        "41 labels given for 40 points",
+    ),
     "probs_negative": ({"p.npy": PROBS - np.eye(40, 4) * 0.5}, ["--input", "probs"], "p.npy", "negative"),
     "probs_not_normalised": ({"p.npy": PROBS * 1.1}, ["--input", "probs"], "p.npy", "sums to 1.1"),
     "unreadable": ({"x.npy": b"\x93NUMPY garbage"}, [], "x.npy", "cannot read"),
@@ -344,8 +553,12 @@ BAD_CASES = {  # name: (files to create, extra argv, file named in the error, wo
     "unknown_suffix": ({"x.txt": "1,2\n3,4\n"}, [], "x.txt", "unsupported file type"),
     "missing_key": ({"x.npz": {"logits": GOOD}}, ["--key", "scores"], "x.npz", "no array named 'scores'"),
     "ambiguous_npz": ({"x.npz": {"a": GOOD, "b": GOOD}}, [], "x.npz", "choose one with a key: a, b"),
-    "names_count": ({"x.npy": GOOD, "names.txt": "a\nb\nc\n"}, ["--names", "names.txt"], "names.txt",
-                    "3 names given for K = 4"),
+    "names_count": (
+        {"x.npy": GOOD, "names.txt": "a\nb\nc\n"},
+        ["--names", "names.txt"],
+        "names.txt",
+        "3 names given for K = 4",
+    ),
     "out_is_file": ({"x.npy": GOOD, "out": b"a file"}, [], "out", "not a directory"),
 }
 
@@ -377,12 +590,14 @@ def test_the_command_imports_neither_torch_nor_sklearn_nor_clustpy(tmp_path, sha
     logits = shared_data / "logits" / "wideresnet-16-4-cifar-10.npz"
     mapping = tmp_path / "coarse.csv"
     mapping.write_text("class,coarse\n" + "".join(f"{i},{'v' if i in (0, 1, 8, 9) else 'a'}\n" for i in range(10)))
-    script = (f"import sys; from l2h.cli import main; "
-              f"assert main(['tree', {str(logits)!r}, '--key', 'predictions', '--input', 'probs', '--labels', "
-              f"{str(logits)!r}, '--labels-key', 'ground_truth', '--out', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
-              f"assert main(['compare', {str(tmp_path / 'out')!r}, '--reference', {str(mapping)!r}, '--quiet', "
-              f"'--n-random', '5']) == 0; "
-              f"print(sorted({{'torch', 'sklearn', 'clustpy'}} & {{m.split('.')[0] for m in sys.modules}}))")
+    script = (
+        f"import sys; from l2h.cli import main; "
+        f"assert main(['tree', {str(logits)!r}, '--key', 'predictions', '--input', 'probs', '--labels', "
+        f"{str(logits)!r}, '--labels-key', 'ground_truth', '--out', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
+        f"assert main(['compare', {str(tmp_path / 'out')!r}, '--reference', {str(mapping)!r}, '--quiet', "
+        f"'--n-random', '5']) == 0; "
+        f"print(sorted({{'torch', 'sklearn', 'clustpy'}} & {{m.split('.')[0] for m in sys.modules}}))"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"

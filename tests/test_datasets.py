@@ -5,17 +5,16 @@ from __future__ import annotations
 import io
 import itertools
 import pickle
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from archive_helpers import CIFAR10_CLASSES, RangeServer, build_cifar10, cifar_jpegs, cifar_rows, digest, write_tar
 from conftest import planned_jobs
 from omegaconf import OmegaConf
 from PIL import Image
 
-from archive_helpers import CIFAR10_CLASSES, RangeServer, build_cifar10, cifar_jpegs, cifar_rows, digest, write_tar
 from l2h.data import DownloadError, ImageSet, get_dataset
 from l2h.errors import InputError
 
@@ -46,8 +45,9 @@ CIFAR100_SUPERCLASSES = {
 }
 CIFAR100_FINE = sorted(f for fs in CIFAR100_SUPERCLASSES.values() for f in fs)
 CIFAR100_COARSE = sorted(CIFAR100_SUPERCLASSES)
-CIFAR100_FINE_TO_COARSE = np.array([next(CIFAR100_COARSE.index(c) for c, fs in CIFAR100_SUPERCLASSES.items()
-                                         if f in fs) for f in CIFAR100_FINE])
+CIFAR100_FINE_TO_COARSE = np.array(
+    [next(CIFAR100_COARSE.index(c) for c, fs in CIFAR100_SUPERCLASSES.items() if f in fs) for f in CIFAR100_FINE]
+)
 QUIET = {"download": {"backoff_s": 0.0, "timeout_s": 10.0}}
 
 
@@ -69,8 +69,12 @@ def cifar10_archive(jpegs, tmp_path_factory):
 
 def test_cifar10_file_url_prepare_and_load(cifar10_archive, tmp_path):
     archive, expect = cifar10_archive
-    cfg = dataset_cfg("cifar10", archives={"cifar-10-python": {"url": archive.as_uri(), "md5": digest(archive)}},
-                      sizes={"train": 50, "test": 20}, **QUIET)
+    cfg = dataset_cfg(
+        "cifar10",
+        archives={"cifar-10-python": {"url": archive.as_uri(), "md5": digest(archive)}},
+        sizes={"train": 50, "test": 20},
+        **QUIET,
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path, progress=False)
     vehicles = {"airplane", "automobile", "ship", "truck"}
@@ -81,8 +85,9 @@ def test_cifar10_file_url_prepare_and_load(cifar10_archive, tmp_path):
         np.testing.assert_array_equal(images.pixels, np.stack(expect[split][0]))
         assert images.class_names == CIFAR10_CLASSES
         assert images.coarse_names == ["vehicles", "animals"]
-        np.testing.assert_array_equal(images.coarse_labels,
-                                      [0 if CIFAR10_CLASSES[y] in vehicles else 1 for y in images.labels])
+        np.testing.assert_array_equal(
+            images.coarse_labels, [0 if CIFAR10_CLASSES[y] in vehicles else 1 for y in images.labels]
+        )
         first = images[3]
         assert first.mode == "RGB" and first.size == (32, 32)
         np.testing.assert_array_equal(np.asarray(first), expect[split][0][3])
@@ -92,8 +97,9 @@ def test_cifar10_file_url_prepare_and_load(cifar10_archive, tmp_path):
     assert tree.root == "cifar10" and len(tree.children["cifar10"]) == 2
     assert [leaf.split("/")[1] for leaf in tree.leaves] == CIFAR10_CLASSES
     labels, names = tree.coarse_labels(1)
-    assert [names[g].split("/")[-1] for g in labels] == ["vehicles" if c in vehicles else "animals"
-                                                         for c in CIFAR10_CLASSES]
+    assert [names[g].split("/")[-1] for g in labels] == [
+        "vehicles" if c in vehicles else "animals" for c in CIFAR10_CLASSES
+    ]
     assert (tmp_path / "cifar10" / "cifar-10-python.tar.gz").is_file()  # keep_archives: true
 
 
@@ -102,9 +108,12 @@ def test_cifar10_http_download_resumes_and_is_idempotent(cifar10_archive, tmp_pa
     data = archive.read_bytes()
     with RangeServer({"cifar-10-python.tar.gz": data}) as server:
         server.drops["cifar-10-python.tar.gz"] = [len(data) // 3]
-        cfg = dataset_cfg("cifar10", archives={"cifar-10-python": {"url": server.url("cifar-10-python.tar.gz"),
-                                                                   "md5": digest(data)}},
-                          sizes={"train": 50, "test": 20}, **QUIET)
+        cfg = dataset_cfg(
+            "cifar10",
+            archives={"cifar-10-python": {"url": server.url("cifar-10-python.tar.gz"), "md5": digest(data)}},
+            sizes={"train": 50, "test": 20},
+            **QUIET,
+        )
         source = get_dataset(cfg)
         source.prepare(tmp_path, progress=False)
         assert [r for _, r, _, _ in server.log] == [None, f"bytes={len(data) // 3}-"]
@@ -132,16 +141,18 @@ def test_offline_with_missing_data_is_a_clear_error(cifar10_archive, tmp_path):
     # a verified archive placed by hand is extracted offline
     (tmp_path / "cifar10").mkdir(exist_ok=True)
     (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(archive.read_bytes())
-    cfg = dataset_cfg("cifar10", offline=True, archives={"cifar-10-python": {"md5": digest(archive)}},
-                      sizes={"train": 50, "test": 20})
+    cfg = dataset_cfg(
+        "cifar10", offline=True, archives={"cifar-10-python": {"md5": digest(archive)}}, sizes={"train": 50, "test": 20}
+    )
     get_dataset(cfg).prepare(tmp_path, progress=False)
     assert len(get_dataset(cfg).load(tmp_path, "train")) == 50
 
 
 def test_config_sizes_and_splits_are_checked(cifar10_archive, tmp_path):
     archive, _ = cifar10_archive
-    cfg = dataset_cfg("cifar10", archives={"cifar-10-python": {"url": archive.as_uri(), "md5": digest(archive)}},
-                      **QUIET)
+    cfg = dataset_cfg(
+        "cifar10", archives={"cifar-10-python": {"url": archive.as_uri(), "md5": digest(archive)}}, **QUIET
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path, progress=False)
     with pytest.raises(InputError, match=r"has 50 images, the official dataset 50000 \(dataset.sizes.train\)"):
@@ -178,17 +189,28 @@ def build_cifar100(jpegs, folder: Path, *, break_mapping: bool = False) -> tuple
         pix = [pool[i % len(pool)] for i in range(len(fine))]
         expect[split] = (pix, fine, coarse)
         files[f"cifar-100-python/{split}"] = pickle.dumps(
-            {"filenames": [f"{split}_{i}.png" for i in range(len(fine))], "batch_label": f"{split} batch",
-             "fine_labels": fine, "coarse_labels": coarse, "data": cifar_rows(pix)}, protocol=2)
-    files["cifar-100-python/meta"] = pickle.dumps({"fine_label_names": CIFAR100_FINE,
-                                                   "coarse_label_names": CIFAR100_COARSE}, protocol=2)
+            {
+                "filenames": [f"{split}_{i}.png" for i in range(len(fine))],
+                "batch_label": f"{split} batch",
+                "fine_labels": fine,
+                "coarse_labels": coarse,
+                "data": cifar_rows(pix),
+            },
+            protocol=2,
+        )
+    files["cifar-100-python/meta"] = pickle.dumps(
+        {"fine_label_names": CIFAR100_FINE, "coarse_label_names": CIFAR100_COARSE}, protocol=2
+    )
     return write_tar(folder / "cifar-100-python.tar.gz", files), expect
 
 
 def cifar100_cfg(archive: Path):
-    return dataset_cfg("cifar100", archives={"cifar-100-python": {"url": archive.as_uri(), "md5": None,
-                                                                  "sha256": digest(archive, "sha256")}},
-                       sizes={"train": 100, "test": 20}, **QUIET)
+    return dataset_cfg(
+        "cifar100",
+        archives={"cifar-100-python": {"url": archive.as_uri(), "md5": None, "sha256": digest(archive, "sha256")}},
+        sizes={"train": 100, "test": 20},
+        **QUIET,
+    )
 
 
 def test_cifar100_fine_and_coarse_labels(jpegs, tmp_path):
@@ -201,8 +223,9 @@ def test_cifar100_fine_and_coarse_labels(jpegs, tmp_path):
         np.testing.assert_array_equal(images.coarse_labels, expect[split][2])
         np.testing.assert_array_equal(images.pixels, np.stack(expect[split][0]))
         assert images.class_names == CIFAR100_FINE and images.coarse_names == CIFAR100_COARSE
-    np.testing.assert_array_equal(source.load(tmp_path / "data", "train").info["fine_to_coarse"],
-                                  CIFAR100_FINE_TO_COARSE)
+    np.testing.assert_array_equal(
+        source.load(tmp_path / "data", "train").info["fine_to_coarse"], CIFAR100_FINE_TO_COARSE
+    )
     tree = source.hierarchy(tmp_path / "data")
     assert len(tree.children["cifar100"]) == 20 and all(len(tree.children[c]) == 5 for c in tree.children["cifar100"])
     labels, names = tree.coarse_labels(1)
@@ -244,8 +267,13 @@ def build_food101(jpegs, folder: Path) -> tuple[Path, dict]:
 
 def test_food101_load(jpegs, tmp_path):
     archive, expect = build_food101(jpegs, tmp_path / "src")
-    cfg = dataset_cfg("food101", num_classes=3, sizes={"train": 9, "test": 6},
-                      archives={"food-101": {"url": archive.as_uri(), "md5": digest(archive)}}, **QUIET)
+    cfg = dataset_cfg(
+        "food101",
+        num_classes=3,
+        sizes={"train": 9, "test": 6},
+        archives={"food-101": {"url": archive.as_uri(), "md5": digest(archive)}},
+        **QUIET,
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path / "data", progress=False)
     for split in ("train", "test"):
@@ -288,9 +316,14 @@ def inat_data(jpegs, tmp_path_factory):
     src = tmp_path_factory.mktemp("inat-src")
     archives = {s: build_inat(jpegs, src, s, n) for s, n in (("train_mini", 3), ("val", 2))}
     root = tmp_path_factory.mktemp("inat-data")
-    cfg = dataset_cfg("inat21", splits={"train": "train_mini", "test": "val"}, num_classes=4,
-                      sizes={"train_mini": 18, "val": 12},
-                      archives={s: {"url": p.as_uri(), "md5": digest(p)} for s, p in archives.items()}, **QUIET)
+    cfg = dataset_cfg(
+        "inat21",
+        splits={"train": "train_mini", "test": "val"},
+        num_classes=4,
+        sizes={"train_mini": 18, "val": 12},
+        archives={s: {"url": p.as_uri(), "md5": digest(p)} for s, p in archives.items()},
+        **QUIET,
+    )
     get_dataset(cfg).prepare(root, progress=False)
     return cfg, root
 
@@ -318,10 +351,17 @@ def test_inat21_family_labels_and_order_coarse(inat_data):
 
 def test_inat21_species_and_genus_levels(inat_data):
     cfg, root = inat_data
-    species = get_dataset(OmegaConf.merge(cfg, {"label_level": "species", "coarse_level": "family",
-                                                "num_classes": None})).load(root, "test")
-    assert species.class_names == ["Eisenia fetida", "Lumbricus terrestris", "Corvus corax", "Pica pica",
-                                   "Parus major", "Bellis perennis"]
+    species = get_dataset(
+        OmegaConf.merge(cfg, {"label_level": "species", "coarse_level": "family", "num_classes": None})
+    ).load(root, "test")
+    assert species.class_names == [
+        "Eisenia fetida",
+        "Lumbricus terrestris",
+        "Corvus corax",
+        "Pica pica",
+        "Parus major",
+        "Bellis perennis",
+    ]
     assert species.coarse_names == ["Lumbricidae", "Corvidae", "Paridae", "Asteraceae"]
     genus = get_dataset(OmegaConf.merge(cfg, {"label_level": "genus", "coarse_level": None, "num_classes": 6}))
     assert genus.load(root, "test").coarse_labels is None
@@ -342,9 +382,17 @@ def test_inat21_class_indices_agree_across_splits(jpegs, tmp_path):
     src = tmp_path / "src"
     train = build_inat(jpegs, src, "train_mini", 1)
     val = build_inat(jpegs, src, "val", 1, folders=INAT_FOLDERS[2:])
-    cfg = dataset_cfg("inat21", splits={"train": "train_mini", "test": "val"}, num_classes=4, sizes=None,
-                      archives={"train_mini": {"url": train.as_uri(), "md5": digest(train)},
-                                "val": {"url": val.as_uri(), "md5": digest(val)}}, **QUIET)
+    cfg = dataset_cfg(
+        "inat21",
+        splits={"train": "train_mini", "test": "val"},
+        num_classes=4,
+        sizes=None,
+        archives={
+            "train_mini": {"url": train.as_uri(), "md5": digest(train)},
+            "val": {"url": val.as_uri(), "md5": digest(val)},
+        },
+        **QUIET,
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path / "data", progress=False)
     assert source.load(tmp_path / "data", "test").labels.tolist() == [1, 1, 2, 3]
@@ -352,8 +400,13 @@ def test_inat21_class_indices_agree_across_splits(jpegs, tmp_path):
 
 def test_inat21_bad_folder_name(jpegs, tmp_path):
     archive = build_inat(jpegs, tmp_path / "src", "val", 1, folders=["00000_Animalia_Chordata_Aves"])
-    cfg = dataset_cfg("inat21", splits={"train": "val", "test": "val"}, sizes=None,
-                      archives={"val": {"url": archive.as_uri(), "md5": digest(archive)}}, **QUIET)
+    cfg = dataset_cfg(
+        "inat21",
+        splits={"train": "val", "test": "val"},
+        sizes=None,
+        archives={"val": {"url": archive.as_uri(), "md5": digest(archive)}},
+        **QUIET,
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path / "data", progress=False)
     with pytest.raises(InputError, match="00000_Animalia_Chordata_Aves"):
@@ -480,7 +533,7 @@ def test_every_dataset_config_is_complete():
         assert set(cfg.splits) == {"train", "test"}
         source = get_dataset(cfg)
         for _, entry in getattr(source, "archive_entries", lambda: [])():
-            assert (entry.get("md5") or entry.get("sha256"))
+            assert entry.get("md5") or entry.get("sha256")
             assert entry["url"].startswith("http") if cfg.name != "imagenet" else entry["file"].startswith("ILSVRC2012")
 
 
@@ -498,7 +551,7 @@ PAPER_DATA_JOBS = {
     "imagenet_case_study": ({"imagenet"}, PAPER_SPACES),
     "weak_backbone": ({"cifar10", "cifar100"}, {"efficientnet_lite0", "pixels"}),
 }
-DOWNLOADED = {"cifar10", "cifar100", "food101", "inat21"}   # imagenet: a local copy, never downloaded
+DOWNLOADED = {"cifar10", "cifar100", "food101", "inat21"}  # imagenet: a local copy, never downloaded
 
 
 def dry_run_jobs(experiment: str, proc) -> list[dict]:
@@ -515,9 +568,15 @@ def dry_run_jobs(experiment: str, proc) -> list[dict]:
         inputs = plan.inputs(stage, fields)
         outputs = set(plan.outputs(stage, fields))
         assert outputs <= planned, (stage, fields, sorted(outputs - planned))
-        jobs.append({"rule": stage, "wildcards": {key: str(value) for key, value in fields.items()},
-                     "input": {p for v in inputs.values() for p in ([v] if isinstance(v, str) else v)},
-                     "output": outputs, "command": plan.command(stage, fields, inputs)})
+        jobs.append(
+            {
+                "rule": stage,
+                "wildcards": {key: str(value) for key, value in fields.items()},
+                "input": {p for v in inputs.values() for p in ([v] if isinstance(v, str) else v)},
+                "output": outputs,
+                "command": plan.command(stage, fields, inputs),
+            }
+        )
     assert len({j["rule"] for j in jobs}) > 1 and sum(planned_jobs(proc.stdout).values()) == len(jobs)
     return jobs
 
@@ -533,7 +592,7 @@ def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment
 
     prepare = {job["wildcards"]["dataset"]: job for job in by_rule["prepare_data"]}
     assert sorted(prepare) == sorted(datasets) and len(by_rule["prepare_data"]) == len(datasets)
-    for name, job in prepare.items():        # the download + verify + extract stage of that dataset config
+    for name, job in prepare.items():  # the download + verify + extract stage of that dataset config
         assert "-m l2h.stages.prepare_data" in job["command"] and f"dataset={name}" in job["command"]
         cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{name}.yaml")
         urls = [entry.url for entry in (cfg.get("archives") or {}).values() if entry.get("url")]  # ImageNet: none
@@ -543,11 +602,11 @@ def test_paper_experiment_dry_run_prepares_its_datasets_and_backbones(experiment
     assert sorted(weights) == sorted(backbones)
     extract = {(job["wildcards"]["dataset"], job["wildcards"]["backbone"]): job for job in by_rule["extract_features"]}
     assert sorted(extract) == sorted(itertools.product(datasets, backbones))
-    for (name, backbone), job in extract.items():   # after the dataset's and the backbone's jobs
+    for (name, backbone), job in extract.items():  # after the dataset's and the backbone's jobs
         assert job["input"] & prepare[name]["output"] and job["input"] & weights[backbone]["output"]
         assert {f"results/features/{name}/{backbone}/{split}.npy" for split in ("train", "test")} <= job["output"]
         assert f"backbone={backbone}" in job["command"]
     features = set().union(*(job["output"] for job in extract.values()))
     consumers = by_rule.get("train_clusterer", []) + by_rule.get("run_baseline", [])
-    assert consumers and all(job["input"] & features for job in consumers)   # ... → clusterers / baselines
+    assert consumers and all(job["input"] & features for job in consumers)  # ... → clusterers / baselines
     assert len(by_rule["report"]) == 1

@@ -9,13 +9,31 @@ import tempfile
 import pytest
 
 # the core modules whose docstrings hold examples
-MODULES = ["l2h.algorithm", "l2h.reference", "l2h.exact", "l2h.hierarchy", "l2h.metrics", "l2h.validation",
-           "l2h.io", "l2h.levels", "l2h.compare"]
+MODULES = [
+    "l2h.algorithm",
+    "l2h.reference",
+    "l2h.exact",
+    "l2h.hierarchy",
+    "l2h.metrics",
+    "l2h.validation",
+    "l2h.io",
+    "l2h.levels",
+    "l2h.compare",
+]
 # the entry points a newcomer reads first: each must keep at least one example
-REQUIRED = ["l2h.algorithm.l2h", "l2h.reference.literal_l2h", "l2h.hierarchy.Hierarchy", "l2h.hierarchy.Hierarchy.cut",
-            "l2h.hierarchy.Hierarchy.to_linkage", "l2h.hierarchy.Hierarchy.from_linkage",
-            "l2h.hierarchy.Hierarchy.to_newick", "l2h.hierarchy.Hierarchy.from_newick",
-            "l2h.hierarchy.Hierarchy.save", "l2h.hierarchy.parse_newick", "l2h.metrics.evaluate"]
+REQUIRED = [
+    "l2h.algorithm.l2h",
+    "l2h.reference.literal_l2h",
+    "l2h.hierarchy.Hierarchy",
+    "l2h.hierarchy.Hierarchy.cut",
+    "l2h.hierarchy.Hierarchy.to_linkage",
+    "l2h.hierarchy.Hierarchy.from_linkage",
+    "l2h.hierarchy.Hierarchy.to_newick",
+    "l2h.hierarchy.Hierarchy.from_newick",
+    "l2h.hierarchy.Hierarchy.save",
+    "l2h.hierarchy.parse_newick",
+    "l2h.metrics.evaluate",
+]
 
 
 def examples(name: str) -> list[doctest.DocTest]:

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from archive_helpers import RangeServer, digest, write_tar
-from l2h.data.download import (DownloadError, expected_checksum, extract_archive, fetch, prepare_archive)
+
+from l2h.data.download import DownloadError, expected_checksum, extract_archive, fetch, prepare_archive
 from l2h.errors import InputError
 
 FAST = {"progress": False, "backoff_s": 0.0, "timeout_s": 10.0}
@@ -31,8 +31,10 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_expected_checksum_forms():
-    assert expected_checksum({"md5": "C58F30108F718F92721AF3B95E74349A"}, source="x") == \
-        ("md5", "c58f30108f718f92721af3b95e74349a")
+    assert expected_checksum({"md5": "C58F30108F718F92721AF3B95E74349A"}, source="x") == (
+        "md5",
+        "c58f30108f718f92721af3b95e74349a",
+    )
     assert expected_checksum({"sha256": "a" * 64}, source="x") == ("sha256", "a" * 64)
     for bad in ({}, {"md5": "a" * 32, "sha256": "b" * 64}, {"md5": "xyz"}, {"sha256": "a" * 32}):
         with pytest.raises(InputError):
@@ -176,8 +178,7 @@ def test_offline_missing_file_fails_without_network(tmp_path, archive):
     assert server.log == [] and str(dest) in str(err.value)
     dest.parent.mkdir()
     dest.write_bytes(data)  # a copy placed by hand is verified and used offline
-    assert fetch("http://127.0.0.1:9/unreachable", dest, checksum=("md5", digest(data)), offline=True,
-                 **FAST) == dest
+    assert fetch("http://127.0.0.1:9/unreachable", dest, checksum=("md5", digest(data)), offline=True, **FAST) == dest
 
 
 def test_prepare_archive_extracts_atomically_and_is_idempotent(tmp_path, archive):
@@ -204,8 +205,9 @@ def test_placed_archive_is_never_removed(tmp_path, archive):
     placed.parent.mkdir()
     placed.write_bytes(data)
     unreachable = "http://127.0.0.1:9/pkg.tar.gz"
-    prepare_archive({"url": unreachable, "md5": digest(data)}, placed.parent, "pkg", keep_archive=False,
-                    offline=True, **FAST)
+    prepare_archive(
+        {"url": unreachable, "md5": digest(data)}, placed.parent, "pkg", keep_archive=False, offline=True, **FAST
+    )
     assert placed.read_bytes() == data and (placed.parent / "pkg" / "pkg" / "a.bin").is_file()
     placed.write_bytes(cut)
     with pytest.raises(DownloadError, match=r"damaged or truncated \(the file was left untouched\)$"):
@@ -249,11 +251,19 @@ def _fifo(name: str) -> tarfile.TarInfo:
     return info
 
 
-@pytest.mark.parametrize("member", [
-    tarfile.TarInfo("../evil.txt"), tarfile.TarInfo("pkg/../../evil.txt"), tarfile.TarInfo("/tmp/l2h-evil.txt"),
-    _symlink("pkg/link", "../../evil.txt"), _symlink("pkg/abs", "/etc/passwd"), _hardlink("pkg/hard", "../x"),
-    _fifo("pkg/fifo"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-abs", "hardlink-out", "fifo"])
+@pytest.mark.parametrize(
+    "member",
+    [
+        tarfile.TarInfo("../evil.txt"),
+        tarfile.TarInfo("pkg/../../evil.txt"),
+        tarfile.TarInfo("/tmp/l2h-evil.txt"),
+        _symlink("pkg/link", "../../evil.txt"),
+        _symlink("pkg/abs", "/etc/passwd"),
+        _hardlink("pkg/hard", "../x"),
+        _fifo("pkg/fifo"),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink-out", "symlink-abs", "hardlink-out", "fifo"],
+)
 def test_unsafe_members_are_rejected(tmp_path, member):
     data = _tar_with(member)
     src = tmp_path / "src" / "bad.tar.gz"

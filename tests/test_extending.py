@@ -48,8 +48,11 @@ def guide_files() -> dict[str, tuple[str, bool]]:
 
 def guide_commands(home: Path) -> tuple[dict[str, str], list[list[str]]]:
     """The environment the guide exports and its snakemake command lines (``~/my-l2h`` = ``home``)."""
-    blocks = [code for lang, _, code in BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
-              if lang == "bash" and "L2H_SCHEMA_PATH=" in code]
+    blocks = [
+        code
+        for lang, _, code in BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
+        if lang == "bash" and "L2H_SCHEMA_PATH=" in code
+    ]
     assert len(blocks) == 1, "the guide has one block of commands that sets L2H_SCHEMA_PATH"
     env, commands = {}, []
     for line in blocks[0].replace(HOME, str(home)).splitlines():
@@ -84,7 +87,7 @@ def project(tmp_path_factory):
     for folder in ("workflow", "conf", "src/l2h"):
         shutil.copytree(REPO / folder, repo / folder, ignore=ignore)
     for title, (code, append) in guide_files().items():
-        dest = home / title[len(HOME) + 1:] if title.startswith(HOME + "/") else repo / title
+        dest = home / title[len(HOME) + 1 :] if title.startswith(HOME + "/") else repo / title
         dest.parent.mkdir(parents=True, exist_ok=True)
         if append:
             assert dest.is_file(), f"{title}: the guide appends to a file the repository does not have"
@@ -101,12 +104,17 @@ def project(tmp_path_factory):
 
 def test_the_guide_adds_an_implementation_a_schema_and_an_option_of_each_kind(project):
     repo, home, _, _ = project
-    for group, name in (("clusterer", "nearest_point"), ("baseline", "centroid_ward"), ("backbone", "thumbnail"),
-                        ("dataset", "stripes")):
+    for group, name in (
+        ("clusterer", "nearest_point"),
+        ("baseline", "centroid_ward"),
+        ("backbone", "thumbnail"),
+        ("dataset", "stripes"),
+    ):
         option = (repo / "conf" / group / f"{name}.yaml").read_text()
         assert f"kind: {name}" in option
-        target = re.search(r"^target: (\S+)", (home / "my_l2h" / "schemas" / group / f"{name}.yaml").read_text(),
-                           re.M).group(1)
+        target = re.search(
+            r"^target: (\S+)", (home / "my_l2h" / "schemas" / group / f"{name}.yaml").read_text(), re.M
+        ).group(1)
         assert (home / (target.split(":")[0].replace(".", "/") + ".py")).is_file(), target
     assert (repo / "src/l2h/stages/count_merges.py").is_file()
     assert 'include: "workflow/rules/merges.smk"' in (repo / "Snakefile").read_text()
@@ -162,7 +170,9 @@ def test_all_four_toys_run_together(ran):
     repo, _ = ran
     table = rows((repo / "results/tables/demo.csv").read_text())
     assert {(r["method"], r["dataset"], r["backbone"]) for r in table} == {
-        ("L2H-nearest_point", "stripes", "thumbnail"), ("centroid_ward", "stripes", "thumbnail")}
+        ("L2H-nearest_point", "stripes", "thumbnail"),
+        ("centroid_ward", "stripes", "thumbnail"),
+    }
     assert np.load(repo / "results/features/stripes/thumbnail/test.npy").shape == (200, 64)  # 8 × 8 thumbnails
     assert json.loads((repo / STRIPES_RUN / "merges.json").read_text())["merges"] == 3
     baseline = json.loads((repo / "results/stripes/thumbnail/baseline_centroid_ward_k4_s0/metrics.json").read_text())

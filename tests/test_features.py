@@ -37,6 +37,7 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 # --- backbones ------------------------------------------------------------------------------------------------------
 
+
 def test_pixels_are_the_flat_image_in_unit_range(cifar10_images):
     images = cifar10_images.subset(range(0, 1000, 100))
     backbone = build_backbone(backbone_config("pixels"))
@@ -70,6 +71,7 @@ def test_efficientnet_preprocessing_and_weights():
     batch = torch.stack([backbone.transform(Image.new("RGB", (32, 32), (200, 30, 30)))])
     with torch.inference_mode():
         from efficientnet_lite_pytorch import EfficientNet
+
         ref = EfficientNet.from_name("efficientnet-lite0")
         ref.load_state_dict(state)
         ref.eval()
@@ -87,8 +89,10 @@ def test_efficientnet_clusters_cifar10_far_better_than_pixels(cifar10_images, ci
     pix = extract_features(build_backbone(backbone_config("pixels")), cifar10_images.subset(idx), progress=False)
     acc_pix, nmi_pix = kmeans_scores(pix, y)
     acc_eff, nmi_eff = kmeans_scores(feats[idx], y)
-    print(f"k-means on 500 CIFAR-10 images: pixels ACC {acc_pix:.3f} NMI {nmi_pix:.3f}; "
-          f"efficientnet_lite0 ACC {acc_eff:.3f} NMI {nmi_eff:.3f}")
+    print(
+        f"k-means on 500 CIFAR-10 images: pixels ACC {acc_pix:.3f} NMI {nmi_pix:.3f}; "
+        f"efficientnet_lite0 ACC {acc_eff:.3f} NMI {nmi_eff:.3f}"
+    )
     # measured (k-means seeds 0-4): pixels ACC 0.20-0.23 / NMI 0.10-0.13, efficientnet ACC 0.42-0.47 / NMI 0.37-0.41
     assert acc_eff - acc_pix >= 0.15
     assert nmi_eff - nmi_pix >= 0.20 and nmi_eff >= 0.30
@@ -152,6 +156,7 @@ def test_bad_backbone_configs_raise_input_error():
 
 # --- extraction -------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # starts DataLoader worker processes
 def test_extraction_is_deterministic_on_cpu_with_and_without_workers(cifar10_images):
     backbone = build_backbone(backbone_config("efficientnet_lite0"))
@@ -185,20 +190,22 @@ def test_images_of_different_sizes_need_a_fixed_size(tmp_path):
     for subset, batch_size in (([0, 2], 2), ([0, 1, 2], 2), ([0, 3], 1)):
         with pytest.raises(InputError, match="differ in shape.*image_size"):
             extract_features(native, [images[i] for i in subset], batch_size=batch_size, progress=False)
-    with pytest.raises(InputError, match="differ in shape"):   # also from DataLoader worker processes
+    with pytest.raises(InputError, match="differ in shape"):  # also from DataLoader worker processes
         extract_features(native, images[:3], batch_size=3, num_workers=1, progress=False)
-    fixed = extract_features(build_backbone(backbone_config("pixels", image_size=6)), images, batch_size=3,
-                             progress=False)
+    fixed = extract_features(
+        build_backbone(backbone_config("pixels", image_size=6)), images, batch_size=3, progress=False
+    )
     assert fixed.shape == (4, 6 * 6 * 3)
-    np.testing.assert_array_equal(extract_features(native, images[:2], progress=False)[0],
-                                  np.asarray(images[0], dtype=np.float32).reshape(-1) / np.float32(255))
+    np.testing.assert_array_equal(
+        extract_features(native, images[:2], progress=False)[0],
+        np.asarray(images[0], dtype=np.float32).reshape(-1) / np.float32(255),
+    )
 
 
 def test_importing_the_packages_loads_no_heavy_library():
     """Every pipeline job imports l2h: torch, model libraries, scikit-learn and ClustPy load only when used."""
     heavy = ("torch", "torchvision", "open_clip", "timm", "clustpy", "sklearn", "scipy.cluster")
-    code = (f"import sys, l2h.data, l2h.features, l2h.baselines; "
-            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    code = f"import sys, l2h.data, l2h.features, l2h.baselines; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -218,6 +225,7 @@ def test_progress_bar_goes_to_stderr(cifar10_images, capsys):
 
 # --- cache ------------------------------------------------------------------------------------------------------------
 
+
 def test_cache_hit_miss_and_rebuild_on_any_mismatch(cifar10_images, tmp_path, caplog):
     images = cifar10_images.subset(range(0, 1000, 50))
     cfg = backbone_config("pixels", image_size=8)
@@ -226,8 +234,19 @@ def test_cache_hit_miss_and_rebuild_on_any_mismatch(cifar10_images, tmp_path, ca
     first = extract_to_cache(cfg, images, tmp_path, "test", **kw)
     assert first.status == "miss"
     meta = json.loads((tmp_path / "test.meta.json").read_text())
-    for key in ("model", "pretrained", "transform", "image_size", "n", "dim", "dtype", "sha256", "config_digest",
-                "dataset", "provenance"):
+    for key in (
+        "model",
+        "pretrained",
+        "transform",
+        "image_size",
+        "n",
+        "dim",
+        "dtype",
+        "sha256",
+        "config_digest",
+        "dataset",
+        "provenance",
+    ):
         assert key in meta, key
     assert (meta["n"], meta["dim"], meta["dtype"], meta["image_size"]) == (20, 192, "float32", 8)
     assert meta["dataset"]["name"] == "cifar10" and meta["dataset"]["n"] == 20
@@ -237,8 +256,10 @@ def test_cache_hit_miss_and_rebuild_on_any_mismatch(cifar10_images, tmp_path, ca
 
     assert extract_to_cache(cfg, images, tmp_path, "test", **kw).status == "hit"
     # runtime-only keys (batch size, workers, weights dir) do not invalidate the features
-    assert extract_to_cache({**cfg, "batch_size": 3, "weights_dir": "/elsewhere"}, images, tmp_path, "test",
-                            **kw).status == "hit"
+    assert (
+        extract_to_cache({**cfg, "batch_size": 3, "weights_dir": "/elsewhere"}, images, tmp_path, "test", **kw).status
+        == "hit"
+    )
 
     # a config change that alters the features: rebuilt, never reused
     caplog.set_level("WARNING")
@@ -266,8 +287,9 @@ def test_cache_hit_miss_and_rebuild_on_any_mismatch(cifar10_images, tmp_path, ca
     assert extract_to_cache(cfg, other, tmp_path, "test", **kw).status == "rebuilt"
     assert extract_to_cache(cfg, other, tmp_path, "test", **kw).status == "hit"
     assert extract_to_cache(cfg, other, tmp_path, "test", force=True, **kw).status == "rebuilt"
-    np.testing.assert_array_equal(np.load(tmp_path / "test.npy"),
-                                  extract_features(build_backbone(cfg), other, progress=False))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "test.npy"), extract_features(build_backbone(cfg), other, progress=False)
+    )
 
 
 def test_cache_needs_an_imageset(tmp_path):
@@ -276,6 +298,7 @@ def test_cache_needs_an_imageset(tmp_path):
 
 
 # --- prefetch ---------------------------------------------------------------------------------------------------------
+
 
 def test_prefetch_is_a_no_op_where_nothing_is_downloaded(tmp_path):
     assert prefetch(backbone_config("pixels"), tmp_path) == []
@@ -318,8 +341,9 @@ class _FakeHub(http.server.BaseHTTPRequestHandler):
 
 
 def _run(code: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.slow  # a local HTTP server and several Python processes
@@ -333,15 +357,19 @@ def test_prefetch_downloads_timm_weights_then_builds_offline(tmp_path):
         for p in reference.parameters():
             p.add_(0.01)  # distinct from a fresh random init
     safetensors.torch.save_file(reference.state_dict(), str(tmp_path / "model.safetensors"))
-    _FakeHub.files = {"/timm/test_vit.r160_in1k/resolve/main/model.safetensors":
-                      (tmp_path / "model.safetensors").read_bytes()}
+    _FakeHub.files = {
+        "/timm/test_vit.r160_in1k/resolve/main/model.safetensors": (tmp_path / "model.safetensors").read_bytes()
+    }
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     weights = tmp_path / "weights"
     cfg = {"name": "tv", "kind": "timm", "model": "test_vit", "pretrained": "r160_in1k", "weights_dir": str(weights)}
     try:
-        fetched = _run(f"from l2h.features import prefetch; print(prefetch({cfg!r}))",
-                       {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_DISABLE_XET": "1"}, tmp_path)
+        fetched = _run(
+            f"from l2h.features import prefetch; print(prefetch({cfg!r}))",
+            {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_DISABLE_XET": "1"},
+            tmp_path,
+        )
     finally:
         server.shutdown()
     assert fetched.returncode == 0, fetched.stderr
@@ -351,7 +379,9 @@ def test_prefetch_downloads_timm_weights_then_builds_offline(tmp_path):
         "import torch, numpy as np; from l2h.features import build_backbone\n"
         f"b = build_backbone({cfg!r}); x = torch.linspace(-1, 1, 2 * 3 * 160 * 160).reshape(2, 3, 160, 160)\n"
         "np.save('feats.npy', b.encode(x).detach().numpy())",
-        {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}, tmp_path)
+        {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        tmp_path,
+    )
     assert offline.returncode == 0, offline.stderr
     x = torch.linspace(-1, 1, 2 * 3 * 160 * 160).reshape(2, 3, 160, 160)
     reference.reset_classifier(0)

@@ -54,7 +54,7 @@ def record(tree) -> dict:
 
 def build(probs: np.ndarray, aggregation: str, strategy: str):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")       # no cluster of these real models is empty
+        warnings.simplefilter("error")  # no cluster of these real models is empty
         return l2h(probs, input="probs", aggregation=aggregation, strategy=strategy)
 
 
@@ -63,8 +63,10 @@ def to_text(golden: dict) -> str:
     trees = []
     for name, tree in golden["trees"].items():
         rows = ",\n".join(f"        {json.dumps(row)}" for row in tree["merges"])
-        trees.append(f'    {json.dumps(name)}: {{\n      "info": {json.dumps(tree["info"])},\n'
-                     f'      "merges": [\n{rows}\n      ]\n    }}')
+        trees.append(
+            f'    {json.dumps(name)}: {{\n      "info": {json.dumps(tree["info"])},\n'
+            f'      "merges": [\n{rows}\n      ]\n    }}'
+        )
     head = {key: value for key, value in golden.items() if key != "trees"}
     return json.dumps(head, indent=2)[:-2] + ',\n  "trees": {\n' + ",\n".join(trees) + "\n  }\n}\n"
 
@@ -83,9 +85,13 @@ def test_l2h_merges_match_the_golden_file(shared_data, dataset, update_golden):
     source = shared_data / "logits" / f"wideresnet-16-4-{dataset}.npz"
     with np.load(source) as data:
         probs = data["predictions"]
-    fresh = {"source": f"../shared/data/logits/{source.name}", "key": "predictions",
-             "sha256": sha256_file(source), "regenerate": UPDATE,
-             "trees": {"/".join(case): record(build(probs, *case)) for case in cases()}}
+    fresh = {
+        "source": f"../shared/data/logits/{source.name}",
+        "key": "predictions",
+        "sha256": sha256_file(source),
+        "regenerate": UPDATE,
+        "trees": {"/".join(case): record(build(probs, *case)) for case in cases()},
+    }
     path = GOLDEN / f"l2h-{dataset}.json"
     if update_golden:
         write_text(path, to_text(fresh))
@@ -94,8 +100,11 @@ def test_l2h_merges_match_the_golden_file(shared_data, dataset, update_golden):
     golden = json.loads(path.read_text())
     assert golden["sha256"] == fresh["sha256"], f"{source} is not the file the golden trees were made from"
     assert set(golden["trees"]) == set(fresh["trees"]), f"the stored cases differ; if meant: {UPDATE}"
-    changed = {name: first_difference(golden["trees"][name], tree)
-               for name, tree in fresh["trees"].items() if tree != golden["trees"][name]}
+    changed = {
+        name: first_difference(golden["trees"][name], tree)
+        for name, tree in fresh["trees"].items()
+        if tree != golden["trees"][name]
+    }
     assert not changed, f"L2H's results changed on {source.name} (if meant: {UPDATE}): {changed}"
 
 
@@ -107,8 +116,12 @@ def test_demo_table_matches_the_golden_file(tmp_path, update_golden):
     for folder in ("workflow", "conf"):
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
     snakemake = Path(sys.executable).with_name("snakemake")
-    proc = subprocess.run([str(snakemake), "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
-                           "--cores", "2"], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [str(snakemake), "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path), "--cores", "2"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     table = tmp_path / "results" / "tables" / "demo.csv"
     path = GOLDEN / "demo.csv"

@@ -9,8 +9,14 @@ from scipy.cluster import hierarchy as sch
 from scipy.spatial.distance import pdist, squareform
 
 from l2h.errors import InputError
-from l2h.hierarchy import (MAX_JSON_MEMBERS, Hierarchy, check_children, newick_label, parse_newick,
-                           relabel_by_first_appearance)
+from l2h.hierarchy import (
+    MAX_JSON_MEMBERS,
+    Hierarchy,
+    check_children,
+    newick_label,
+    parse_newick,
+    relabel_by_first_appearance,
+)
 
 
 def random_children(k: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,15 +58,18 @@ def test_merges_members_and_order():
     assert tree.total_members() == 8
 
 
-@pytest.mark.parametrize("children, message", [
-    ([[0, 1, 2]], "shape"),
-    (np.zeros((0, 2), dtype=int), "shape"),
-    ([[0, 1], [0, 2]], "node 0 is merged 2 times"),
-    ([[0, 3], [1, 2]], "step 1 merges"),
-    ([[0, 1], [2, 5]], "step 2 merges"),
-    ([[0, -1], [2, 3]], "step 1 merges"),
-    ([[0.5, 1]], "integer node ids"),
-])
+@pytest.mark.parametrize(
+    "children, message",
+    [
+        ([[0, 1, 2]], "shape"),
+        (np.zeros((0, 2), dtype=int), "shape"),
+        ([[0, 1], [0, 2]], "node 0 is merged 2 times"),
+        ([[0, 3], [1, 2]], "step 1 merges"),
+        ([[0, 1], [2, 5]], "step 2 merges"),
+        ([[0, -1], [2, 3]], "step 1 merges"),
+        ([[0.5, 1]], "integer node ids"),
+    ],
+)
 def test_invalid_children(children, message):
     with pytest.raises(InputError, match=message):
         Hierarchy(children)
@@ -81,7 +90,7 @@ def test_linkage_is_valid_and_usable_by_scipy(seed):
     Z = tree.to_linkage()
     assert sch.is_valid_linkage(Z) and sch.is_monotonic(Z)
     assert Z[:, 2].tolist() == list(range(1, tree.k))
-    assert np.array_equal(Z[:, 3], tree.sizes[tree.k:])
+    assert np.array_equal(Z[:, 3], tree.sizes[tree.k :])
     d = sch.dendrogram(Z, no_plot=True)
     assert sorted(d["leaves"]) == list(range(tree.k))
     coph = sch.cophenet(Z)
@@ -167,15 +176,13 @@ def test_merge_step_is_the_cophenetic_height(seed):
 
 
 # ----------------------------------------------------------------------------- Newick
-NAMES = ["plain", "with space", "it's", "a(b)", "x:y", "semi;colon", "comma,", "under_score", "ünï",
-         "[bracket]", ""]
+NAMES = ["plain", "with space", "it's", "a(b)", "x:y", "semi;colon", "comma,", "under_score", "ünï", "[bracket]", ""]
 
 
 def test_newick_format():
     tree = Hierarchy([[0, 2], [1, 3], [4, 5]])
     assert tree.to_newick() == "((0:1,2:1):2,(1:2,3:2):1);"
-    assert tree.to_newick(["a", "b c", "d'e", "f"]) == "((a:1,d''e:1):2,('b c':2,f:2):1);".replace(
-        "d''e", "'d''e'")
+    assert tree.to_newick(["a", "b c", "d'e", "f"]) == "((a:1,d''e:1):2,('b c':2,f:2):1);".replace("d''e", "'d''e'")
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -204,18 +211,21 @@ def test_newick_foreign_text():
     assert tree.merges == [((2,), (3,)), ((0,), (1,)), ((0, 1), (2, 3))]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("((A,B),C", "incomplete"),
-    ("(A,B));", "unbalanced"),
-    ("(A,B,C);", "only binary"),
-    ("((A,B),A);", "not unique"),
-    ("((A,B),(C,));", "label|children"),
-    ("(A:x,B);", "bad branch length"),
-    ("(A:-1,B);", ">= 0"),
-    ("('A,B);", "unterminated quoted"),
-    ("(A,B); C", "after the final"),
-    ("A;", "at least 2 leaves"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("((A,B),C", "incomplete"),
+        ("(A,B));", "unbalanced"),
+        ("(A,B,C);", "only binary"),
+        ("((A,B),A);", "not unique"),
+        ("((A,B),(C,));", "label|children"),
+        ("(A:x,B);", "bad branch length"),
+        ("(A:-1,B);", ">= 0"),
+        ("('A,B);", "unterminated quoted"),
+        ("(A,B); C", "after the final"),
+        ("A;", "at least 2 leaves"),
+    ],
+)
 def test_newick_errors(text, message):
     with pytest.raises(InputError, match=message):
         Hierarchy.from_newick(text)
@@ -229,9 +239,12 @@ def test_parse_newick_reads_general_trees():
     inner, fs, single = root["children"]
     assert (inner["label"], inner["length"]) == ("inner", 2.0)
     assert [(leaf["label"], leaf["length"], leaf["children"]) for leaf in inner["children"]] == [
-        ("a b", 1.5, []), ("c_d", None, []), ("e", None, [])]
+        ("a b", 1.5, []),
+        ("c_d", None, []),
+        ("e", None, []),
+    ]
     assert fs == {"children": [], "label": "f's", "length": None}
-    assert [child["label"] for child in single["children"]] == ["g"]   # a unary node is kept
+    assert [child["label"] for child in single["children"]] == ["g"]  # a unary node is kept
     depth = 5000
     node = parse_newick("(" * depth + "x" + ",y)" * depth + ";")
     for _ in range(depth):
@@ -240,15 +253,18 @@ def test_parse_newick_reads_general_trees():
     assert node["label"] == "x"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("(a,b)", "missing ';'"),
-    ("(a,b);(c,d);", "after the final"),
-    ("(a:,b);", "must follow a node and precede a branch length"),
-    ("(a:inf,b);", "finite"),
-    ("(a b,c);", "unexpected label 'b'"),
-    ("(a,b) [open;", "unterminated comment"),
-    (",a;", "outside parentheses"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("(a,b)", "missing ';'"),
+        ("(a,b);(c,d);", "after the final"),
+        ("(a:,b);", "must follow a node and precede a branch length"),
+        ("(a:inf,b);", "finite"),
+        ("(a b,c);", "unexpected label 'b'"),
+        ("(a,b) [open;", "unterminated comment"),
+        (",a;", "outside parentheses"),
+    ],
+)
 def test_parse_newick_errors(text, message):
     with pytest.raises(InputError, match=f"^newick: .*{message}"):
         parse_newick(text)
@@ -258,7 +274,7 @@ def test_newick_label_round_trips_through_the_reader():
     names = ["plain", "with space", "it's", "snake_case", "(paren)", "a,b", "x:y", "[c]", "semi;"]
     text = "(" + ",".join(newick_label(n) for n in names) + ");"
     assert [leaf["label"] for leaf in parse_newick(text)["children"]] == names
-    assert newick_label("Felis-catus.2") == "Felis-catus.2"   # plain labels stay unquoted
+    assert newick_label("Felis-catus.2") == "Felis-catus.2"  # plain labels stay unquoted
 
 
 def test_relabel_by_first_appearance():
@@ -282,9 +298,12 @@ def test_newick_names_must_match():
 
 # ----------------------------------------------------------------------------- JSON and files
 def l2h_like_tree():
-    return Hierarchy([[0, 2], [1, 3], [4, 5]], scores=[[0.1, 2.0], [0.2, 1.0], [0.5, 0.7]],
-                     names=["cat", "dog", "car", "truck"],
-                     info={"aggregation": "sum_all", "strategy": "lowest_score", "n_points": 10})
+    return Hierarchy(
+        [[0, 2], [1, 3], [4, 5]],
+        scores=[[0.1, 2.0], [0.2, 1.0], [0.5, 0.7]],
+        names=["cat", "dog", "car", "truck"],
+        info={"aggregation": "sum_all", "strategy": "lowest_score", "n_points": 10},
+    )
 
 
 def test_json_round_trip(tmp_path):
@@ -312,24 +331,27 @@ def _corrupt(data, key, value):
     return data
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("schema_version", 2, "unsupported schema_version"),
-    ("schema_version", KeyError, "unsupported schema_version"),
-    ("children", KeyError, "missing field"),
-    ("k", 5, r"children must have shape \(4, 2\)"),
-    ("k", "4", "k must be an integer"),
-    ("children", [[0, 2], [1, 3], [4, 4]], "merged 2 times"),
-    ("children", [[0, 2], [1, 3], ["a", 5]], "malformed"),
-    ("merges", [[[0], [2]], [[1], [3]], [[2, 0], [1, 3]]], "merges do not match"),
-    ("names", ["a", "b"], "2 names given for 4 leaves"),
-    ("names", [1, 2, 3, 4], "names must be a list of strings"),
-    ("scores", [[1.0, 2.0]], "scores must have K-1"),
-    ("info", [], "info must be an object"),
-    ("aggregation", "mean_all", "aggregation differs"),
-    ("support", [1.0, 0.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
-    ("support", [1.0, 0.5, 1.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
-    ("support", [1.0, 0.5, "x"], "malformed support"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("schema_version", 2, "unsupported schema_version"),
+        ("schema_version", KeyError, "unsupported schema_version"),
+        ("children", KeyError, "missing field"),
+        ("k", 5, r"children must have shape \(4, 2\)"),
+        ("k", "4", "k must be an integer"),
+        ("children", [[0, 2], [1, 3], [4, 4]], "merged 2 times"),
+        ("children", [[0, 2], [1, 3], ["a", 5]], "malformed"),
+        ("merges", [[[0], [2]], [[1], [3]], [[2, 0], [1, 3]]], "merges do not match"),
+        ("names", ["a", "b"], "2 names given for 4 leaves"),
+        ("names", [1, 2, 3, 4], "names must be a list of strings"),
+        ("scores", [[1.0, 2.0]], "scores must have K-1"),
+        ("info", [], "info must be an object"),
+        ("aggregation", "mean_all", "aggregation differs"),
+        ("support", [1.0, 0.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
+        ("support", [1.0, 0.5, 1.5], r"support must be K-1 = 3 numbers in \[0, 1\]"),
+        ("support", [1.0, 0.5, "x"], "malformed support"),
+    ],
+)
 def test_malformed_json(tmp_path, key, value, message):
     path = tmp_path / "tree.json"
     path.write_text(json.dumps(_corrupt(l2h_like_tree().to_dict(), key, value)))
@@ -352,7 +374,7 @@ def test_support_in_json_newick_and_dendropy(tmp_path):
     data = json.loads(paths["tree"].read_text())
     assert data["support"] == support.tolist()
     assert np.array_equal(Hierarchy.load(paths["tree"]).support, support)
-    del data["support"]                                               # a tree.json from before supports
+    del data["support"]  # a tree.json from before supports
     paths["tree"].write_text(json.dumps(data))
     assert Hierarchy.load(paths["tree"]).support is None
     assert "support" not in Hierarchy([[0, 1]]).to_dict()

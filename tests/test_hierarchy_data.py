@@ -62,15 +62,18 @@ def test_edges_round_trip(imagenet_tree, tmp_path):
     assert again == imagenet_tree
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a b\na c\nd c\n", "two parents"),
-    ("a b\nc d\n", "one root"),
-    ("r x\na b\nb c\nc a\n", "not reachable"),
-    ("a b\nb a\n", "one root"),
-    ("a a\n", "its own parent"),
-    ("a b c\n", ":1: expected 'parent child'"),
-    ("\n# nothing\n", "no edges"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a b\na c\nd c\n", "two parents"),
+        ("a b\nc d\n", "one root"),
+        ("r x\na b\nb c\nc a\n", "not reachable"),
+        ("a b\nb a\n", "one root"),
+        ("a a\n", "its own parent"),
+        ("a b c\n", ":1: expected 'parent child'"),
+        ("\n# nothing\n", "no edges"),
+    ],
+)
 def test_bad_edge_files_are_rejected(tmp_path, text, message):
     path = tmp_path / "bad.txt"
     path.write_text(text)

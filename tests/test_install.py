@@ -35,15 +35,39 @@ def test_core_install_runs_l2h_tree_without_the_heavy_packages(tmp_path, shared_
     run(UV, "pip", "install", "-q", "-p", python, source)
     installed = {line.split()[0].lower() for line in run(UV, "pip", "list", "-p", python).stdout.splitlines()[2:]}
     assert "l2h" in installed and {"numpy", "scipy"} <= installed
-    assert not installed & {"torch", "snakemake", "hydra-core", "omegaconf", "open-clip-torch", "timm", "clustpy",
-                            "scikit-learn", "pandas"}, sorted(installed)
+    assert not installed & {
+        "torch",
+        "snakemake",
+        "hydra-core",
+        "omegaconf",
+        "open-clip-torch",
+        "timm",
+        "clustpy",
+        "scikit-learn",
+        "pandas",
+    }, sorted(installed)
     logits = shared_data / "logits" / "wideresnet-16-4-cifar-100.npz"
     out = tmp_path / "tree"
-    proc = run(venv / "bin" / "l2h", "tree", logits, "--key", "predictions", "--input", "probs", "--labels", logits,
-               "--labels-key", "ground_truth", "--out", out, cwd=tmp_path)
+    proc = run(
+        venv / "bin" / "l2h",
+        "tree",
+        logits,
+        "--key",
+        "predictions",
+        "--input",
+        "probs",
+        "--labels",
+        logits,
+        "--labels-key",
+        "ground_truth",
+        "--out",
+        out,
+        cwd=tmp_path,
+    )
     assert "metrics: nmi" in proc.stdout
-    assert {"tree.json", "tree.nwk", "linkage.npy", "metrics.json", "levels.json", "dendrogram.png",
-            "tree.html"} <= {p.name for p in out.iterdir()}
+    assert {"tree.json", "tree.nwk", "linkage.npy", "metrics.json", "levels.json", "dendrogram.png", "tree.html"} <= {
+        p.name for p in out.iterdir()
+    }
     assert json.loads((out / "tree.json").read_text())["k"] == 100
     probe = "import l2h.algorithm, l2h.hierarchy, l2h.metrics, l2h.kernels; print(l2h.kernels.build())"
     assert run(python, "-c", probe, cwd=tmp_path).stdout.strip() == "compiled"  # the C extension was built

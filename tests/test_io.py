@@ -36,8 +36,9 @@ def test_npz_single_and_keyed(tmp_path):
 def test_pt_tensor_and_dict(tmp_path):
     torch.save(torch.from_numpy(X), tmp_path / "t.pt")
     np.testing.assert_array_equal(load_array(tmp_path / "t.pt"), X)
-    torch.save({"logits": torch.from_numpy(X).to(torch.bfloat16), "y": torch.from_numpy(Y), "epoch": 3},
-               tmp_path / "d.pt")
+    torch.save(
+        {"logits": torch.from_numpy(X).to(torch.bfloat16), "y": torch.from_numpy(Y), "epoch": 3}, tmp_path / "d.pt"
+    )
     a = load_array(tmp_path / "d.pt", key="logits")
     assert a.dtype == np.float32 and a.shape == X.shape
     np.testing.assert_allclose(a, X, rtol=1e-2)
@@ -68,24 +69,30 @@ def test_csv_with_and_without_header(tmp_path):
     assert lab.dtype == np.int64 and lab.tolist() == [3, 1, 2]
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("1,2\n3,x\n", "not a numeric CSV table"),
-    ("1,2\n3\n", "not a numeric CSV table"),
-    ("", "empty CSV file"),
-    ("a,b\n", "CSV file has a header but no rows"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("1,2\n3,x\n", "not a numeric CSV table"),
+        ("1,2\n3\n", "not a numeric CSV table"),
+        ("", "empty CSV file"),
+        ("a,b\n", "CSV file has a header but no rows"),
+    ],
+)
 def test_bad_csv(tmp_path, text, problem):
     (tmp_path / "bad.csv").write_text(text)
     with pytest.raises(InputError, match=rf"bad\.csv: {problem}"):
         load_array(tmp_path / "bad.csv")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("x.npy", b"this is not numpy"),
-    ("x.npz", b"PK\x03\x04 broken zip"),
-    ("x.pt", b"\x80\x02garbage"),
-    ("x.npy", b""),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("x.npy", b"this is not numpy"),
+        ("x.npz", b"PK\x03\x04 broken zip"),
+        ("x.pt", b"\x80\x02garbage"),
+        ("x.npy", b""),
+    ],
+)
 def test_corrupt_files(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(InputError, match=rf"{name}: cannot read"):

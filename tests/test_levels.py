@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 from scipy.special import softmax
+from test_hierarchy import random_children
 
 from l2h.algorithm import l2h
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
 from l2h.levels import baseline_levels, confusion_graph, cut_curve, suggest_levels
-from test_hierarchy import random_children
 
 
 def planted_logits(branching, scale=2.0, noise=2.0, per_class=60, seed=0):
@@ -26,7 +26,7 @@ def modularity(graph: np.ndarray, groups: np.ndarray, gamma: float = 1.0) -> flo
     total = graph.sum()
     degree = graph.sum(1)
     same = groups[:, None] == groups[None, :]
-    return float((graph * same).sum() / total - gamma * (np.outer(degree, degree) * same).sum() / total ** 2)
+    return float((graph * same).sum() / total - gamma * (np.outer(degree, degree) * same).sum() / total**2)
 
 
 def test_confusion_graph_is_the_masked_softmax_summed_per_cluster():
@@ -38,7 +38,7 @@ def test_confusion_graph_is_the_masked_softmax_summed_per_cluster():
     expected = np.zeros((7, 7))
     np.add.at(expected, h, q)
     np.testing.assert_allclose(graph, expected + expected.T, atol=1e-12)
-    assert graph.sum() == pytest.approx(2 * 200)            # every point adds 1, symmetrised
+    assert graph.sum() == pytest.approx(2 * 200)  # every point adds 1, symmetrised
     # probabilities give the same graph as their logits
     np.testing.assert_allclose(confusion_graph(softmax(z, axis=1), h, input="probs").toarray(), graph, atol=1e-9)
     # top=2 keeps each point's two largest entries only
@@ -71,7 +71,7 @@ def test_two_disconnected_blocks_give_two_groups_first():
     graph = np.kron(np.eye(2), np.ones((4, 4))) - np.eye(8)
     found = suggest_levels(tree, graph=graph)
     assert [s["n_groups"] for s in found["suggestions"]][:1] == [2]
-    assert found["suggestions"][0]["score"] > 20         # no confusion at all between the two groups
+    assert found["suggestions"][0]["score"] > 20  # no confusion at all between the two groups
     assert found["baselines"]["sqrt_k"] == 3
 
 
@@ -80,9 +80,9 @@ def test_planted_levels_are_the_top_suggestions(branching, levels):
     z, y = planted_logits(branching, scale=3.0 if branching == (20, 5) else 2.0)
     tree, leaves = l2h(z, return_assignment=True)
     found = suggest_levels(tree, z, leaves=leaves)
-    top = [s["n_groups"] for s in found["suggestions"][:len(levels)]]
+    top = [s["n_groups"] for s in found["suggestions"][: len(levels)]]
     assert set(top) == levels, found["suggestions"][:4]
-    assert found == suggest_levels(tree, z)                    # leaves default to the argmax; deterministic
+    assert found == suggest_levels(tree, z)  # leaves default to the argmax; deterministic
 
 
 def test_supports_scale_the_scores():
@@ -93,8 +93,7 @@ def test_supports_scale_the_scores():
     assert [s["score"] for s in ones["suggestions"]] == [s["score"] for s in plain["suggestions"]]
     assert all(s["support"] == 1.0 for s in ones["suggestions"]) and "bootstrap" in ones["criterion"]
     halves = suggest_levels(tree, z, supports=np.full(63, 0.5))
-    assert [s["score"] for s in halves["suggestions"]] == pytest.approx(
-        [s["score"] / 2 for s in plain["suggestions"]])
+    assert [s["score"] for s in halves["suggestions"]] == pytest.approx([s["score"] / 2 for s in plain["suggestions"]])
     with pytest.raises(InputError, match="supports"):
         suggest_levels(tree, z, supports=np.ones(10))
     with pytest.raises(InputError, match="supports"):
@@ -102,7 +101,7 @@ def test_supports_scale_the_scores():
 
 
 def test_no_confusion_gives_no_suggestion():
-    probs = np.eye(4)[np.repeat(np.arange(4), 5)]           # one-hot: no point would go anywhere else
+    probs = np.eye(4)[np.repeat(np.arange(4), 5)]  # one-hot: no point would go anywhere else
     tree = l2h(probs, input="probs")
     found = suggest_levels(tree, probs, input="probs")
     assert found["suggestions"] == [] and "no confusion" in found["note"]
@@ -123,7 +122,7 @@ def test_cifar10_top_level_is_vehicles_and_animals(shared_data):
     tree, leaves = l2h(probs, input="probs", return_assignment=True)
     found = suggest_levels(tree, probs, leaves=leaves, input="probs")
     assert found["suggestions"][0]["n_groups"] == 2
-    vehicles = {0, 1, 8, 9}   # airplane, automobile, ship, truck
+    vehicles = {0, 1, 8, 9}  # airplane, automobile, ship, truck
     groups = tree.cut(2)
     assert {int(groups[c]) for c in vehicles} != {int(groups[c]) for c in set(range(10)) - vehicles}
     assert len({int(groups[c]) for c in vehicles}) == 1

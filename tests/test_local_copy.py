@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from archive_helpers import CIFAR10_CLASSES, build_cifar10, cifar_jpegs, digest, write_tar
 from omegaconf import OmegaConf
 
-from archive_helpers import CIFAR10_CLASSES, build_cifar10, cifar_jpegs, digest, write_tar
 from l2h.data import DownloadError, check_dataset_config, get_dataset, verify_local_copy
 from l2h.errors import InputError
 
@@ -28,8 +28,7 @@ def dataset_cfg(name: str, **overrides):
 def snapshot(path: Path) -> dict[str, tuple]:
     """Every file under ``path`` (or ``path`` itself): (SHA-256, size, modification time)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in files}
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size, p.stat().st_mtime_ns) for p in files}
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -65,10 +64,16 @@ def test_local_archive_is_verified_extracted_and_untouched(cifar10_copy, tmp_pat
         source.prepare(tmp_path / "data", progress=False)
         test = source.load(tmp_path / "data", "test")
         np.testing.assert_array_equal(test.pixels, np.stack(expect["test"][0]))
-        assert test.info["copy"] == {"form": "archive", "path": str(archive), "checksum": f"md5:{digest(archive)}",
-                                     "matches_official": True}
-    assert sorted(p.name for p in (tmp_path / "data" / "cifar10").iterdir()) == [".local-checksums.json",
-                                                                                 "cifar-10-python"]
+        assert test.info["copy"] == {
+            "form": "archive",
+            "path": str(archive),
+            "checksum": f"md5:{digest(archive)}",
+            "matches_official": True,
+        }
+    assert sorted(p.name for p in (tmp_path / "data" / "cifar10").iterdir()) == [
+        ".local-checksums.json",
+        "cifar-10-python",
+    ]
     assert snapshot(archive.parent) == before
 
 
@@ -82,14 +87,18 @@ def test_tampered_archive_is_refused_in_one_line_and_untouched(cifar10_copy, tmp
     before = snapshot(tampered.parent)
     cfg = dataset_cfg("cifar10", local=str(tampered.parent), **official)
     check_dataset_config(cfg)  # the config itself is fine: the contents are checked next
-    for call in (lambda: verify_local_copy(cfg, tmp_path / "data"),
-                 lambda: get_dataset(cfg).prepare(tmp_path / "data", progress=False)):
+    for call in (
+        lambda: verify_local_copy(cfg, tmp_path / "data"),
+        lambda: get_dataset(cfg).prepare(tmp_path / "data", progress=False),
+    ):
         with pytest.raises(DownloadError) as exc:
             call()
-        assert one_line(exc) == (f"{tampered}: md5 is {digest(bytes(data))}, the official cifar-10-python.tar.gz has "
-                                 f"{digest(archive)} (dataset cifar10); the file was left untouched: if it is a copy "
-                                 f"you made on purpose (a subset, re-encoded, other split sizes), accept it with "
-                                 f"dataset.unofficial=true")
+        assert one_line(exc) == (
+            f"{tampered}: md5 is {digest(bytes(data))}, the official cifar-10-python.tar.gz has "
+            f"{digest(archive)} (dataset cifar10); the file was left untouched: if it is a copy "
+            f"you made on purpose (a subset, re-encoded, other split sizes), accept it with "
+            f"dataset.unofficial=true"
+        )
     assert snapshot(tampered.parent) == before
     assert not [p for p in (tmp_path / "data" / "cifar10").iterdir() if p.name != ".local-checksums.json"]
 
@@ -158,8 +167,10 @@ def test_food101_extracted_folder_is_read_in_place(jpegs, tmp_path):
     before = snapshot(tmp_path / "datasets")
     with pytest.raises(InputError) as exc:  # the official sizes (75,750 / 25,250) do not match this copy
         get_dataset(food_cfg(top.parent)).load(tmp_path / "data", "train")
-    assert one_line(exc).endswith(f"your copy {top.parent} is not the official one; to use it as it is (its sizes "
-                                  f"then come from the copy), add dataset.unofficial=true")
+    assert one_line(exc).endswith(
+        f"your copy {top.parent} is not the official one; to use it as it is (its sizes "
+        f"then come from the copy), add dataset.unofficial=true"
+    )
     identities = set()
     for local in (top.parent, top):  # the folder the archive extracts to, or the data folder itself
         source = get_dataset(food_cfg(local, unofficial=True))
@@ -204,17 +215,22 @@ def test_cifar10_extracted_folder_and_a_pickle_that_is_not_data(cifar10_copy, tm
 def test_inat21_one_split_extracted_the_other_archived(jpegs, tmp_path):
     """Per archive, the extracted folder or the archive under its published name: here val/ is extracted and
     train_mini.tar.gz is an archive, in the same folder."""
-    folders = ["04000_Animalia_Chordata_Aves_Passeriformes_Corvidae_Corvus_corax",
-               "09000_Plantae_Tracheophyta_Magnoliopsida_Asterales_Asteraceae_Bellis_perennis"]
+    folders = [
+        "04000_Animalia_Chordata_Aves_Passeriformes_Corvidae_Corvus_corax",
+        "09000_Plantae_Tracheophyta_Magnoliopsida_Asterales_Asteraceae_Bellis_perennis",
+    ]
     local = tmp_path / "inat2021"
     for c, name in enumerate(folders):
         (local / "val" / name).mkdir(parents=True)
         (local / "val" / name / "a.jpg").write_bytes(jpegs["dog"][c][0])
-    write_tar(local / "train_mini.tar.gz", {f"train_mini/{name}/{k}.jpg": jpegs["cat"][k][0]
-                                            for name in folders for k in range(2)})
+    write_tar(
+        local / "train_mini.tar.gz",
+        {f"train_mini/{name}/{k}.jpg": jpegs["cat"][k][0] for name in folders for k in range(2)},
+    )
     before = snapshot(local)
-    cfg = dataset_cfg("inat21", splits={"train": "train_mini", "test": "val"}, local=str(local), unofficial=True,
-                      num_classes=2)
+    cfg = dataset_cfg(
+        "inat21", splits={"train": "train_mini", "test": "val"}, local=str(local), unofficial=True, num_classes=2
+    )
     source = get_dataset(cfg)
     source.prepare(tmp_path / "data", progress=False)
     train, test = source.load(tmp_path / "data", "train"), source.load(tmp_path / "data", "test")
@@ -260,18 +276,28 @@ def test_imagenet_official_archives(jpegs, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- config checks
-@pytest.mark.parametrize("name, overrides, message", [
-    ("cifar10", {"offline": "maybe"}, "dataset.offline = 'maybe': must be true or false"),
-    ("cifar10", {"unofficial": "yes"}, "dataset.unofficial = 'yes': must be true or false"),
-    ("cifar10", {"local": 5}, "dataset.local = 5: must be a string or null"),
-    ("cifar10", {"local": ""}, "dataset.local = '': must not be empty"),
-    ("cifar10", {"local": "/nonexistent/cifar"}, "dataset cifar10: dataset.local=/nonexistent/cifar: no such file"),
-    ("food101", {"unofficial": True}, "dataset food101: dataset.unofficial=true accepts a local copy"),
-    ("cifar100", {"sizes": {"train": -1}}, "dataset.sizes.train = -1: must be >= 1"),
-    ("digits", {"local": "/tmp"}, "dataset digits: the digits ship with scikit-learn, there is no copy to point at"),
-    ("imagenet", {"root": "/data/ilsvrc"}, "dataset.root = '/data/ilsvrc': renamed: use dataset.local=PATH for "
-                                           "your copy"),
-])
+@pytest.mark.parametrize(
+    "name, overrides, message",
+    [
+        ("cifar10", {"offline": "maybe"}, "dataset.offline = 'maybe': must be true or false"),
+        ("cifar10", {"unofficial": "yes"}, "dataset.unofficial = 'yes': must be true or false"),
+        ("cifar10", {"local": 5}, "dataset.local = 5: must be a string or null"),
+        ("cifar10", {"local": ""}, "dataset.local = '': must not be empty"),
+        ("cifar10", {"local": "/nonexistent/cifar"}, "dataset cifar10: dataset.local=/nonexistent/cifar: no such file"),
+        ("food101", {"unofficial": True}, "dataset food101: dataset.unofficial=true accepts a local copy"),
+        ("cifar100", {"sizes": {"train": -1}}, "dataset.sizes.train = -1: must be >= 1"),
+        (
+            "digits",
+            {"local": "/tmp"},
+            "dataset digits: the digits ship with scikit-learn, there is no copy to point at",
+        ),
+        (
+            "imagenet",
+            {"root": "/data/ilsvrc"},
+            "dataset.root = '/data/ilsvrc': renamed: use dataset.local=PATH for your copy",
+        ),
+    ],
+)
 def test_check_dataset_config_refuses_bad_values_in_one_line(name, overrides, message):
     with pytest.raises(InputError) as exc:
         check_dataset_config(dataset_cfg(name, **overrides))
@@ -282,8 +308,10 @@ def test_check_dataset_config_names_the_missing_layout(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()  # an incomplete extracted folder (no batches.meta)
     with pytest.raises(InputError) as exc:
         check_dataset_config(dataset_cfg("cifar10", local=str(tmp_path)))
-    assert one_line(exc).endswith("holds neither the extracted data nor the archive: expected cifar-10-batches-py/ "
-                                  "(with batches.meta) or cifar-10-python.tar.gz in it")
+    assert one_line(exc).endswith(
+        "holds neither the extracted data nor the archive: expected cifar-10-batches-py/ "
+        "(with batches.meta) or cifar-10-python.tar.gz in it"
+    )
     for name in ("cifar10", "digits", "imagenet", "inat21"):
         check_dataset_config(dataset_cfg(name))  # every shipped config is valid as it is
 
@@ -296,13 +324,22 @@ def test_features_record_the_copy_and_are_never_reused_for_another(jpegs, tmp_pa
 
     top = tmp_path / "food-101"
     write_food101(jpegs, top)
-    cfg = OmegaConf.create({"dataset": food_cfg(top, unofficial=True),
-                            "backbone": OmegaConf.load(REPO / "conf" / "backbone" / "pixels.yaml"),
-                            "paths": {"data": str(tmp_path / "data")}})
+    cfg = OmegaConf.create(
+        {
+            "dataset": food_cfg(top, unofficial=True),
+            "backbone": OmegaConf.load(REPO / "conf" / "backbone" / "pixels.yaml"),
+            "paths": {"data": str(tmp_path / "data")},
+        }
+    )
     data_dir, features_dir = tmp_path / "results" / "data", tmp_path / "results" / "features"
     data = Job("prepare_data", {}, data_dir, data_dir, {"dataset": "food101"})
-    feats = Job("extract_features", {"classes": str(data.output / "classes.json")}, features_dir, features_dir,
-                {"dataset": "food101", "backbone": "pixels"})
+    feats = Job(
+        "extract_features",
+        {"classes": str(data.output / "classes.json")},
+        features_dir,
+        features_dir,
+        {"dataset": "food101", "backbone": "pixels"},
+    )
 
     def recorded() -> dict:
         return json.loads((data.output / "classes.json").read_text())
@@ -321,8 +358,9 @@ def test_features_record_the_copy_and_are_never_reused_for_another(jpegs, tmp_pa
     (top / "images" / "baklava" / "103.jpg").write_bytes(jpegs["cat"][6][0])  # the copy changes
     with pytest.raises(InputError) as exc:
         extract_features.run(cfg, feats)
-    assert one_line(exc).endswith("the dataset copy changed; run prepare_data again (snakemake --forcerun "
-                                  "prepare_data)")
+    assert one_line(exc).endswith(
+        "the dataset copy changed; run prepare_data again (snakemake --forcerun prepare_data)"
+    )
     prepare_data.run(cfg, data)
     extract_features.run(cfg, feats)
     assert meta()["dataset"]["copy"] == recorded()["splits"]["test"]["copy"]["checksum"] != first["dataset"]["copy"]
@@ -341,8 +379,7 @@ figures: false
 """
 
 
-def test_plan_checks_the_local_copy_from_an_experiment_file_or_the_command_line(cifar10_copy, tmp_path,
-                                                                               monkeypatch):
+def test_plan_checks_the_local_copy_from_an_experiment_file_or_the_command_line(cifar10_copy, tmp_path, monkeypatch):
     """The key works in an experiment's settings and as an override; the plan (built before any job runs)
     refuses a missing path or a copy whose checksum is not the official one."""
     import shutil
@@ -353,13 +390,15 @@ def test_plan_checks_the_local_copy_from_an_experiment_file_or_the_command_line(
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     (conf / "experiment" / "local_cifar.yaml").write_text(
-        LOCAL_EXPERIMENT.replace("settings: {}", f"settings: {{dataset: ['dataset.local={archive}']}}"))
+        LOCAL_EXPERIMENT.replace("settings: {}", f"settings: {{dataset: ['dataset.local={archive}']}}")
+    )
     monkeypatch.chdir(tmp_path)  # the data root (paths.data) is relative to the working directory
     monkeypatch.delenv("L2H_DATA_DIR", raising=False)
     with pytest.raises(InputError) as exc:  # the shipped config publishes the real archive's md5
         Plan(conf, "local_cifar")
-    assert one_line(exc).startswith(f"{archive}: md5 is {digest(archive)}, the official cifar-10-python.tar.gz has "
-                                    f"c58f30108f718f92721af3b95e74349a")
+    assert one_line(exc).startswith(
+        f"{archive}: md5 is {digest(archive)}, the official cifar-10-python.tar.gz has c58f30108f718f92721af3b95e74349a"
+    )
     plan = Plan(conf, "local_cifar", overrides="dataset.unofficial=true")
     assert plan.group_config("dataset", "cifar10")["local"] == str(archive)
     with pytest.raises(InputError) as exc:
@@ -367,8 +406,10 @@ def test_plan_checks_the_local_copy_from_an_experiment_file_or_the_command_line(
     assert one_line(exc) == f"dataset cifar10: dataset.local={tmp_path / 'nowhere'}: no such file or folder"
     with pytest.raises(InputError) as exc:  # one path on the command line would apply to every dataset
         Plan(conf, "local_cifar", overrides=f"dataset=cifar10,cifar100 dataset.local={archive}")
-    assert one_line(exc).startswith(f"dataset.local={archive} is set for 2 datasets (cifar10, cifar100): a copy "
-                                    f"belongs to one dataset; give each its own in the experiment's settings")
+    assert one_line(exc).startswith(
+        f"dataset.local={archive} is set for 2 datasets (cifar10, cifar100): a copy "
+        f"belongs to one dataset; give each its own in the experiment's settings"
+    )
 
 
 def run_snakemake(workdir: Path, *config: str):
@@ -376,9 +417,24 @@ def run_snakemake(workdir: Path, *config: str):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "L2H_DATA_DIR"}  # the data root: <workdir>/data
-    return subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(workdir / "Snakefile"),
-                           "--directory", str(workdir), "--cores", "2", "--config", "experiment=local_cifar", *config],
-                          capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("snakemake")),
+            "-s",
+            str(workdir / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "2",
+            "--config",
+            "experiment=local_cifar",
+            *config,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -395,8 +451,11 @@ def test_pipeline_on_a_local_cifar10_archive(shared_data, tmp_path):
     work = copy_workflow(tmp_path)
     conf = work / "conf" / "dataset" / "cifar10.yaml"
     text = conf.read_text()
-    conf.write_text(text.replace("c58f30108f718f92721af3b95e74349a", digest(archive))
-                    .replace("sizes: {train: 50000, test: 10000}", "sizes: {train: 80, test: 40}"))
+    conf.write_text(
+        text.replace("c58f30108f718f92721af3b95e74349a", digest(archive)).replace(
+            "sizes: {train: 50000, test: 10000}", "sizes: {train: 80, test: 40}"
+        )
+    )
     (work / "conf" / "experiment" / "local_cifar.yaml").write_text(LOCAL_EXPERIMENT)
     before = snapshot(archive)
 
@@ -423,9 +482,11 @@ def test_pipeline_on_a_local_cifar10_archive(shared_data, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     line = next(line for line in out.splitlines() if "configuration error:" in line)
-    assert line.endswith(f"configuration error: {tampered}: md5 is {digest(bytes(data))}, the official "
-                         f"cifar-10-python.tar.gz has {digest(archive)} (dataset cifar10); the file was left "
-                         f"untouched: if it is a copy you made on purpose (a subset, re-encoded, other split sizes), "
-                         f"accept it with dataset.unofficial=true")
+    assert line.endswith(
+        f"configuration error: {tampered}: md5 is {digest(bytes(data))}, the official "
+        f"cifar-10-python.tar.gz has {digest(archive)} (dataset cifar10); the file was left "
+        f"untouched: if it is a copy you made on purpose (a subset, re-encoded, other split sizes), "
+        f"accept it with dataset.unofficial=true"
+    )
     assert "rule prepare_data" not in out and "localrule prepare_data" not in out
     assert snapshot(tampered) == copy and snapshot(work / "results") == results

@@ -11,8 +11,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from l2h.errors import InputError
 from l2h.hierarchy import Hierarchy
-from l2h.metrics import (acc, ari, dendrogram_purity, evaluate, flat_metrics, leaf_purity, nmi,
-                         nmi_geometric)
+from l2h.metrics import acc, ari, dendrogram_purity, evaluate, flat_metrics, leaf_purity, nmi, nmi_geometric
 
 
 def random_linkage(k, rng):
@@ -86,6 +85,7 @@ def acc_by_enumeration(y, c):
 
 # ---------------------------------------------------------------- flat metrics
 
+
 @pytest.mark.parametrize("seed", range(20))
 def test_flat_metrics_match_by_hand_formulas(seed):
     rng = np.random.default_rng(seed)
@@ -98,8 +98,12 @@ def test_flat_metrics_match_by_hand_formulas(seed):
     assert nmi_geometric(y, c) == pytest.approx(nmi_by_hand(list(y), list(c), "geometric"), abs=1e-12)
     assert ari(y, c) == pytest.approx(ari_by_hand(list(y), list(c)), abs=1e-12)
     assert acc(y, c) == pytest.approx(acc_by_enumeration(list(y), list(c)), abs=1e-15)
-    assert flat_metrics(y, c) == {"nmi": nmi(y, c), "nmi_geometric": nmi_geometric(y, c),
-                                  "ari": ari(y, c), "acc": acc(y, c)}
+    assert flat_metrics(y, c) == {
+        "nmi": nmi(y, c),
+        "nmi_geometric": nmi_geometric(y, c),
+        "ari": ari(y, c),
+        "acc": acc(y, c),
+    }
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -111,14 +115,15 @@ def test_nmi_ari_match_scikit_learn(seed):
     for a, b in ((y, c), (y, np.zeros(n, int)), (y, np.arange(n)), (np.zeros(n, int), np.zeros(n, int))):
         assert nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
         assert nmi_geometric(a, b) == pytest.approx(
-            normalized_mutual_info_score(a, b, average_method="geometric"), abs=1e-12)
+            normalized_mutual_info_score(a, b, average_method="geometric"), abs=1e-12
+        )
         assert ari(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
 
 
 def test_acc_padding_counts_unmatched_clusters_as_errors():
-    assert acc([0, 0, 1, 1], [0, 1, 2, 3]) == 0.5         # more clusters than classes
+    assert acc([0, 0, 1, 1], [0, 1, 2, 3]) == 0.5  # more clusters than classes
     assert acc([0, 1, 2], [5, 5, 5]) == pytest.approx(1 / 3)  # fewer clusters than classes
-    assert acc([0, 0, 1, 1, 2], [1, 1, 0, 0, 7]) == 1.0     # any relabelling
+    assert acc([0, 0, 1, 1, 2], [1, 1, 0, 0, 7]) == 1.0  # any relabelling
     assert ari([0, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(4 / 7)
 
 
@@ -128,18 +133,22 @@ def test_acc_refuses_point_level_partitions():
         acc(np.arange(n) % 10, np.arange(n))
 
 
-@pytest.mark.parametrize("y, c, problem", [
-    ([0, 1, 1], [0, 1], "clusters: 2 entries, but labels has 3"),
-    ([[0, 1]], [[0, 1]], "labels: expected a 1-D array"),
-    ([], [], "labels: empty"),
-    ([0, 1.5], [0, 1], "labels: labels must be integers; label 1 is not an integer"),
-])
+@pytest.mark.parametrize(
+    "y, c, problem",
+    [
+        ([0, 1, 1], [0, 1], "clusters: 2 entries, but labels has 3"),
+        ([[0, 1]], [[0, 1]], "labels: expected a 1-D array"),
+        ([], [], "labels: empty"),
+        ([0, 1.5], [0, 1], "labels: labels must be integers; label 1 is not an integer"),
+    ],
+)
 def test_flat_metric_errors(y, c, problem):
     with pytest.raises(InputError, match=problem):
         nmi(y, c)
 
 
 # ---------------------------------------------------------------- dendrogram purity
+
 
 @pytest.mark.parametrize("seed", range(300))
 def test_dp_equals_brute_force_on_random_cluster_trees(seed):
@@ -148,12 +157,11 @@ def test_dp_equals_brute_force_on_random_cluster_trees(seed):
     n = int(rng.integers(2, 30))
     n_classes = int(rng.integers(1, 5))
     z = random_linkage(k, rng)
-    leaves = rng.integers(0, k, n)                 # some leaves stay empty
+    leaves = rng.integers(0, k, n)  # some leaves stay empty
     labels = rng.integers(0, n_classes, n) * 5 - 3  # arbitrary class ids
     if len(set(labels)) == n:
         labels[1] = labels[0]
-    assert dendrogram_purity(z, leaves, labels) == pytest.approx(brute_force_dp(z, leaves, labels),
-                                                                 abs=1e-12, rel=0)
+    assert dendrogram_purity(z, leaves, labels) == pytest.approx(brute_force_dp(z, leaves, labels), abs=1e-12, rel=0)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -161,11 +169,10 @@ def test_dp_equals_brute_force_on_point_level_trees(seed):
     rng = np.random.default_rng(1000 + seed)
     n = int(rng.integers(3, 25))
     z = random_linkage(n, rng)
-    leaves = rng.permutation(n)                    # K = N, one point per leaf
+    leaves = rng.permutation(n)  # K = N, one point per leaf
     labels = rng.integers(0, 3, n)
     labels[:2] = 0
-    assert dendrogram_purity(z, leaves, labels) == pytest.approx(brute_force_dp(z, leaves, labels),
-                                                                 abs=1e-12, rel=0)
+    assert dendrogram_purity(z, leaves, labels) == pytest.approx(brute_force_dp(z, leaves, labels), abs=1e-12, rel=0)
 
 
 # ClustPy's dendrogram_purity(dendrogram, labels_true, labels_pred) takes scipy/sklearn children as
@@ -181,14 +188,14 @@ def test_dp_matches_clustpy_where_conventions_coincide(seed):
     labels = rng.permutation(np.arange(n) % int(rng.integers(2, 5)))
     z_points = random_linkage(n, rng)
     ours = dendrogram_purity(z_points, np.arange(n), labels)
-    assert ours == pytest.approx(clustpy_dendrogram_purity(z_points[:, :2].astype(int), labels),
-                                 abs=1e-12, rel=0)
+    assert ours == pytest.approx(clustpy_dendrogram_purity(z_points[:, :2].astype(int), labels), abs=1e-12, rel=0)
     k = int(rng.integers(2, 8))
-    leaves = rng.permutation(np.arange(n) % k)     # every leaf non-empty
+    leaves = rng.permutation(np.arange(n) % k)  # every leaf non-empty
     z_clusters = random_linkage(k, rng)
     ours = dendrogram_purity(z_clusters, leaves, labels)
-    assert ours == pytest.approx(clustpy_dendrogram_purity(z_clusters[:, :2].astype(int), labels, leaves),
-                                 abs=1e-12, rel=0)
+    assert ours == pytest.approx(
+        clustpy_dendrogram_purity(z_clusters[:, :2].astype(int), labels, leaves), abs=1e-12, rel=0
+    )
 
 
 def test_dp_known_values_and_invariances():
@@ -200,34 +207,41 @@ def test_dp_known_values_and_invariances():
     # swap two points between the subtrees: impure LCAs lower the score
     labels_mixed = np.array([7, 7, 9, 7, 9, 9])
     assert dendrogram_purity(z, leaves, labels_mixed) == pytest.approx(
-        brute_force_dp(z, leaves, labels_mixed), abs=1e-12)
+        brute_force_dp(z, leaves, labels_mixed), abs=1e-12
+    )
     assert dendrogram_purity(z, leaves, labels_mixed) < 1
     # the children alone (int, 2 columns) give the same as the full linkage
-    assert dendrogram_purity(z[:, :2].astype(np.int64), leaves, labels_mixed) == \
-        dendrogram_purity(z, leaves, labels_mixed)
+    assert dendrogram_purity(z[:, :2].astype(np.int64), leaves, labels_mixed) == dendrogram_purity(
+        z, leaves, labels_mixed
+    )
     # an extra empty leaf hung anywhere changes nothing
     z_empty = np.array([[0, 1, 1, 2], [2, 3, 2, 2], [5, 4, 3, 3], [6, 7, 4, 5]], dtype=float)
     assert dendrogram_purity(z_empty, leaves, labels_mixed) == pytest.approx(
-        dendrogram_purity(z, leaves, labels_mixed), abs=1e-15)
+        dendrogram_purity(z, leaves, labels_mixed), abs=1e-15
+    )
     # a single leaf: DP is the purity of the whole set for every pair
     assert dendrogram_purity(np.zeros((0, 4)), [0, 0, 0, 0], [1, 1, 2, 2]) == 0.5
 
 
-@pytest.mark.parametrize("z, leaves, labels, problem", [
-    ([[0, 1, 1, 2], [0, 2, 2, 3]], [0, 1], [0, 0], "merged exactly once"),
-    ([[0, 3, 1, 2], [1, 2, 2, 3]], [0, 1], [0, 0], "does not exist yet"),
-    ([[0, 1, 1, 2]], [0, 2], [0, 0], r"leaf ids must lie in 0..1"),
-    ([[0, 1, 1, 2]], [0, 1], [0, 1], "no two points share a class"),
-    ([[0, 1, 1, 2]], [0, 1, 1], [0, 0], "leaves: 3 entries, but labels has 2"),
-    ([0, 1], [0, 1], [0, 0], "linkage: expected"),
-    ([[0.5, 1, 1, 2]], [0, 1], [0, 0], "child ids must be integer node ids"),
-])
+@pytest.mark.parametrize(
+    "z, leaves, labels, problem",
+    [
+        ([[0, 1, 1, 2], [0, 2, 2, 3]], [0, 1], [0, 0], "merged exactly once"),
+        ([[0, 3, 1, 2], [1, 2, 2, 3]], [0, 1], [0, 0], "does not exist yet"),
+        ([[0, 1, 1, 2]], [0, 2], [0, 0], r"leaf ids must lie in 0..1"),
+        ([[0, 1, 1, 2]], [0, 1], [0, 1], "no two points share a class"),
+        ([[0, 1, 1, 2]], [0, 1, 1], [0, 0], "leaves: 3 entries, but labels has 2"),
+        ([0, 1], [0, 1], [0, 0], "linkage: expected"),
+        ([[0.5, 1, 1, 2]], [0, 1], [0, 0], "child ids must be integer node ids"),
+    ],
+)
 def test_dp_errors(z, leaves, labels, problem):
     with pytest.raises(InputError, match=problem):
         dendrogram_purity(np.asarray(z, dtype=float), leaves, labels)
 
 
 # ---------------------------------------------------------------- leaf purity
+
 
 def test_leaf_purity():
     assert leaf_purity([0, 0, 0, 1, 1], [4, 4, 5, 5, 5]) == pytest.approx(4 / 5)
@@ -243,12 +257,13 @@ def test_leaf_purity():
 
 # ---------------------------------------------------------------- evaluate
 
+
 def test_evaluate_tree_and_linkage_agree_and_coarse_cut_matches_scipy():
     rng = np.random.default_rng(11)
     k, n = 12, 400
     z = random_linkage(k, rng)
     leaves = rng.integers(0, k, n)
-    fine = (leaves + (rng.random(n) < 0.2) * rng.integers(0, k, n)) % k   # mostly the leaf
+    fine = (leaves + (rng.random(n) < 0.2) * rng.integers(0, k, n)) % k  # mostly the leaf
     coarse = fine % 3
     out = evaluate(Hierarchy.from_linkage(z), leaves, fine, coarse=coarse)
     assert out == evaluate(z, leaves, fine, coarse=coarse)

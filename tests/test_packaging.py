@@ -6,11 +6,11 @@ import ast
 import functools
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,11 +34,28 @@ DEPENDENCIES = dict(_split(r) for r in PROJECT["dependencies"])
 EXTRAS = PROJECT["optional-dependencies"]
 TEST_EXTRA = dict(_split(r) for r in EXTRAS["test"])
 #: Everything the full install brings (core + every extra; the extras' references to l2h[...] left out).
-FULL = {**DEPENDENCIES, **{name: spec for reqs in EXTRAS.values() for name, spec in map(_split, reqs)
-                           if name != "l2h"}}
+FULL = {**DEPENDENCIES, **{name: spec for reqs in EXTRAS.values() for name, spec in map(_split, reqs) if name != "l2h"}}
 #: The core modules: what `pip install l2h` (no extras) must be able to import and run.
-CORE = ("algorithm", "exact", "expcache", "reference", "hierarchy", "metrics", "validation", "io", "levels", "compare",
-        "outdir", "cli", "options", "progress", "kernels", "errors", "report/figures", "report/html")
+CORE = (
+    "algorithm",
+    "exact",
+    "expcache",
+    "reference",
+    "hierarchy",
+    "metrics",
+    "validation",
+    "io",
+    "levels",
+    "compare",
+    "outdir",
+    "cli",
+    "options",
+    "progress",
+    "kernels",
+    "errors",
+    "report/figures",
+    "report/html",
+)
 
 
 def _env_entries() -> tuple[list[str], list[str]]:
@@ -89,9 +106,13 @@ def _imports(paths) -> dict[str, str]:
                 found.setdefault(m.group(1), str(path.relative_to(REPO)))
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
-        optional = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.Try)
-                    and any(_catches_import_error(h) for h in node.handlers)
-                    for stmt in node.body for inner in ast.walk(stmt)}
+        optional = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers)
+            for stmt in node.body
+            for inner in ast.walk(stmt)
+        }
         for node in ast.walk(tree):
             if id(node) in optional:  # `try: import x / except ImportError:` is an optional dependency
                 continue
@@ -106,7 +127,7 @@ def _imports(paths) -> dict[str, str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _distributions() -> dict[str, list[str]]:
     return metadata.packages_distributions()
 
@@ -115,16 +136,22 @@ def _providers(module: str) -> set[str]:
     return {_canon(d) for d in _distributions().get(module, [])}
 
 
-@pytest.mark.parametrize("where, declared", [
-    ("src", FULL),
-    ("tests", {**FULL, **TEST_EXTRA}),
-    ("workflow", FULL),
-    ("benchmarks", FULL),
-])
+@pytest.mark.parametrize(
+    "where, declared",
+    [
+        ("src", FULL),
+        ("tests", {**FULL, **TEST_EXTRA}),
+        ("workflow", FULL),
+        ("benchmarks", FULL),
+    ],
+)
 def test_every_imported_package_is_declared(where, declared):
     """Direct imports need a direct declaration (not just a dependency of a dependency)."""
-    files = sorted((REPO / where).rglob("*.py")) + sorted((REPO / where).rglob("*.smk")) + \
-        sorted((REPO / where).rglob("Snakefile"))
+    files = (
+        sorted((REPO / where).rglob("*.py"))
+        + sorted((REPO / where).rglob("*.smk"))
+        + sorted((REPO / where).rglob("Snakefile"))
+    )
     assert files or where == "benchmarks"
     local = {p.stem for p in (REPO / where).rglob("*.py")} | {"conftest"}
     for module, path in _imports(files).items():
@@ -132,15 +159,18 @@ def test_every_imported_package_is_declared(where, declared):
             continue
         providers = _providers(module)
         assert providers, f"{path} imports {module!r}, which no installed distribution provides"
-        assert providers & set(declared), \
+        assert providers & set(declared), (
             f"{path} imports {module!r} (from {sorted(providers)}), not declared in pyproject.toml"
+        )
 
 
 def test_readme_and_entry_points():
     assert (REPO / PROJECT["readme"]).is_file()
     readme = (REPO / "README.md").read_text()
-    install = ("python3 -m venv .venv && .venv/bin/pip install -q uv && "
-               ".venv/bin/uv pip install -q --compile-bytecode -p .venv/bin/python -e '.[all,test]'")
+    install = (
+        "python3 -m venv .venv && .venv/bin/pip install -q uv && "
+        ".venv/bin/uv pip install -q --compile-bytecode -p .venv/bin/python -e '.[all,test]'"
+    )
     assert f"{install} && .venv/bin/snakemake --cores all" in readme
     assert f"{install} && .venv/bin/pytest" in readme
     assert PROJECT["scripts"]["l2h"] == "l2h.cli:main"
@@ -161,8 +191,12 @@ def test_declared_package_data_exists():
     """Every package-data file pyproject declares is in the source tree (py.typed: the package is typed)."""
     declared = PYPROJECT["tool"]["setuptools"]["package-data"]
     assert "py.typed" in declared["l2h"]
-    missing = [f"{package}/{name}" for package, names in declared.items() for name in names
-               if not list((REPO / "src" / package.replace(".", "/")).glob(name))]
+    missing = [
+        f"{package}/{name}"
+        for package, names in declared.items()
+        for name in names
+        if not list((REPO / "src" / package.replace(".", "/")).glob(name))
+    ]
     assert not missing
 
 
@@ -188,8 +222,9 @@ def test_core_modules_import_only_core_dependencies_at_module_level():
         path = REPO / "src" / "l2h" / f"{name}.py"
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (isinstance(node, ast.ImportFrom) and
-                                                                        (node.level or node.module == "__future__")):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+                isinstance(node, ast.ImportFrom) and (node.level or node.module == "__future__")
+            ):
                 modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                 for module in modules:
                     top = module.split(".")[0]

@@ -29,8 +29,14 @@ def test_off_a_terminal_each_update_is_a_line_at_the_interval(monkeypatch):
     log = io.StringIO()
     for _ in progress_bar(range(5), desc="each", file=log):
         pass
-    assert [line.split("|")[0] for line in log.getvalue().splitlines()][:6] == \
-        ["each:   0%", "each:  20%", "each:  40%", "each:  60%", "each:  80%", "each: 100%"]
+    assert [line.split("|")[0] for line in log.getvalue().splitlines()][:6] == [
+        "each:   0%",
+        "each:  20%",
+        "each:  40%",
+        "each:  60%",
+        "each:  80%",
+        "each: 100%",
+    ]
 
 
 def test_on_a_terminal_the_bar_is_redrawn_in_place():

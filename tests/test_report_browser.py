@@ -20,8 +20,16 @@ from l2h.hierarchy import Hierarchy
 from l2h.report import html, tables
 
 CHROMIUM = Path(os.environ.get("L2H_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DATA = Path(__file__).resolve().parent / "data" / "report"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -35,8 +43,7 @@ def tree_data(k: int, seed: int = 0) -> dict:
     tree.scores = rng.random((k - 1, 2))
     leaves = np.repeat(np.arange(k), 30)
     labels = np.where(rng.random(leaves.size) < 0.8, leaves % len(CLASSES), rng.integers(0, len(CLASSES), leaves.size))
-    return html.tree_payload(tree, leaves=leaves, labels=labels, class_names=CLASSES,
-                             support=list(rng.random(k - 1)))
+    return html.tree_payload(tree, leaves=leaves, labels=labels, class_names=CLASSES, support=list(rng.random(k - 1)))
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +63,12 @@ def pages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pages")
     frame = tables.runs_frame(json.loads((DATA / "demo_metrics.json").read_text()))
     trees = [("small", tree_data(12)), ("medium", tree_data(300, seed=1))]
-    report = html.report_page(title="demo", description="the demo", trees=trees,
-                              tables=[("Averaged over seeds", tables.to_html(tables.summarize(frame)))])
+    report = html.report_page(
+        title="demo",
+        description="the demo",
+        trees=trees,
+        tables=[("Averaged over seeds", tables.to_html(tables.summarize(frame)))],
+    )
     (folder / "report.html").write_text(report, encoding="utf-8")
     big = tree_data(1000, seed=2)
     (folder / "big.html").write_text(html.tree_page(big, title="1,000 leaves"), encoding="utf-8")
@@ -123,7 +134,7 @@ def test_collapsing_a_node_hides_its_leaves(browser, pages):
     sizes = [1] * k
     for a, b in data["children"]:
         sizes.append(sizes[a] + sizes[b])
-    node = max(range(k, 2 * k - 2), key=lambda v: sizes[v])    # the biggest subtree below the root
+    node = max(range(k, 2 * k - 2), key=lambda v: sizes[v])  # the biggest subtree below the root
     members = sizes[node]
     assert 1 < members < k
     view.locator(f'circle.node[data-n="{node}"]').click()
@@ -141,11 +152,11 @@ def test_zoom_pan_hover_and_sort(browser, pages):
     view.scroll_into_view_if_needed()
     transform = lambda: view.locator("g.viewport").get_attribute("transform")  # noqa: E731
     svg = view.locator("svg.canvas")
-    assert svg.get_attribute("data-row") == "16.000"                  # px per tip at 100%
+    assert svg.get_attribute("data-row") == "16.000"  # px per tip at 100%
     box = svg.bounding_box()
     page.mouse.move(box["x"] + 200, box["y"] + 60)
     page.mouse.wheel(0, -300)
-    assert float(svg.get_attribute("data-row")) > 16                  # zoomed in: the tree stretches
+    assert float(svg.get_attribute("data-row")) > 16  # zoomed in: the tree stretches
     zoomed = transform()
     page.mouse.move(box["x"] + 300, box["y"] + 40)
     page.mouse.down()
@@ -175,7 +186,7 @@ def test_screenshot_is_not_blank(browser, pages):
     view = page.locator(".tree-view").nth(0)
     image = np.asarray(Image.open(io.BytesIO(view.screenshot())).convert("L"))
     assert image.shape[0] > 100 and image.shape[1] > 500
-    assert (image < 200).mean() > 0.01                 # lines and text, not an empty canvas
+    assert (image < 200).mean() > 0.01  # lines and text, not an empty canvas
     assert len(np.unique(image)) > 20
 
 
@@ -183,16 +194,16 @@ def test_thousand_leaf_tree_renders(browser, pages):
     page = open_page(browser, pages["folder"] / "big.html")
     view = page.locator(".tree-view")
     assert leaf_count(view) == 1000 and page.errors == []
-    view.locator("button[data-act=fit]").click()                      # the whole tree in the canvas
+    view.locator("button[data-act=fit]").click()  # the whole tree in the canvas
     assert float(view.locator("svg.canvas").get_attribute("data-row")) < 1 and leaf_count(view) == 1000
-    assert not view.locator("text.leaf").first.is_visible()           # too small to label
+    assert not view.locator("text.leaf").first.is_visible()  # too small to label
 
 
 def test_bigger_tree_opens_collapsed_and_search_reveals(browser, pages):
     page = open_page(browser, pages["folder"] / "huge.html")
     view = page.locator(".tree-view")
     visible = leaf_count(view) + view.locator("path.collapsed").count()
-    assert visible == 1000 and leaf_count(view) < 1000               # the last 999 merges expanded
+    assert visible == 1000 and leaf_count(view) < 1000  # the last 999 merges expanded
     hidden = next(i for i in range(3000) if view.locator(f'text.leaf[data-n="{i}"]').count() == 0)
     name = pages["huge"]["names"][hidden].split(" (")[0]
     view.locator("input.search").fill(name)

@@ -35,18 +35,28 @@ FEATURES = "results/features/digits/pixels"
 AGG = "results/digits/pixels/baseline_agglomerative_k10_s0"
 
 
-def snakemake(workdir: Path, *args: str, overrides: str | None = RUN, env: dict | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, overrides: str | None = RUN, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     config = ["--config", f"overrides={overrides}"] if overrides is not None else []
-    return subprocess.run([str(SNAKEMAKE), "--directory", str(workdir), "--cores", "2", *args, *config],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+    return subprocess.run(
+        [str(SNAKEMAKE), "--directory", str(workdir), "--cores", "2", *args, *config],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=workdir,
+    )
 
 
 def hashes(workdir: Path) -> dict[str, str]:
     """SHA-256 of every file under results/ except the logs (which hold timings) and the quarantine."""
     root = workdir / "results"
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).parts[0] not in ("logs", ".quarantine")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in ("logs", ".quarantine")
+    }
 
 
 def check(proc: subprocess.CompletedProcess) -> None:
@@ -123,15 +133,22 @@ def test_bad_override_is_one_line_and_touches_nothing(run_dir, override, message
     assert hashes(run_dir) == before
 
 
-@pytest.mark.parametrize("config, message", [
-    (["experiment=nope"], "experiment 'nope': unknown"),
-    (["tag=a/b"], "tag 'a/b': use letters"),
-    (["experimnt=demo"], "--config.experimnt: unknown key (did you mean 'experiment'?)"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (["experiment=nope"], "experiment 'nope': unknown"),
+        (["tag=a/b"], "tag 'a/b': use letters"),
+        (["experimnt=demo"], "--config.experimnt: unknown key (did you mean 'experiment'?)"),
+    ],
+)
 def test_bad_config_key_is_one_line_and_touches_nothing(run_dir, config, message):
     before = hashes(run_dir)
-    proc = subprocess.run([str(SNAKEMAKE), "--directory", str(run_dir), "--cores", "2", "--config", *config],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "--directory", str(run_dir), "--cores", "2", "--config", *config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = error_lines(proc)
     assert proc.returncode != 0 and len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
     assert hashes(run_dir) == before
@@ -140,10 +157,19 @@ def test_bad_config_key_is_one_line_and_touches_nothing(run_dir, config, message
 def test_a_second_concurrent_run_is_refused_in_one_line(run_dir):
     """While another snakemake works in the directory (it holds the lock), a second one says so, and does not
     report the first one's running jobs as incomplete."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from l2h.stages import session; "
-        "session.hold_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"), str(run_dir)],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from l2h.stages import session; "
+                "session.hold_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+            ),
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = hashes(run_dir)
@@ -245,9 +271,18 @@ def test_same_size_corruption_is_refused_then_rebuilt(site, run_dir):
     assert hashes(run_dir) == reference
 
 
-@pytest.mark.parametrize("override", ["dataset.offline=true", "l2h.block_rows=1000", "clusterer.block_rows=7",
-                                      "baseline.memory_limit_gib=8", "backbone.batch_size=3",
-                                      "backbone.num_workers=2", "paths.data=elsewhere"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dataset.offline=true",
+        "l2h.block_rows=1000",
+        "clusterer.block_rows=7",
+        "baseline.memory_limit_gib=8",
+        "backbone.batch_size=3",
+        "backbone.num_workers=2",
+        "paths.data=elsewhere",
+    ],
+)
 def test_runtime_knobs_schedule_nothing(run_dir, override):
     proc = snakemake(run_dir, "--summary", overrides=f"{RUN} {override}")
     check(proc)
@@ -264,9 +299,20 @@ def test_killed_snakemake_then_plain_command(site, run_dir):
     """Snakemake killed while a job writes (power loss): the plain command redoes nothing it can trust less than
     before — the job's previous set stays complete, and after --rerun-incomplete the set is identical."""
     _, _, reference = site
-    proc = subprocess.Popen([str(SNAKEMAKE), "--directory", str(run_dir), "--cores", "2", "--config",
-                             f"overrides={RUN} clusterer.n_init=3"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(SNAKEMAKE),
+            "--directory",
+            str(run_dir),
+            "--cores",
+            "2",
+            "--config",
+            f"overrides={RUN} clusterer.n_init=3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     staging = run_dir / KMEANS / ".staging-train_clusterer"
     deadline = time.monotonic() + 120
     while not staging.exists() and proc.poll() is None and time.monotonic() < deadline:

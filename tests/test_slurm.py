@@ -35,8 +35,8 @@ REDUCED = ["--config", "experiment=demo", "overrides=backbone=pixels"]
 LOCAL_RULES = {"prepare_data", "prefetch_weights", "report", "all"}  # localrules: downloads, reports stay local
 GPU_RULES = {"extract_features", "train_clusterer"}  # rules that ask SLURM for a GPU (and DeepECT's run_baseline)
 FAULT_RULE, FAULT_MATCH = "run_baseline", "agglomerative"  # this job is cancelled halfway through its writes
-PARTITION, ACCOUNT = "main", "l2h"                   # what slurm_cluster.sh creates
-RUN_LIMIT_S = 480                                    # SIGKILL for a snakemake run (the plugin can hang)
+PARTITION, ACCOUNT = "main", "l2h"  # what slurm_cluster.sh creates
+RUN_LIMIT_S = 480  # SIGKILL for a snakemake run (the plugin can hang)
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 
 pytestmark = pytest.mark.slow
@@ -65,23 +65,26 @@ def slurm_cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm-cluster")
     pids: dict[str, int] = {}
     try:
-        start = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True,
-                               timeout=900)  # includes apt-get install on a machine without the packages
+        start = subprocess.run(
+            ["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=900
+        )  # includes apt-get install on a machine without the packages
         pids = {p.name: int(p.read_text()) for p in (state / "pids").glob("*")} if (state / "pids").is_dir() else {}
         if start.returncode != 0:
             pytest.fail(f"the test cluster did not start:\n{start.stderr[-6000:]}")
         assert set(pids) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
         env = {**os.environ, "SLURM_CONF": str(state / "etc" / "slurm.conf")}
         # a stand-in for a job process that ignores SIGTERM and outlives its job: stop must kill it too
-        straggler = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 1; done"],
-                                     env={**env, "SLURM_JOB_ID": "999999"}, start_new_session=True)
+        straggler = subprocess.Popen(
+            ["bash", "-c", "trap '' TERM; while :; do sleep 1; done"],
+            env={**env, "SLURM_JOB_ID": "999999"},
+            start_new_session=True,
+        )
         pids["straggler"] = straggler.pid
         yield Cluster(state, env)
     finally:
-        stop = subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True,
-                              timeout=300)
+        stop = subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, text=True, timeout=300)
         missed = []
-        if "straggler" in pids:      # reap it; if stop missed it, kill it here and fail below
+        if "straggler" in pids:  # reap it; if stop missed it, kill it here and fail below
             try:
                 straggler.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -98,11 +101,24 @@ def slurm_cluster(tmp_path_factory):
 # helpers
 # ---------------------------------------------------------------------------------------------------------
 
+
 def snakemake(workdir: Path, *args: str, env: dict, out) -> subprocess.Popen:
     """Start snakemake on the repository's workflow in `workdir` (output to the file `out`), killed after
     RUN_LIMIT_S."""
-    cmd = ["timeout", "-s", "KILL", str(RUN_LIMIT_S), sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE),
-           "--directory", str(workdir), *args]
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        str(RUN_LIMIT_S),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -126,7 +142,7 @@ def logged_jobs(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
         if head:
             jobs.append([head[1], head[2], ()])
         elif jobs and line.strip().startswith("wildcards: "):
-            pairs = line.strip()[len("wildcards: "):].split(", ")
+            pairs = line.strip()[len("wildcards: ") :].split(", ")
             jobs[-1][2] = tuple(pair.split("=", 1)[1] for pair in pairs)
     return [tuple(job) for job in jobs]
 
@@ -157,8 +173,9 @@ def cancel_when_paused(rule: str, match: str, marker: Path, env: dict, done: thr
     prefix = f"rule_{rule}_"
     while not done.is_set():
         if marker.exists():
-            queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True,
-                                   text=True, env=env, timeout=30).stdout
+            queue = subprocess.run(
+                ["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True, env=env, timeout=30
+            ).stdout
             for line in queue.splitlines():
                 jobid, comment = line.strip().split("|", 1)
                 if comment.startswith(prefix) and f"_{match}_" in comment:
@@ -173,6 +190,7 @@ def cancel_when_paused(rule: str, match: str, marker: Path, env: dict, done: thr
 # ---------------------------------------------------------------------------------------------------------
 # the runs: local reference and SLURM (with one job cancelled), side by side
 # ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Runs:
@@ -194,12 +212,21 @@ def runs(slurm_cluster, tmp_path_factory) -> Runs:
     slurm_env, marker = pause_hook(tmp, env, FAULT_RULE, f"baseline={FAULT_MATCH}")
     profile = edited_profile(tmp)
     done, cancelled = threading.Event(), {}
-    watcher = threading.Thread(target=cancel_when_paused,
-                               args=(FAULT_RULE, FAULT_MATCH, marker, env, done, cancelled), daemon=True)
+    watcher = threading.Thread(
+        target=cancel_when_paused, args=(FAULT_RULE, FAULT_MATCH, marker, env, done, cancelled), daemon=True
+    )
     t0 = time.monotonic()
     with (tmp / "slurm.log").open("w") as slurm_out, (tmp / "local.log").open("w") as local_out:
-        slurm_proc = snakemake(slurm, "--profile", str(profile), *REDUCED,
-                               "--slurm-init-seconds-before-status-checks", "5", env=slurm_env, out=slurm_out)
+        slurm_proc = snakemake(
+            slurm,
+            "--profile",
+            str(profile),
+            *REDUCED,
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+            env=slurm_env,
+            out=slurm_out,
+        )
         local_proc = snakemake(local, *REDUCED, "--cores", "2", env=env, out=local_out)
         watcher.start()
         try:
@@ -223,8 +250,15 @@ def test_every_job_ran_on_slurm(runs):
     """Each non-local job of the experiment is in SLURM's accounting records under its rule and wildcards,
     completed once; localrules never went to SLURM; the GPU rules got a GPU and the others none."""
     jobs = set(logged_jobs(runs.local_log))
-    assert {"prepare_data", "extract_features", "train_clusterer", "build_tree", "run_baseline", "evaluate",
-            "report"} <= {rule for _, rule, _ in jobs}
+    assert {
+        "prepare_data",
+        "extract_features",
+        "train_clusterer",
+        "build_tree",
+        "run_baseline",
+        "evaluate",
+        "report",
+    } <= {rule for _, rule, _ in jobs}
     expected = {slurm_comment(rule, values): rule for _, rule, values in jobs if rule not in LOCAL_RULES}
     records = sacct(runs.env)
     completed = [r for r in records if r["state"] == "COMPLETED" and r["comment"].startswith("rule_")]
@@ -242,8 +276,11 @@ def test_every_job_ran_on_slurm(runs):
 
 def result_files(workdir: Path) -> list[Path]:
     """The run's output files (logs aside), relative to its working directory."""
-    return sorted(p.relative_to(workdir) for p in (workdir / "results").rglob("*")
-                  if p.is_file() and "logs" not in p.relative_to(workdir).parts)
+    return sorted(
+        p.relative_to(workdir)
+        for p in (workdir / "results").rglob("*")
+        if p.is_file() and "logs" not in p.relative_to(workdir).parts
+    )
 
 
 def test_slurm_results_equal_local_run(runs):
@@ -273,9 +310,25 @@ def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
     assert not list(results.rglob("*.tmp")), "temporaries of the cancelled attempt remain"
     incomplete = runs.slurm / ".snakemake" / "incomplete"
     assert not incomplete.exists() or not any(incomplete.iterdir())
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(runs.slurm),
-                          "--cores", "1", "--summary", *REDUCED], capture_output=True, text=True, env=runs.env,
-                         timeout=300)
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(runs.slurm),
+            "--cores",
+            "1",
+            "--summary",
+            *REDUCED,
+        ],
+        capture_output=True,
+        text=True,
+        env=runs.env,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert planned_jobs(dry.stdout) == {}
 
@@ -284,12 +337,14 @@ def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
 # Hydra sweeps of one stage outside Snakemake (hydra-submitit-launcher)
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.partition == "gpu" and launcher.account is None
@@ -305,12 +360,27 @@ def test_hydra_multirun_of_a_stage_on_slurm(slurm_cluster, tmp_path):
     logits = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
     np.save(tmp_path / "logits.npy", logits)
     aggregations = ["sum_all", "mean_of_cluster_means"]
-    cmd = ["timeout", "-s", "KILL", "240", sys.executable, "-m", "l2h.stages.build_tree", "-m",
-           "hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", f"hydra.launcher.account={ACCOUNT}",
-           "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-           "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'multirun'}",
-           f"l2h.aggregation={','.join(aggregations)}", f"stage.inputs={{logits:'{tmp_path / 'logits.npy'}'}}",
-           f"stage.output={tmp_path / 'out'}/${{l2h.aggregation}}"]
+    cmd = [
+        "timeout",
+        "-s",
+        "KILL",
+        "240",
+        sys.executable,
+        "-m",
+        "l2h.stages.build_tree",
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={PARTITION}",
+        f"hydra.launcher.account={ACCOUNT}",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=5",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        f"l2h.aggregation={','.join(aggregations)}",
+        f"stage.inputs={{logits:'{tmp_path / 'logits.npy'}'}}",
+        f"stage.output={tmp_path / 'out'}/${{l2h.aggregation}}",
+    ]
     before = {r["id"] for r in sacct(slurm_cluster.env)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=slurm_cluster.env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -17,9 +17,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from l2h.baselines import run_baseline
-from l2h.baselines.treevae import infer_image_shape, tree_linkage, treevae
 from l2h.baselines.treevae import augment as aug
-from l2h.baselines.treevae import losses
+from l2h.baselines.treevae import infer_image_shape, losses, tree_linkage, treevae
 from l2h.baselines.treevae import train as train_module
 from l2h.baselines.treevae.model import ModelConfig, SmallTree, TreeVAE
 from l2h.clusterers._torch import Checkpointer
@@ -29,8 +28,16 @@ from l2h.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "baseline" / "treevae.yaml"
-TINY = dict(encoder="mlp", activation="sigmoid", latent_dim=[4, 4, 4], mlp_layers=[32, 32, 32], batch_size=32,
-            augment=False, device="cpu", progress=False)
+TINY = dict(
+    encoder="mlp",
+    activation="sigmoid",
+    latent_dim=[4, 4, 4],
+    mlp_layers=[32, 32, 32],
+    batch_size=32,
+    augment=False,
+    device="cpu",
+    progress=False,
+)
 
 
 @pytest.fixture()
@@ -58,8 +65,9 @@ def test_posterior_and_gaussian_kl_by_hand():
     # precisions 1 and 1/3: variance 1 / (4/3) = 0.75, mean (0·1 + 2·(1/3)) · 0.75 = 0.5
     assert mu.item() == pytest.approx(0.5, abs=1e-6) and var.item() == pytest.approx(0.75, abs=1e-6)
     # KL(N(1, 1) ‖ N(0, 1)) = ½ (1 + 1 − 1) = 0.5; KL(N(1, 0.5) ‖ N(0, 2)) = ½ (ln 4 + 1.5/2 − 1)
-    kl = losses.kl_gaussian(torch.tensor([[1.0], [1.0]]), torch.tensor([[1.0], [0.5]]), torch.zeros(2, 1),
-                            torch.tensor([[1.0], [2.0]]))
+    kl = losses.kl_gaussian(
+        torch.tensor([[1.0], [1.0]]), torch.tensor([[1.0], [0.5]]), torch.zeros(2, 1), torch.tensor([[1.0], [2.0]])
+    )
     assert kl.tolist() == pytest.approx([0.5, 0.5 * (math.log(4) + 0.75 - 1)], abs=1e-6)
     # sums over dimensions: two identical dimensions double it
     two = losses.kl_gaussian(torch.ones(1, 2), torch.ones(1, 2), torch.zeros(1, 2), torch.ones(1, 2))
@@ -68,8 +76,7 @@ def test_posterior_and_gaussian_kl_by_hand():
 
 def test_decision_kl_by_hand():
     kl = losses.kl_decision(torch.tensor([0.5, 0.9, 0.2]), torch.tensor([0.5, 0.5, 0.6]))
-    expected = [0.0, 0.9 * math.log(1.8) + 0.1 * math.log(0.2),
-                0.2 * math.log(0.2 / 0.6) + 0.8 * math.log(0.8 / 0.4)]
+    expected = [0.0, 0.9 * math.log(1.8) + 0.1 * math.log(0.2), 0.2 * math.log(0.2 / 0.6) + 0.8 * math.log(0.8 / 0.4)]
     assert kl.tolist() == pytest.approx(expected, abs=1e-5)
 
 
@@ -96,7 +103,7 @@ def _info_nce_by_hand(vectors: list[list[float]], temperature: float) -> list[fl
 
 
 def test_info_nce_by_hand():
-    q = [0.9, 0.2, 0.7, 0.4]                                  # image 1 views: 0.9, 0.7; image 2: 0.2, 0.4
+    q = [0.9, 0.2, 0.7, 0.4]  # image 1 views: 0.9, 0.7; image 2: 0.2, 0.4
     weight = [1.0, 0.5, 0.25, 0.0]
     rows = _info_nce_by_hand([[p, 1 - p] for p in q], 1.0)
     expected = sum(w * r for w, r in zip(weight, rows)) / sum(weight)
@@ -107,7 +114,7 @@ def test_info_nce_by_hand():
     consistent = losses.info_nce_router(torch.tensor([0.9, 0.1, 0.9, 0.1]), torch.ones(4))
     assert consistent.item() == pytest.approx(math.log(1 + 2 * math.exp(s - 1)), abs=1e-5)
     emb1 = [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [0.5, 1.0]]
-    emb2 = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]   # views identical: ln(1 + 2e^{−2}) per row
+    emb2 = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]  # views identical: ln(1 + 2e^{−2}) per row
     got = losses.info_nce_embeddings([torch.tensor(emb1), torch.tensor(emb2)])
     expected = (np.mean(_info_nce_by_hand(emb1, 0.5)) + math.log(1 + 2 * math.exp(-2))) / 2
     assert got.item() == pytest.approx(expected, abs=1e-5)
@@ -118,19 +125,19 @@ def test_views_are_valid_and_follow_the_seed():
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     full = torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(6, 1)
     no_flip, flip = torch.zeros(6, dtype=torch.bool), torch.ones(6, dtype=torch.bool)
-    torch.testing.assert_close(aug.resized_crop(x, full, no_flip), x)          # the whole image: unchanged
-    torch.testing.assert_close(aug.resized_crop(x, full, flip), x.flip(-1))    # mirrored
+    torch.testing.assert_close(aug.resized_crop(x, full, no_flip), x)  # the whole image: unchanged
+    torch.testing.assert_close(aug.resized_crop(x, full, flip), x.flip(-1))  # mirrored
     ramp = (torch.arange(8.0) / 7).expand(1, 3, 8, 8)
-    half = torch.tensor([[0.0, 4.0, 8.0, 4.0]])                # right half, stretched ×2
+    half = torch.tensor([[0.0, 4.0, 8.0, 4.0]])  # right half, stretched ×2
     out = aug.resized_crop(ramp, half, no_flip[:1])
 
-    def cubic(t, a=-0.75):                                     # Keys' kernel, as grid_sample's bicubic
+    def cubic(t, a=-0.75):  # Keys' kernel, as grid_sample's bicubic
         t = abs(t)
         return (a + 2) * t**3 - (a + 3) * t**2 + 1 if t <= 1 else a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
 
     expected = []
-    for c in range(5):                                         # away from the border (clamped neighbours)
-        pos = 4 + (c + 0.5) / 2 - 0.5                          # output column c samples input x = pos
+    for c in range(5):  # away from the border (clamped neighbours)
+        pos = 4 + (c + 0.5) / 2 - 0.5  # output column c samples input x = pos
         expected.append(sum(cubic(pos - k) * k / 7 for k in range(math.floor(pos) - 1, math.floor(pos) + 3)))
     torch.testing.assert_close(out[0, :, :, :5], torch.tensor(expected).expand(3, 8, 5))
     torch.testing.assert_close(aug.hsv_to_rgb(aug.rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
@@ -153,39 +160,62 @@ def test_tree_linkage_undoes_splits_latest_first_and_skips_pruned_nodes():
     assert is_valid_linkage(z) and is_monotonic(z)
     assert z[:, :2].tolist() == [[1, 2], [0, 3]] and z[:, 3].tolist() == [2, 3]
     tree = Hierarchy.from_linkage(z)
-    assert tree.cut(2).tolist() == [0, 1, 1]                  # undoing the root split only
+    assert tree.cut(2).tolist() == [0, 1, 1]  # undoing the root split only
 
 
 def test_prune_and_rebuild_from_structure(one_thread, monkeypatch):
     x, _ = three_groups(20)
     cfg = ModelConfig((1, 8, 8), "mlp", "sigmoid", (4, 4, 4), (32, 32, 32))
-    recipe = train_module.Recipe(k=4, num_epochs=1, num_epochs_smalltree=1, num_epochs_intermediate_fulltrain=0,
-                                 num_epochs_finetuning=0, batch_size=8, lr=1e-3, weight_decay=0.0, decay_lr=0.1,
-                                 decay_stepsize=100, decay_kl=0.01, kl_start=0.01, grow=True, prune=True,
-                                 augment=False, aug_decisions_weight=0.0, aug_strength=0.5, max_depth=2)
-    trainer = train_module.Trainer(torch.from_numpy(x.reshape(-1, 1, 8, 8)), cfg, recipe, seed=0, progress=False,
-                                   checkpointer=Checkpointer(None, "t", [], {}, every=1, total=1), checkpoint_every=1)
+    recipe = train_module.Recipe(
+        k=4,
+        num_epochs=1,
+        num_epochs_smalltree=1,
+        num_epochs_intermediate_fulltrain=0,
+        num_epochs_finetuning=0,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        decay_lr=0.1,
+        decay_stepsize=100,
+        decay_kl=0.01,
+        kl_start=0.01,
+        grow=True,
+        prune=True,
+        augment=False,
+        aug_decisions_weight=0.0,
+        aug_strength=0.5,
+        max_depth=2,
+    )
+    trainer = train_module.Trainer(
+        torch.from_numpy(x.reshape(-1, 1, 8, 8)),
+        cfg,
+        recipe,
+        seed=0,
+        progress=False,
+        checkpointer=Checkpointer(None, "t", [], {}, every=1, total=1),
+        checkpoint_every=1,
+    )
     model = trainer.model
     assert model.attach(2, SmallTree(cfg, 1), 1) == (3, 4)
-    with torch.no_grad():                                      # node 2 sends every point left: leaf 4 is empty
+    with torch.no_grad():  # node 2 sends every point left: leaf 4 is empty
         model.nodes["2"].router_q.layers[-1].bias.fill_(50.0)
     probs = trainer.leaf_probs(model.leaves_bfs())
     assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1) and probs[:, 2].max() < 1e-6
 
-    def assigned(leaves):                                      # 59 points on leaf 1, 1 on leaf 3, none on 4
+    def assigned(leaves):  # 59 points on leaf 1, 1 on leaf 3, none on 4
         winner = {1: np.arange(60) < 59, 3: np.arange(60) == 59, 4: np.zeros(60, bool)}
         return np.stack([winner[leaf].astype(float) for leaf in leaves], 1)
 
     monkeypatch.setattr(trainer, "leaf_probs", assigned)
-    trainer._prune()                                           # 1 point ≥ 1 % of 60 stays; 0 points go
+    trainer._prune()  # 1 point ≥ 1 % of 60 stays; 0 points go
     monkeypatch.undo()
     assert [entry["leaf"] for entry in trainer.state["pruned"]] == [4]
     assert model.kids == {0: [1, 2], 1: [], 2: [3], 3: []} and model.split_step == {0: 0}
     assert model.nodes["2"].router is None and "4" not in model.nodes and model.leaves_dfs() == [1, 3]
     probs = trainer.leaf_probs([1, 3])
-    assert np.allclose(probs.sum(1), 1)                       # node 2's mass passes through to leaf 3
+    assert np.allclose(probs.sum(1), 1)  # node 2's mass passes through to leaf 3
     rebuilt = TreeVAE.from_structure(cfg, model.structure())
-    rebuilt.load_state_dict(model.state_dict())             # same modules in the same places
+    rebuilt.load_state_dict(model.state_dict())  # same modules in the same places
     assert rebuilt.kids == model.kids and rebuilt.depth == model.depth
     assert [n for n, _ in rebuilt.named_parameters()] == [n for n, _ in model.named_parameters()]
 
@@ -195,13 +225,13 @@ def test_choose_leaf_rules():
     probs[:150, 0], probs[150:260, 1], probs[260:, 2] = 1, 1, 1
     kw = dict(batch_size=32, max_depth=3)
     assert train_module.choose_leaf(probs, [1, 1, 1], k=5, **kw) == (0, 3, "")
-    assert train_module.choose_leaf(probs, [1, 1, 1], k=3, **kw)[:2] == (None, 3)          # k effective leaves
+    assert train_module.choose_leaf(probs, [1, 1, 1], k=3, **kw)[:2] == (None, 3)  # k effective leaves
     assert train_module.choose_leaf(probs, [3, 1, 1], k=5, **kw) == (None, 3, "the largest leaf is at max_depth")
     assert train_module.choose_leaf(probs, [1, 1, 1], k=5, batch_size=200, max_depth=3)[0] is None
     tiny = probs.copy()
-    tiny[:2, 0], tiny[:2, 2] = 0, 1                            # leaf 2: 42 points but 42/300 ≥ 1 %: effective
+    tiny[:2, 0], tiny[:2, 2] = 0, 1  # leaf 2: 42 points but 42/300 ≥ 1 %: effective
     assert train_module.choose_leaf(tiny, [1, 1, 1], k=5, **kw)[1] == 3
-    tiny[260:, 2], tiny[260:, 1] = 0, 1                         # leaf 2: 2 points, < 1 % of the mass
+    tiny[260:, 2], tiny[260:, 1] = 0, 1  # leaf 2: 2 points, < 1 % of the mass
     assert train_module.choose_leaf(tiny, [1, 1, 1], k=5, **kw)[:2] == (1, 2)
 
 
@@ -237,9 +267,11 @@ def test_experiments_plan_treevae_runs():
     assert runs == {("cifar10", "pixels", 10), ("cifar100", "pixels", 20), ("food101", "pixels", 101)}
     demo = Plan(REPO / "conf", experiment="demo_treevae")
     assert [(r.kind, r.method, r.dataset, r.backbone, r.k) for r in demo.runs] == [
-        ("baseline", "treevae", "digits", "pixels", 10)]
-    cfg = demo.tracked("run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "treevae", "k": 10,
-                                        "seed": 0})["baseline"]
+        ("baseline", "treevae", "digits", "pixels", 10)
+    ]
+    cfg = demo.tracked(
+        "run_baseline", {"dataset": "digits", "backbone": "pixels", "baseline": "treevae", "k": 10, "seed": 0}
+    )["baseline"]
     assert (cfg["encoder"], cfg["augment"], cfg["num_epochs"], cfg["mlp_layers"]) == ("mlp", False, 40, [128] * 6)
 
 
@@ -266,7 +298,7 @@ def _files(result, folder: Path, probs: list[np.ndarray]) -> dict[str, bytes]:
     return {"P(leaf | x)": probs.pop().tobytes(), **{p.name: p.read_bytes() for p in sorted(folder.iterdir())}}
 
 
-@pytest.mark.parametrize("kill_at", [4, 15, 21])   # during the initial tree / the split / the finetuning
+@pytest.mark.parametrize("kill_at", [4, 15, 21])  # during the initial tree / the split / the finetuning
 def test_same_seed_same_files_and_byte_identical_resume(one_thread, tmp_path, monkeypatch, kill_at):
     x, _ = three_groups(40)
     kw = dict(k=3, seed=0, num_epochs=10, num_epochs_smalltree=10, num_epochs_finetuning=1, **TINY)
@@ -304,8 +336,20 @@ def test_same_seed_same_files_and_byte_identical_resume(one_thread, tmp_path, mo
 def test_contrastive_views_with_the_cnn2_encoder(one_thread):
     rng = np.random.default_rng(0)
     x = rng.random((24, 8 * 8 * 3), dtype=np.float32)
-    result = treevae(x, k=2, seed=0, encoder="cnn2", latent_dim=[4, 4], mlp_layers=[1024, 16], num_epochs=1,
-                     num_epochs_smalltree=1, batch_size=16, device="cpu", progress=False, prune=False)
+    result = treevae(
+        x,
+        k=2,
+        seed=0,
+        encoder="cnn2",
+        latent_dim=[4, 4],
+        mlp_layers=[1024, 16],
+        num_epochs=1,
+        num_epochs_smalltree=1,
+        batch_size=16,
+        device="cpu",
+        progress=False,
+        prune=False,
+    )
     assert result.info["augmentation_method"] == ["InfoNCE", "instancewise_full"]
     assert result.hierarchy.k == 2 and result.leaves.shape == (24,)
 
@@ -314,14 +358,23 @@ def test_contrastive_views_with_the_cnn2_encoder(one_thread):
 def test_digits_demo_scale_beats_chance(one_thread):
     x, y = load_digits(return_X_y=True)
     _, x, _, y = train_test_split((x / 16).astype(np.float32), y, test_size=540, stratify=y, random_state=0)
-    cfg = OmegaConf.load(CONF)       # the demo-scale setting of the config's notes (demo_treevae experiment)
-    for key, value in dict(encoder="mlp", activation="sigmoid", latent_dim=[8] * 6, mlp_layers=[128] * 6,
-                           augment=False, batch_size=64, num_epochs=40, num_epochs_smalltree=20,
-                           device="cpu", progress=False).items():
+    cfg = OmegaConf.load(CONF)  # the demo-scale setting of the config's notes (demo_treevae experiment)
+    for key, value in dict(
+        encoder="mlp",
+        activation="sigmoid",
+        latent_dim=[8] * 6,
+        mlp_layers=[128] * 6,
+        augment=False,
+        batch_size=64,
+        num_epochs=40,
+        num_epochs_smalltree=20,
+        device="cpu",
+        progress=False,
+    ).items():
         cfg[key] = value
     result = run_baseline(cfg, x, k=10, seed=0)
     metrics = evaluate(result.hierarchy, result.leaves, y, clusters=result.clusters)
-    assert metrics["acc"] >= 0.4 and metrics["nmi"] >= 0.4     # chance: ACC ≈ 0.13, NMI ≈ 0.03
+    assert metrics["acc"] >= 0.4 and metrics["nmi"] >= 0.4  # chance: ACC ≈ 0.13, NMI ≈ 0.03
     assert 2 <= result.hierarchy.k <= 10 and result.info["image_shape"] == [8, 8, 1]
     z = result.hierarchy.to_linkage()
     assert is_valid_linkage(z) and is_monotonic(z)

@@ -30,7 +30,7 @@ def test_non_finite(value, word, block_rows):
 
 
 def test_finite_overflowing_rows_are_fine():
-    x = np.full((3, 4), 3e38, dtype=np.float32)   # row sums overflow float32, values are finite
+    x = np.full((3, 4), 3e38, dtype=np.float32)  # row sums overflow float32, values are finite
     check_scores(x)
 
 
@@ -41,14 +41,17 @@ def test_first_bad_row_is_reported():
         check_scores(x, block_rows=16)
 
 
-@pytest.mark.parametrize("x, message", [
-    (np.zeros(5), "expected a 2-D"),
-    (np.zeros((2, 3, 4)), "expected a 2-D"),
-    (np.zeros((0, 3)), "no rows"),
-    (np.zeros((5, 1)), "at least 2 columns"),
-    (np.array([["a", "b"]]), "real-valued numeric"),
-    (np.zeros((2, 2), dtype=complex), "real-valued numeric"),
-])
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros(5), "expected a 2-D"),
+        (np.zeros((2, 3, 4)), "expected a 2-D"),
+        (np.zeros((0, 3)), "no rows"),
+        (np.zeros((5, 1)), "at least 2 columns"),
+        (np.array([["a", "b"]]), "real-valued numeric"),
+        (np.zeros((2, 2), dtype=complex), "real-valued numeric"),
+    ],
+)
 def test_shape_and_dtype(x, message):
     with pytest.raises(InputError, match=f"^scores.pt: .*{message}"):
         check_scores(x, source="scores.pt")
@@ -82,15 +85,18 @@ def test_labels_ok():
     assert check_labels(np.array([5], dtype=np.uint8), None, source="y").tolist() == [5]
 
 
-@pytest.mark.parametrize("labels, n, message", [
-    (np.zeros((2, 2), dtype=int), 4, "expected a 1-D"),
-    ([0, 1, 2], 4, "3 labels given for 4 points"),
-    ([0.5, 1.0], 2, "label 0 is not an integer"),
-    ([0.0, np.nan], 2, "label 1 is not an integer"),
-    ([0, -1], 2, "label 1 is negative"),
-    ([True, False], 2, "must be integers"),
-    (["a", "b"], 2, "must be integers"),
-])
+@pytest.mark.parametrize(
+    "labels, n, message",
+    [
+        (np.zeros((2, 2), dtype=int), 4, "expected a 1-D"),
+        ([0, 1, 2], 4, "3 labels given for 4 points"),
+        ([0.5, 1.0], 2, "label 0 is not an integer"),
+        ([0.0, np.nan], 2, "label 1 is not an integer"),
+        ([0, -1], 2, "label 1 is negative"),
+        ([True, False], 2, "must be integers"),
+        (["a", "b"], 2, "must be integers"),
+    ],
+)
 def test_labels_bad(labels, n, message):
     with pytest.raises(InputError, match=f"^labels.csv: .*{message}"):
         check_labels(labels, n, source="labels.csv")

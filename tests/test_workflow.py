@@ -53,10 +53,12 @@ def snakemake_args(workdir: Path, *args: str, snakefile: Path | None = None) -> 
     return [str(SNAKEMAKE), "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
 
 
-def snakemake(workdir: Path, *args: str, snakefile: Path | None = None, timeout: float = 600,
-              env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_args(workdir, *args, snakefile=snakefile), capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def snakemake(
+    workdir: Path, *args: str, snakefile: Path | None = None, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        snakemake_args(workdir, *args, snakefile=snakefile), capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -68,8 +70,11 @@ def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
 def outputs(workdir: Path) -> dict[str, bytes]:
     """Every file under results/ except the logs (which hold timings)."""
     root = workdir / "results"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).parts[0] != "logs"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != "logs"
+    }
 
 
 def check(proc: subprocess.CompletedProcess) -> None:
@@ -99,8 +104,11 @@ def demo(tmp_path_factory):
     hook.mkdir()
     modules.mkdir()
     (hook / "sitecustomize.py").write_text(MODULES_HOOK)
-    env = {**os.environ, "L2H_TEST_MODULES": str(modules),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "L2H_TEST_MODULES": str(modules),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p),
+    }
     proc = snakemake(workdir, "--config", f"overrides={REDUCED}", env=env)
     check(proc)
     assert "for setting default command line arguments" not in proc.stdout + proc.stderr  # no profile loaded
@@ -120,8 +128,9 @@ def test_jobs_import_only_what_they_run(demo):
         heavy = {"torch", "sklearn", "clustpy"} & set(rec["modules"])
         if stage in ("build_tree", "evaluate", "report"):
             assert not heavy, (stage, heavy)
-        if (stage == "train_clusterer" and "clusterer=kmeans" in option) or \
-                (stage == "run_baseline" and "baseline=agglomerative" in option):
+        if (stage == "train_clusterer" and "clusterer=kmeans" in option) or (
+            stage == "run_baseline" and "baseline=agglomerative" in option
+        ):
             assert "torch" not in rec["modules"], stage
     assert {"build_tree", "evaluate", "report", "train_clusterer", "run_baseline"} <= seen
 
@@ -153,9 +162,13 @@ def test_dry_run_builds_the_dag(dry_run, experiment):
 
 
 def test_sweep_is_one_command(tmp_path):
-    proc = snakemake(tmp_path, "--summary", "--config",
-                     "overrides=clusterer.k=5,10,20 l2h.aggregation=sum_all,sum_of_cluster_means baseline=[]",
-                     snakefile=REPO_SNAKEFILE)
+    proc = snakemake(
+        tmp_path,
+        "--summary",
+        "--config",
+        "overrides=clusterer.k=5,10,20 l2h.aggregation=sum_all,sum_of_cluster_means baseline=[]",
+        snakefile=REPO_SNAKEFILE,
+    )
     check(proc)
     counts = job_counts(proc)
     models = 3  # the demo's: k-means on each space, TURTLE on both together
@@ -167,8 +180,9 @@ def test_bad_override_fails_before_any_job(tmp_path):
     """(Every kind of bad override is checked on the plan in test_configs.py.)"""
     proc = snakemake(tmp_path, "--config", "overrides=clusterer.k=1", snakefile=REPO_SNAKEFILE)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == ("l2h: error: clusterer.k = 1: K must be an integer >= 2 (grid value from "
-                                   "--config overrides)")
+    assert proc.stderr.strip() == (
+        "l2h: error: clusterer.k = 1: K must be an integer >= 2 (grid value from --config overrides)"
+    )
     assert not (tmp_path / "results").exists()
 
 
@@ -246,8 +260,11 @@ def test_reduced_demo_turtle_and_deepect_rows(demo):
     assert Hierarchy.load(workdir / TURTLE_RUN / "tree.json").k == 10
 
     deepect_info = json.loads((workdir / DEEPECT_RUN / "info.json").read_text())
-    assert (deepect_info["pretrain_epochs"], deepect_info["clustering_epochs"], deepect_info["grow_interval"]) == \
-        (20, 20, 1)  # the demo's settings
+    assert (deepect_info["pretrain_epochs"], deepect_info["clustering_epochs"], deepect_info["grow_interval"]) == (
+        20,
+        20,
+        1,
+    )  # the demo's settings
     tree = Hierarchy.load(workdir / DEEPECT_RUN / "tree.json")
     assert tree.k == deepect_info["n_leaves"] >= 10 and not deepect_info["fewer_leaves_than_k"]
     deepect = rows["DeepECT"]
@@ -269,8 +286,9 @@ def test_turtle_writes_its_per_space_logits(demo):
     test = np.load(workdir / "results/features/digits/pixels/test.npy")
     assert space.dtype == np.float32 and space.shape == (540, 10)
     assert np.array_equal(space, load_clusterer(folder / "model.npz").space_logits([test])[0])
-    np.testing.assert_allclose(np.load(folder / "logits.npy"), log_softmax(space.astype(np.float64), axis=1),
-                               atol=1e-5)  # one space: log(mean softmax) = log softmax
+    np.testing.assert_allclose(
+        np.load(folder / "logits.npy"), log_softmax(space.astype(np.float64), axis=1), atol=1e-5
+    )  # one space: log(mean softmax) = log softmax
     prov = json.loads((folder / "train_clusterer.provenance.json").read_text())
     assert prov["space_logits"] == ["logits_pixels.npy"]
     assert not list((workdir / "results/digits/pixels/kmeans_k10_s0").glob("logits_*"))  # k-means has none
@@ -279,7 +297,7 @@ def test_turtle_writes_its_per_space_logits(demo):
 def test_turtle_stage_on_two_spaces_by_hand(demo, tmp_path):
     """The stage run by hand (as docs/pipeline.md shows) on two spaces: one logits file per space, named after the
     spaces of stage.run.backbone, and logits.npy is the log of the mean of their softmaxes."""
-    from scipy.special import logsumexp, log_softmax
+    from scipy.special import log_softmax, logsumexp
 
     from l2h.stages.overrides import hydra_value
 
@@ -291,11 +309,18 @@ def test_turtle_stage_on_two_spaces_by_hand(demo, tmp_path):
         np.save(tmp_path / f"{split}_b.npy", np.load(feats / f"{split}.npy") @ rotation)
         inputs[split].append(str(tmp_path / f"{split}_b.npy"))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "l2h.stages.train_clusterer", "clusterer=turtle", "clusterer.outer_steps=20",
-           "clusterer.progress=false", f"stage.inputs={hydra_value(inputs)}", f"stage.output={hydra_value(str(out))}",
-           "stage.run={backbone:'pixels+rotated'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "l2h.stages.train_clusterer",
+        "clusterer=turtle",
+        "clusterer.outer_steps=20",
+        "clusterer.progress=false",
+        f"stage.inputs={hydra_value(inputs)}",
+        f"stage.output={hydra_value(str(out))}",
+        "stage.run={backbone:'pixels+rotated'}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     spaces = [np.load(out / f"logits_{name}.npy").astype(np.float64) for name in ("pixels", "rotated")]
     assert all(s.shape == (540, 10) for s in spaces) and not np.allclose(spaces[0], spaces[1])
@@ -326,8 +351,7 @@ def test_outputs_and_records(demo):
     assert prov["inputs"] == {logits: sha256_file(workdir / logits)}
     assert prov["config"]["l2h"]["aggregation"] == "sum_of_cluster_means"
     assert "aggregation: sum_of_cluster_means" in (workdir / L2H_RUN / "build_tree.config.yaml").read_text()
-    for rec in ("data/digits/prepare_data", "features/digits/pixels/extract_features", "tables/demo",
-                "weights/pixels"):
+    for rec in ("data/digits/prepare_data", "features/digits/pixels/extract_features", "tables/demo", "weights/pixels"):
         assert (res / f"{rec}.config.yaml").is_file() and (res / f"{rec}.provenance.json").is_file()
     figures = sorted((res / "figures" / "demo").glob("digits_*.png"))  # one dendrogram per L2H run
     assert [f.name.split("_")[2] for f in figures] == ["kmeans", "turtle"]
@@ -375,8 +399,13 @@ def pause_hook(tmp: Path, env: dict, stage: str, match: str = "") -> tuple[dict,
     (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
     marker = tmp / "paused"
     path = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
-    return {**env, "PYTHONPATH": path, "L2H_TEST_PAUSE_STAGE": stage, "L2H_TEST_PAUSE_MATCH": match,
-            "L2H_TEST_PAUSE_MARKER": str(marker)}, marker
+    return {
+        **env,
+        "PYTHONPATH": path,
+        "L2H_TEST_PAUSE_STAGE": stage,
+        "L2H_TEST_PAUSE_MATCH": match,
+        "L2H_TEST_PAUSE_MARKER": str(marker),
+    }, marker
 
 
 def _descendants(pid: int) -> list[int]:
@@ -420,8 +449,14 @@ def test_killed_job_leaves_no_partial_output_and_rerun_is_identical(demo, tmp_pa
         shutil.rmtree(res / folder)
     untouched = {p: p.stat().st_mtime_ns for p in res.rglob("*") if p.is_file() and "logs" not in p.parts}
     env, marker = pause_hook(tmp_path, dict(os.environ), "train_clusterer")
-    proc = subprocess.Popen(snakemake_args(workdir, "--config", f"overrides={REDUCED}"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_args(workdir, "--config", f"overrides={REDUCED}"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -489,8 +524,12 @@ def test_killed_turtle_job_resumes_from_its_checkpoint(demo):
     for path in (folder, res / "tables", res / "figures"):
         shutil.rmtree(path)
     overrides = f"overrides={REDUCED} clusterer.checkpoint_every=50"
-    proc = subprocess.Popen(snakemake_args(workdir, "--config", overrides), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_args(workdir, "--config", overrides),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     checkpoints = folder / ".checkpoints" / "train_clusterer"
 
     def saved() -> list[Path]:  # complete checkpoints (not the temporary file of one being written)

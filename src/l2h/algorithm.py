@@ -56,8 +56,8 @@ _CHUNK_ELEMENTS = 1 << 18
 #: Relative error allowance per term of a float64 ``np.bincount`` sum of n terms: the n − 1 additions give at
 #: most (n − 1)·2⁻⁵³, one more rounding per weighted term; padded to (n + 4)·_SUM_ERROR. Used to rule out groups
 #: that cannot be G† before the exact sums. _best_affinity pads 4× more (a longer shortlist only costs fsums).
-_SUM_ERROR = 2.0 ** -52
-_SHORTLIST_SUM_ERROR = 2.0 ** -50
+_SUM_ERROR = 2.0**-52
+_SHORTLIST_SUM_ERROR = 2.0**-50
 #: An open G† step (the bound cannot separate the candidates) with at least this many candidate rows gets their
 #: exact definition in chunks (1/8, 1/8, 1/4, 1/2 of them), stopping once one candidate is certainly the largest.
 _EXACT_CHUNKS_MIN_ROWS = 4096
@@ -66,10 +66,22 @@ ALL_PAIRS_BYTES_PER_K2 = 2 * 8 * 4 + 3 * 8 + 1
 
 
 # ============================================================================ public API
-def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
-        input: str = "logits", block_rows: int = 65536, progress: bool = False,
-        n_jobs: int | None = None, source: str | None = None, return_assignment: bool = False,
-        cache_gib: float | None = None, weights=None, bootstrap: int = 0, seed: int = 0):
+def l2h(
+    scores,
+    *,
+    aggregation: str = "sum_of_cluster_means",
+    strategy: str = "lowest_score",
+    input: str = "logits",
+    block_rows: int = 65536,
+    progress: bool = False,
+    n_jobs: int | None = None,
+    source: str | None = None,
+    return_assignment: bool = False,
+    cache_gib: float | None = None,
+    weights=None,
+    bootstrap: int = 0,
+    seed: int = 0,
+):
     """Build the L2H hierarchy over the K clusters of an N×K logit (or probability) matrix.
 
     Parameters
@@ -112,8 +124,9 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     bootstrap : int
         Number of bootstrap resamples B (0 = none). Each resample draws N points with replacement (Σ weights
         with ``weights``; as row weights, seeded by ``seed``) and is merged with the same cluster ids;
-        ``tree.support[t]`` is the fraction of the B trees that contain the clade (set of leaves) of merge t. A cluster that no
-        resampled point has as argmax is empty in that resample and follows the empty-cluster rule below.
+        ``tree.support[t]`` is the fraction of the B trees that contain the clade (set of leaves) of merge t.
+        A cluster that no resampled point has as argmax is empty in that resample and follows the empty-cluster
+        rule below.
     seed : int
         Seed of the bootstrap resamples: the same seed gives the same supports.
 
@@ -174,9 +187,11 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
     if strategy == "all_pairs":
         need, have = all_pairs_memory(k), expcache.available_memory()
         if have is not None and need > have:
-            raise InputError(f"{source or _source_name(x)}: strategy 'all_pairs' needs at least "
-                             f"{need / 2**30:.1f} GiB for K = {k} clusters (O(K²) tables), but "
-                             f"{have / 2**30:.1f} GiB are available; use strategy 'lowest_score' or fewer clusters")
+            raise InputError(
+                f"{source or _source_name(x)}: strategy 'all_pairs' needs at least "
+                f"{need / 2**30:.1f} GiB for K = {k} clusters (O(K²) tables), but "
+                f"{have / 2**30:.1f} GiB are available; use strategy 'lowest_score' or fewer clusters"
+            )
     weights = _check_weights(weights, n)
     work = _compute_dtype(x.dtype)
     kind = expcache.cache_kind(n, k, work, input, strategy, cache_gib)
@@ -188,29 +203,44 @@ def l2h(scores, *, aggregation: str = "sum_of_cluster_means", strategy: str = "l
         with _progress(k - 1, "L2H merges", progress) as bar:
             children, step_scores, stats, empty = _build(first, weights, aggregation, strategy, bar)
         if empty:
-            warnings.warn(f"{empty} of {k} clusters are empty (no point has them as argmax); their "
-                          "mean confidence is taken as 0, so they are merged first", UserWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{empty} of {k} clusters are empty (no point has them as argmax); their "
+                "mean confidence is taken as 0, so they are merged first",
+                UserWarning,
+                stacklevel=2,
+            )
         if bootstrap:
-            support, boot = _bootstrap(first, children, int(bootstrap), int(seed), aggregation, strategy,
-                                       progress, weights)
+            support, boot = _bootstrap(
+                first, children, int(bootstrap), int(seed), aggregation, strategy, progress, weights
+            )
     finally:
         blocks.close()
         if first is not None:
             first.close()
-    info = {"aggregation": aggregation, "strategy": strategy, "input": input,
-            "n_points": n if weights is None else int(weights.sum()), "k": k, "empty_clusters": empty,
-            "compute_dtype": np.dtype(work).name, "affinity_bound": 0.0, "exact_affinity_steps": 0,
-            "exact_affinity_rows": 0,
-            "exp_cache": kind, "kernel": None if cache is None else kernels.build(), **stats}
+    info = {
+        "aggregation": aggregation,
+        "strategy": strategy,
+        "input": input,
+        "n_points": n if weights is None else int(weights.sum()),
+        "k": k,
+        "empty_clusters": empty,
+        "compute_dtype": np.dtype(work).name,
+        "affinity_bound": 0.0,
+        "exact_affinity_steps": 0,
+        "exact_affinity_rows": 0,
+        "exp_cache": kind,
+        "kernel": None if cache is None else kernels.build(),
+        **stats,
+    }
     if boot is not None:
         info["bootstrap"] = boot
     tree = Hierarchy(children, scores=step_scores, info=info, support=support)
     return (tree, first.h) if return_assignment else tree
 
 
-def assign(scores, *, input: str = "logits", block_rows: int = 65536,
-           n_jobs: int | None = None, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    scores, *, input: str = "logits", block_rows: int = 65536, n_jobs: int | None = None, source: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Hard assignment ``h`` (int64, argmax) and confidence ``g`` (float64, max softmax) per row.
 
     ``scores``: N×K logits (or probabilities with ``input="probs"``), ndarray or ``np.memmap``;
@@ -235,8 +265,9 @@ def all_pairs_memory(k: int) -> int:
 
 
 # ============================================================================ the merge loop
-def _build(first: _FirstPass, weights: np.ndarray | None, aggregation: str, strategy: str,
-           bar) -> tuple[np.ndarray, np.ndarray, dict, int]:
+def _build(
+    first: _FirstPass, weights: np.ndarray | None, aggregation: str, strategy: str, bar
+) -> tuple[np.ndarray, np.ndarray, dict, int]:
     """One run of the merge loop over ``first`` (rows weighted by ``weights``): children, scores, stats
     and the number of empty clusters."""
     clusters = _Clusters(first, weights)
@@ -261,7 +292,7 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
     heapq.heapify(heap)
     stats = {"affinity_bound": 0.0, "exact_affinity_steps": 0, "exact_affinity_rows": 0}
     for t in range(k - 1):
-        score, star = heapq.heappop(heap)                       # G*: the lowest score
+        score, star = heapq.heappop(heap)  # G*: the lowest score
         while not groups.active[star]:
             score, star = heapq.heappop(heap)
         # G†: the masked softmax on D_{G*} (h^m, g^m), affinities a(G), their argmax
@@ -285,8 +316,7 @@ def _lowest_score(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray
     return children, scores, stats
 
 
-def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
-                             star: int) -> tuple[int, float, float, int]:
+def _best_affinity_estimated(clusters: _Clusters, groups: _Groups, star: int) -> tuple[int, float, float, int]:
     """G† from the exp cache's estimates of g^m; exact rows only where the bound leaves the choice open.
 
     With ``ε`` the estimates' bound, each estimated affinity ``â(G)`` (a float64 sum of n estimates, weighted
@@ -301,7 +331,7 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
     """
     members = groups.members[star]
     rows, hm, gm, bound = clusters.estimates(members)
-    target = groups.node_of[hm]                  # never G*: masked columns are never h^m
+    target = groups.node_of[hm]  # never G*: masked columns are never h^m
     if target.size == 0:
         return -1, 0.0, 0.0, 0
     weights = clusters.row_weights(rows)
@@ -326,7 +356,7 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
     done, by = 0, target[select]
     for end in ends:
         part = slice(done, end)
-        order = np.argsort(rows[select[part]], kind="stable")        # read in row order
+        order = np.argsort(rows[select[part]], kind="stable")  # read in row order
         _, values = clusters.masked(members, rows[select[part]][order])
         exact[part][order] = values
         done = end
@@ -347,8 +377,9 @@ def _best_affinity_estimated(clusters: _Clusters, groups: _Groups,
     return dagger, float(a_hat[np.searchsorted(nodes, dagger)]), bound, select.size
 
 
-def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray,
-                   weights: np.ndarray | None = None) -> tuple[int, float]:
+def _best_affinity(
+    groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[int, float]:
     """G† = argmax_G a(G) over groups G ≠ G* (ties: smallest node id), and its exact affinity.
 
     Float ``np.bincount`` sums (sequential, relative error ≤ (n−1)·2⁻⁵³, one more rounding per weighted
@@ -383,7 +414,7 @@ def _best_affinity(groups: _Groups, star: int, hm: np.ndarray, gm: np.ndarray,
     target, gm = target[order], gm[order]
     cuts = np.flatnonzero(np.diff(target)) + 1
     for node, values in zip(target[np.concatenate([[0], cuts])].tolist(), np.split(gm, cuts)):
-        a = math.fsum(values.tolist()) / int(groups.n_clusters[node])   # ascending node ids
+        a = math.fsum(values.tolist()) / int(groups.n_clusters[node])  # ascending node ids
         if a > best_a:
             best, best_a = node, a
     return best, best_a
@@ -431,8 +462,9 @@ def _all_pairs(clusters: _Clusters, groups: _Groups, bar) -> tuple[np.ndarray, n
         others = np.flatnonzero(groups.active)
         others = others[others != new]
         exact[others, new] = exact[others, star] + exact[others, dagger]
-        affinity[others, new] = [to_float(exact[o, new]) / int(groups.n_clusters[new])
-                                 / max(int(groups.n_points[o]), 1) for o in others]
+        affinity[others, new] = [
+            to_float(exact[o, new]) / int(groups.n_clusters[new]) / max(int(groups.n_points[o]), 1) for o in others
+        ]
         if others.size:  # the root has nothing left to compare with
             fill_row(new)
         children[t] = star, dagger
@@ -519,8 +551,8 @@ class _Clusters:
     def segments(self, members: list[int]) -> np.ndarray:
         """Rows of D_G, G = ``members``, cluster by cluster (each ascending)."""
         if len(members) == 1:
-            return self.order[self.offsets[members[0]]:self.offsets[members[0] + 1]]
-        return np.concatenate([self.order[self.offsets[c]:self.offsets[c + 1]] for c in members])
+            return self.order[self.offsets[members[0]] : self.offsets[members[0] + 1]]
+        return np.concatenate([self.order[self.offsets[c] : self.offsets[c + 1]] for c in members])
 
     def rows(self, members: list[int]) -> np.ndarray:
         """Rows of D_G, G = ``members``, ascending."""
@@ -538,8 +570,8 @@ class _Clusters:
         """
         cache = self.cache
         rows = self.segments(members)
-        if len(members) > 1:                      # ascending: the cache is read in address order
-            rows = np.sort(rows, kind="stable")   # (merges the sorted segments)
+        if len(members) > 1:  # ascending: the cache is read in address order
+            rows = np.sort(rows, kind="stable")  # (merges the sorted segments)
         hm, gm, doubt = cache.estimates(rows, members, self.blocks)
         if doubt.any():
             doubt = np.flatnonzero(doubt)
@@ -555,10 +587,10 @@ class _Clusters:
         step = self.step
 
         def one(start: int) -> None:
-            part = rows[start:start + step]
+            part = rows[start : start + step]
             block = self.x[part] if self.reader is None else self.reader.gather(part)
             block = np.asarray(block, dtype=self.work, order="C")
-            hm[start:start + step], gm[start:start + step] = _row_stats(block, self.input, mask)
+            hm[start : start + step], gm[start : start + step] = _row_stats(block, self.input, mask)
 
         self.blocks.run(one, range(0, rows.size, step))
         return hm, gm
@@ -570,8 +602,9 @@ class _FirstPass:
     exp cache (or None), the rows sorted by cluster (stably) and the input's file reader (:class:`_FileRows`,
     or None; :meth:`close` it)."""
 
-    def __init__(self, x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None,
-                 cache: ExpCache | None):
+    def __init__(
+        self, x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None, cache: ExpCache | None
+    ):
         self.x, self.input, self.blocks, self.cache = x, input, blocks, cache
         self.k = x.shape[1]
         self.work = _compute_dtype(x.dtype)
@@ -590,8 +623,15 @@ class _FirstPass:
             self.reader = None
 
 
-def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source: str | None,
-            cache: ExpCache | None = None, reader: _FileRows | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _assign(
+    x: np.ndarray,
+    input: str,
+    block_rows: int,
+    blocks: _Blocks,
+    source: str | None,
+    cache: ExpCache | None = None,
+    reader: _FileRows | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``h`` and ``g`` of every row, in one read of ``x`` (row blocks in ``blocks``' threads; through
     ``reader`` if given); with ``cache``, also fills it (:meth:`l2h.expcache.ExpCache.fill`)."""
     check_input_kind(input)
@@ -613,14 +653,14 @@ def _assign(x: np.ndarray, input: str, block_rows: int, blocks: _Blocks, source:
         bad = np.empty(rows.shape[0], dtype=bool)
         kernels.first_maxima(rows, h[part], cache.second[part], bad)
         if bad.any():
-            check_block(raw, start, input=input, source=source)   # names the first row with NaN or inf
+            check_block(raw, start, input=input, source=source)  # names the first row with NaN or inf
         if cache.kind == "full":
             z = cache.values[part]
             kernels.gather_shifted(rows, np.arange(rows.shape[0]), h[part], z)
-        else:             # in place where rows is ours (the reader's buffer or a converted copy)
+        else:  # in place where rows is ours (the reader's buffer or a converted copy)
             z = rows if reader is not None or rows is not raw else rows.copy()
             z -= z[np.arange(z.shape[0]), h[part]][:, None]
-        g[part] = _confidence(z)                 # z is now e = exp(z − max z)
+        g[part] = _confidence(z)  # z is now e = exp(z − max z)
         cache.fill(part, z, h[part])
 
     blocks.run(one, range(0, n, step))
@@ -678,8 +718,15 @@ class _FileRows:
     def open(cls, x) -> "_FileRows | None":
         import mmap
 
-        if not (isinstance(x, np.memmap) and getattr(x, "mode", None) == "r" and x.flags.c_contiguous
-                and x.dtype.isnative and x.size and getattr(x, "filename", None) and hasattr(os, "preadv")):
+        if not (
+            isinstance(x, np.memmap)
+            and getattr(x, "mode", None) == "r"
+            and x.flags.c_contiguous
+            and x.dtype.isnative
+            and x.size
+            and getattr(x, "filename", None)
+            and hasattr(os, "preadv")
+        ):
             return None
         base = x
         while isinstance(base, np.ndarray):
@@ -687,7 +734,7 @@ class _FileRows:
         if not isinstance(base, mmap.mmap):
             return None
         mapped_at = np.frombuffer(base, dtype=np.uint8).__array_interface__["data"][0]
-        start = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY       # file offset of the mapping
+        start = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY  # file offset of the mapping
         position = start + x.__array_interface__["data"][0] - mapped_at
         try:
             fd = os.open(x.filename, os.O_RDONLY)
@@ -708,7 +755,7 @@ class _FileRows:
         buffer = getattr(self.local, "buffer", None)
         if buffer is None or buffer.shape[0] < stop - start:
             buffer = self.local.buffer = np.empty((stop - start, self.k), dtype=self.dtype)
-        rows = buffer[:stop - start]
+        rows = buffer[: stop - start]
         self._fill(memoryview(rows).cast("B"), self.position + start * self.row_bytes)
         return rows
 
@@ -719,7 +766,7 @@ class _FileRows:
         size = self.row_bytes
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for first, last in zip(np.concatenate([[0], breaks]).tolist(), np.append(breaks, rows.size).tolist()):
-            self._fill(view[first * size:last * size], self.position + int(rows[first]) * size)
+            self._fill(view[first * size : last * size], self.position + int(rows[first]) * size)
         return out
 
     def close(self) -> None:
@@ -727,8 +774,16 @@ class _FileRows:
 
 
 # ============================================================================ bootstrap
-def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: int, aggregation: str,
-               strategy: str, progress: bool, weights: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def _bootstrap(
+    first: _FirstPass,
+    children: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    aggregation: str,
+    strategy: str,
+    progress: bool,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
     """Support of each merge of ``children``: the fraction of ``n_resamples`` trees, each built on the points
     resampled with replacement, that contain its clade (the same set of leaves).
 
@@ -744,7 +799,7 @@ def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: 
 
     def one(b: int) -> tuple[list[bool], int]:
         draw = np.random.default_rng([seed, b]).integers(total, size=total)
-        if ends is not None:                        # the row that each drawn point belongs to
+        if ends is not None:  # the row that each drawn point belongs to
             draw = np.searchsorted(ends, draw, side="right")
         tree, _, _, empty = _build(first, np.bincount(draw, minlength=n), aggregation, strategy, _NO_BAR)
         found = set(_clades(tree, k))
@@ -752,8 +807,7 @@ def _bootstrap(first: _FirstPass, children: np.ndarray, n_resamples: int, seed: 
 
     hits = np.zeros(k - 1, dtype=np.int64)
     with_empty = 0
-    with _progress(n_resamples, "L2H bootstrap", progress) as bar, \
-            ThreadPoolExecutor(first.blocks.n_threads) as pool:
+    with _progress(n_resamples, "L2H bootstrap", progress) as bar, ThreadPoolExecutor(first.blocks.n_threads) as pool:
         for found, empty in pool.map(one, range(n_resamples)):
             hits += found
             with_empty += empty > 0
@@ -775,11 +829,13 @@ def _as_matrix(scores) -> np.ndarray:
     """``scores`` as an ndarray: torch tensors (any device, ``requires_grad``, bfloat16/float16 → float32)
     are converted without importing torch for other inputs; masked arrays are refused."""
     if isinstance(scores, np.ma.MaskedArray):
-        raise InputError("scores: a numpy masked array; L2H needs every value, so fill or drop the masked "
-                         "entries first (e.g. scores.filled(...) or scores.compressed())")
+        raise InputError(
+            "scores: a numpy masked array; L2H needs every value, so fill or drop the masked "
+            "entries first (e.g. scores.filled(...) or scores.compressed())"
+        )
     if isinstance(scores, np.ndarray):
         return scores
-    torch = sys.modules.get("torch")   # a tensor implies torch is imported already
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported already
     if torch is not None and isinstance(scores, torch.Tensor):
         tensor = scores.detach().cpu()
         if tensor.dtype in (torch.bfloat16, torch.float16):
@@ -855,5 +911,6 @@ class _NoBar:
     @staticmethod
     def update() -> None:
         pass
+
 
 _NO_BAR = _NoBar()

@@ -66,59 +66,102 @@ example:
 def build_parser() -> argparse.ArgumentParser:
     """The ``l2h`` argument parser, with its ``tree`` and ``compare`` subcommands."""
     parser = argparse.ArgumentParser(
-        prog="l2h", description="Hierarchical clustering from the logits of any flat clusterer (L2H).")
+        prog="l2h", description="Hierarchical clustering from the logits of any flat clusterer (L2H)."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tree = commands.add_parser(
-        "tree", help="build the L2H hierarchy of a logits file (and score it against labels)",
+        "tree",
+        help="build the L2H hierarchy of a logits file (and score it against labels)",
         description="Build the L2H hierarchy over the K clusters of an N x K logits (or probabilities)\n"
-                    "file; with --labels, score it (NMI, ARI, ACC, dendrogram and leaf purity).",
-        epilog=TREE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tree.add_argument("logits", metavar="LOGITS", type=Path,
-                      help="N x K scores: .npy (memory-mapped), .npz, .pt/.pth or .csv")
-    tree.add_argument("--out", metavar="DIR", required=True,
-                      help="output folder: new, empty, or an earlier l2h tree output")
-    tree.add_argument("--input", choices=INPUTS, default="logits",
-                      help="what LOGITS holds: logits (default) or probabilities (rows sum to 1)")
+        "file; with --labels, score it (NMI, ARI, ACC, dendrogram and leaf purity).",
+        epilog=TREE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tree.add_argument(
+        "logits", metavar="LOGITS", type=Path, help="N x K scores: .npy (memory-mapped), .npz, .pt/.pth or .csv"
+    )
+    tree.add_argument(
+        "--out", metavar="DIR", required=True, help="output folder: new, empty, or an earlier l2h tree output"
+    )
+    tree.add_argument(
+        "--input",
+        choices=INPUTS,
+        default="logits",
+        help="what LOGITS holds: logits (default) or probabilities (rows sum to 1)",
+    )
     tree.add_argument("--key", metavar="NAME", help="array name inside a .npz / .pt file")
-    tree.add_argument("--labels", metavar="FILE", type=Path,
-                      help="true class per point (same formats), to compute metrics")
+    tree.add_argument(
+        "--labels", metavar="FILE", type=Path, help="true class per point (same formats), to compute metrics"
+    )
     tree.add_argument("--labels-key", metavar="NAME", help="array name inside the --labels file")
-    tree.add_argument("--coarse", metavar="FILE", type=Path,
-                      help="coarser true class per point: scores the tree cut at that many groups")
+    tree.add_argument(
+        "--coarse",
+        metavar="FILE",
+        type=Path,
+        help="coarser true class per point: scores the tree cut at that many groups",
+    )
     tree.add_argument("--coarse-key", metavar="NAME", help="array name inside the --coarse file")
-    tree.add_argument("--aggregation", choices=AGGREGATIONS, default=AGGREGATIONS[0],
-                      help=f"score aggregation (default: {AGGREGATIONS[0]})")
-    tree.add_argument("--strategy", choices=STRATEGIES, default=STRATEGIES[0],
-                      help=f"merging strategy (default: {STRATEGIES[0]})")
-    tree.add_argument("--names", metavar="FILE", type=Path,
-                      help="cluster names: a text file with one name per line (K lines) or a JSON list")
-    tree.add_argument("--bootstrap", metavar="B", type=int, default=0,
-                      help="support of each merge: the fraction of B trees on bootstrap resamples of the "
-                           "points that contain its clade (default: 0 = none)")
-    tree.add_argument("--seed", metavar="S", type=int, default=0,
-                      help="seed of the bootstrap resamples (default: 0)")
-    tree.add_argument("--cache-gib", metavar="GIB", type=float, default=None,
-                      help="memory that may hold exp(z - max z) of every row, which makes the merge steps "
-                           "cheaper on logits (merges are unchanged; 0 = off; default: half the available "
-                           "memory)")
+    tree.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        default=AGGREGATIONS[0],
+        help=f"score aggregation (default: {AGGREGATIONS[0]})",
+    )
+    tree.add_argument(
+        "--strategy", choices=STRATEGIES, default=STRATEGIES[0], help=f"merging strategy (default: {STRATEGIES[0]})"
+    )
+    tree.add_argument(
+        "--names",
+        metavar="FILE",
+        type=Path,
+        help="cluster names: a text file with one name per line (K lines) or a JSON list",
+    )
+    tree.add_argument(
+        "--bootstrap",
+        metavar="B",
+        type=int,
+        default=0,
+        help="support of each merge: the fraction of B trees on bootstrap resamples of the "
+        "points that contain its clade (default: 0 = none)",
+    )
+    tree.add_argument("--seed", metavar="S", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
+    tree.add_argument(
+        "--cache-gib",
+        metavar="GIB",
+        type=float,
+        default=None,
+        help="memory that may hold exp(z - max z) of every row, which makes the merge steps "
+        "cheaper on logits (merges are unchanged; 0 = off; default: half the available "
+        "memory)",
+    )
     tree.add_argument("--no-plot", action="store_true", help="do not draw dendrogram.png and tree.html")
     tree.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     tree.set_defaults(run=run_tree)
     compare = commands.add_parser(
-        "compare", help="compare a tree with a reference hierarchy (WordNet, superclasses, ranks)",
+        "compare",
+        help="compare a tree with a reference hierarchy (WordNet, superclasses, ranks)",
         description="Compare the tree in DIR (from l2h tree) with a reference hierarchy; writes\n"
-                    "DIR/comparison.json: per reference level NMI/ARI of the tree cut at that level's number\n"
-                    "of groups, cophenetic correlation, normalised Robinson-Foulds distance and the LCA height\n"
-                    "of each class's first partner, each with its chance level over random trees.",
-        epilog=COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "DIR/comparison.json: per reference level NMI/ARI of the tree cut at that level's number\n"
+        "of groups, cophenetic correlation, normalised Robinson-Foulds distance and the LCA height\n"
+        "of each class's first partner, each with its chance level over random trees.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     compare.add_argument("tree_dir", metavar="DIR", type=Path, help="an l2h tree output folder (tree.json)")
-    compare.add_argument("--reference", metavar="FILE", type=Path, required=True,
-                         help="'parent child' edge list, Newick tree, or fine->coarse CSV/JSON mapping")
-    compare.add_argument("--format", choices=("edges", "newick", "mapping"),
-                         help="format of FILE (default: from its suffix and content)")
-    compare.add_argument("--n-random", metavar="N", type=int, default=100,
-                         help="random trees for the chance levels (default: 100)")
+    compare.add_argument(
+        "--reference",
+        metavar="FILE",
+        type=Path,
+        required=True,
+        help="'parent child' edge list, Newick tree, or fine->coarse CSV/JSON mapping",
+    )
+    compare.add_argument(
+        "--format", choices=("edges", "newick", "mapping"), help="format of FILE (default: from its suffix and content)"
+    )
+    compare.add_argument(
+        "--n-random", metavar="N", type=int, default=100, help="random trees for the chance levels (default: 100)"
+    )
     compare.add_argument("--seed", type=int, default=0, help="seed of the random trees (default: 0)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     compare.set_defaults(run=run_compare)
@@ -148,7 +191,7 @@ def read_names(path: Path, k: int) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read names ({exc.strerror if isinstance(exc, OSError) else exc})")
+        raise InputError(f"{path}: cannot read names ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
             names = json.loads(text)
@@ -167,8 +210,10 @@ def read_names(path: Path, k: int) -> list[str]:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if seen.setdefault(name, i) != i:
-            raise InputError(f"{path}: name {name!r} is given twice (lines {seen[name] + 1} and {i + 1}); "
-                             "cluster names must be unique")
+            raise InputError(
+                f"{path}: name {name!r} is given twice (lines {seen[name] + 1} and {i + 1}); "
+                "cluster names must be unique"
+            )
     return names
 
 
@@ -222,21 +267,44 @@ def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
     scores, labels, coarse, names = data["scores"], data["labels"], data["coarse"], data["names"]
     n, k = scores.shape
     inputs = [str(p) for p in (args.logits, args.labels, args.coarse, args.names) if p is not None]
-    options = {"input": args.input, "key": args.key, "labels_key": args.labels_key,
-               "coarse_key": args.coarse_key, "aggregation": args.aggregation, "strategy": args.strategy,
-               "bootstrap": args.bootstrap, "seed": args.seed, "plot": not args.no_plot}
-    with ThreadPoolExecutor(1) as background:   # checksums, package versions and the figure's imports
-        record = background.submit(provenance, options, list(dict.fromkeys(inputs)),  # run beside L2H
-                                   command=shlex.join(["l2h", *argv]), argv=["l2h", *argv], n_points=n,
-                                   n_clusters=k)
+    options = {
+        "input": args.input,
+        "key": args.key,
+        "labels_key": args.labels_key,
+        "coarse_key": args.coarse_key,
+        "aggregation": args.aggregation,
+        "strategy": args.strategy,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "plot": not args.no_plot,
+    }
+    with ThreadPoolExecutor(1) as background:  # checksums, package versions and the figure's imports
+        record = background.submit(
+            provenance,
+            options,
+            list(dict.fromkeys(inputs)),  # run beside L2H
+            command=shlex.join(["l2h", *argv]),
+            argv=["l2h", *argv],
+            n_points=n,
+            n_clusters=k,
+        )
         if not args.no_plot:
             background.submit(importlib.import_module, "l2h.report.figures")
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            tree, leaves = l2h(scores, aggregation=args.aggregation, strategy=args.strategy, input=args.input,
-                               progress=not args.quiet, source=str(args.logits), return_assignment=True,
-                               cache_gib=args.cache_gib, bootstrap=args.bootstrap, seed=args.seed)
+            tree, leaves = l2h(
+                scores,
+                aggregation=args.aggregation,
+                strategy=args.strategy,
+                input=args.input,
+                progress=not args.quiet,
+                source=str(args.logits),
+                return_assignment=True,
+                cache_gib=args.cache_gib,
+                bootstrap=args.bootstrap,
+                seed=args.seed,
+            )
         seconds = time.perf_counter() - start
         probabilities = args.input == "logits" and looks_like_probabilities(scores)
         levels = suggest_levels(tree, scores, leaves=leaves, input=args.input, supports=tree_supports(tree))
@@ -246,8 +314,7 @@ def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
 
             metrics = evaluate(tree, leaves, labels, coarse=coarse)
         record = record.result()
-    tree.info["source"] = {"file": str(args.logits), "key": args.key,
-                           "sha256": record["inputs"][str(args.logits)]}
+    tree.info["source"] = {"file": str(args.logits), "key": args.key, "sha256": record["inputs"][str(args.logits)]}
 
     def write_all(folder: Path) -> None:
         tree.write(folder, names=names)
@@ -257,24 +324,40 @@ def run_tree(args: argparse.Namespace, argv: list[str]) -> int:
         if not args.no_plot:
             from l2h.report.figures import plot_dendrogram  # matplotlib is slow to import
 
-            plot_dendrogram(tree, folder / "dendrogram.png", names=names,
-                            title=f"L2H hierarchy of {args.logits.name} ({k} clusters)")
+            plot_dendrogram(
+                tree,
+                folder / "dendrogram.png",
+                names=names,
+                title=f"L2H hierarchy of {args.logits.name} ({k} clusters)",
+            )
             from l2h.report.html import merge_support, tree_page, tree_payload
 
             view = tree_payload(tree, names=names, leaves=leaves, labels=labels, support=merge_support(tree))
-            write_text(folder / "tree.html", tree_page(view, title=f"L2H hierarchy of {args.logits.name}",
-                                                       description=f"N = {n:,} points, K = {k} clusters"))
+            write_text(
+                folder / "tree.html",
+                tree_page(
+                    view,
+                    title=f"L2H hierarchy of {args.logits.name}",
+                    description=f"N = {n:,} points, K = {k} clusters",
+                ),
+            )
         write_json(folder / "provenance.json", record)
 
     leftover = replace_outputs(args.out, write_all)
     for warning in caught:  # after the last possible error, so that an error stays a single line
         print(f"l2h: warning: {args.logits}: {warning.message}", file=sys.stderr)
     if probabilities:
-        print(f"l2h: warning: {args.logits}: every row is non-negative and sums to 1, so these look like "
-              "probabilities; if they are, pass --input probs (logits are read through a softmax)", file=sys.stderr)
+        print(
+            f"l2h: warning: {args.logits}: every row is non-negative and sums to 1, so these look like "
+            "probabilities; if they are, pass --input probs (logits are read through a softmax)",
+            file=sys.stderr,
+        )
     if leftover is not None:
-        print(f"l2h: warning: {leftover}: the previous outputs are kept there because a file appeared in "
-              f"{args.out} during the run; move what you need and delete it", file=sys.stderr)
+        print(
+            f"l2h: warning: {leftover}: the previous outputs are kept there because a file appeared in "
+            f"{args.out} during the run; move what you need and delete it",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print(summary(tree, names, n, seconds, args.out, metrics, levels))
     return 0
@@ -294,11 +377,18 @@ def run_compare(args: argparse.Namespace, argv: list[str]) -> int:
     names = tree.names if tree.names is not None else [str(i) for i in range(tree.k)]
     matched = match_leaves(reference, names, source=str(tree_file))
     result = compare(tree, matched, n_random=args.n_random, seed=args.seed, progress=not args.quiet)
-    result = {"tree": {"file": str(tree_file), "sha256": sha256_file(tree_file)},
-              "reference": {"file": str(args.reference), "sha256": sha256_file(args.reference),
-                            "format": reference.format, "leaves": len(reference.leaves),
-                            "leaves_not_in_tree": len(reference.leaves) - tree.k},
-              "command": shlex.join(["l2h", *argv]), **result}
+    result = {
+        "tree": {"file": str(tree_file), "sha256": sha256_file(tree_file)},
+        "reference": {
+            "file": str(args.reference),
+            "sha256": sha256_file(args.reference),
+            "format": reference.format,
+            "leaves": len(reference.leaves),
+            "leaves_not_in_tree": len(reference.leaves) - tree.k,
+        },
+        "command": shlex.join(["l2h", *argv]),
+        **result,
+    }
     try:
         write_json(args.tree_dir / "comparison.json", result)
     except OSError as exc:
@@ -308,8 +398,15 @@ def run_compare(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def summary(tree: Hierarchy, names: list[str] | None, n: int, seconds: float, out: Path, metrics: dict | None,
-            levels: dict | None = None) -> str:
+def summary(
+    tree: Hierarchy,
+    names: list[str] | None,
+    n: int,
+    seconds: float,
+    out: Path,
+    metrics: dict | None,
+    levels: dict | None = None,
+) -> str:
     """A few human-readable lines about the run."""
     k = tree.k
     label = (lambda i: names[i]) if names is not None else str
@@ -318,22 +415,31 @@ def summary(tree: Hierarchy, names: list[str] | None, n: int, seconds: float, ou
         members = tree.members(int(node))
         shown = ", ".join(label(i) for i in sorted(members)[:6]) + (", ..." if len(members) > 6 else "")
         sides.append(f"{len(members)} {{{shown}}}")
-    lines = [f"l2h tree: N = {n:,} points, K = {k} clusters, L2H in {seconds:.2f} s -> {out}",
-             f"top-level split: {sides[0]} | {sides[1]}"]
+    lines = [
+        f"l2h tree: N = {n:,} points, K = {k} clusters, L2H in {seconds:.2f} s -> {out}",
+        f"top-level split: {sides[0]} | {sides[1]}",
+    ]
     if tree.support is not None:
         import numpy as np
 
-        support = tree.support[:-1] if k > 2 else tree.support      # the root's is always 1
-        lines.append(f"bootstrap ({tree.info['bootstrap']['resamples']} resamples): median support "
-                     f"{float(np.median(support)):.2f}; {int((support >= 0.95).sum())} of {support.size} merges "
-                     "(root excluded) have support >= 0.95")
+        support = tree.support[:-1] if k > 2 else tree.support  # the root's is always 1
+        lines.append(
+            f"bootstrap ({tree.info['bootstrap']['resamples']} resamples): median support "
+            f"{float(np.median(support)):.2f}; {int((support >= 0.95).sum())} of {support.size} merges "
+            "(root excluded) have support >= 0.95"
+        )
     if metrics is not None:
         lines.append("metrics: " + "  ".join(f"{m} {metrics[m]:.4f}" for m in ("nmi", "ari", "acc", "dp", "lp")))
         if "coarse_dp" in metrics:
-            lines.append(f"coarse ({metrics['coarse_groups']} groups): " + "  ".join(
-                f"{m} {metrics['coarse_' + m]:.4f}" for m in ("nmi", "ari", "acc", "dp")))
+            lines.append(
+                f"coarse ({metrics['coarse_groups']} groups): "
+                + "  ".join(f"{m} {metrics['coarse_' + m]:.4f}" for m in ("nmi", "ari", "acc", "dp"))
+            )
     if levels is not None:
         best = levels["suggestions"][:3]
-        lines.append("suggested levels: " + (", ".join(f"{s['n_groups']} groups (score {s['score']:.2f})"
-                                                      for s in best) if best else "none") + " (levels.json)")
+        lines.append(
+            "suggested levels: "
+            + (", ".join(f"{s['n_groups']} groups (score {s['score']:.2f})" for s in best) if best else "none")
+            + " (levels.json)"
+        )
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from l2h.metrics import ari, nmi
 FORMATS = ("edges", "newick", "mapping")
 NEWICK_SUFFIXES = (".nwk", ".newick", ".tre", ".tree")
 MAPPING_SUFFIXES = (".csv", ".json")
-MAX_PAIRS = 500_000        # class pairs for the cophenetic correlation; more are sampled (seeded)
+MAX_PAIRS = 500_000  # class pairs for the cophenetic correlation; more are sampled (seeded)
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -40,8 +40,9 @@ class Reference:
     or, for a mapping, its columns.
     """
 
-    def __init__(self, tree: ClassTree, level_names: list[str] | None = None, source: str = "reference",
-                 format: str = "edges"):
+    def __init__(
+        self, tree: ClassTree, level_names: list[str] | None = None, source: str = "reference", format: str = "edges"
+    ):
         self.tree = tree
         self.source = source
         self.format = format
@@ -51,14 +52,17 @@ class Reference:
         self.level_names = level_names or [f"depth {d}" for d in range(1, self.max_depth)]
         # ancestors[d, i]: id of leaf i's ancestor at depth d (its own id below its depth, -1 - i: unique)
         ids = {node: n for n, node in enumerate(sorted(set(tree.parent) | {tree.root}))}
-        self.ancestors = np.array([[ids[p[d]] if d < len(p) else -1 - i for i, p in enumerate(paths)]
-                                   for d in range(self.max_depth + 1)], dtype=np.int64)
+        self.ancestors = np.array(
+            [[ids[p[d]] if d < len(p) else -1 - i for i, p in enumerate(paths)] for d in range(self.max_depth + 1)],
+            dtype=np.int64,
+        )
         height: dict[str, int] = {}
         for leaf_path in paths:
             for up, node in enumerate(reversed(leaf_path)):
                 height[node] = max(height.get(node, 0), up)
-        self.heights = np.array([[height[p[d]] if d < len(p) else 0 for p in paths]
-                                 for d in range(self.max_depth + 1)], dtype=np.int64)
+        self.heights = np.array(
+            [[height[p[d]] if d < len(p) else 0 for p in paths] for d in range(self.max_depth + 1)], dtype=np.int64
+        )
 
     @property
     def leaves(self) -> tuple[str, ...]:
@@ -72,7 +76,8 @@ class Reference:
         for d, name in enumerate(self.level_names, start=1):
             labels = relabel_by_first_appearance(self.ancestors[d])
             if 1 < labels.max() + 1 < len(self.leaves) and not (
-                    previous is not None and np.array_equal(labels, previous)):
+                previous is not None and np.array_equal(labels, previous)
+            ):
                 out.append((name, labels))
             previous = labels
         return out
@@ -101,7 +106,7 @@ class Reference:
         label = dict(zip(self.leaves, names or self.leaves))
         children = self.tree.children
         text: dict[str, str] = {}
-        stack = [self.tree.root]     # iterative post-order: user trees may be deeper than the recursion limit
+        stack = [self.tree.root]  # iterative post-order: user trees may be deeper than the recursion limit
         while stack:
             node = stack[-1]
             kids = children.get(node, ())
@@ -137,8 +142,13 @@ def read_reference(path: str | os.PathLike, *, format: str | None = None) -> Ref
         raise InputError(f"{path}: cannot read the reference ({exc})") from None
     if format is None:
         suffix = path.suffix.lower()
-        format = ("newick" if suffix in NEWICK_SUFFIXES or text.lstrip().startswith("(")
-                  else "mapping" if suffix in MAPPING_SUFFIXES else "edges")
+        format = (
+            "newick"
+            if suffix in NEWICK_SUFFIXES or text.lstrip().startswith("(")
+            else "mapping"
+            if suffix in MAPPING_SUFFIXES
+            else "edges"
+        )
     if format not in FORMATS:
         raise InputError(f"{path}: unknown reference format {format!r} (expected one of {', '.join(FORMATS)})")
     if not text.strip():
@@ -162,7 +172,7 @@ def _newick_tree(text: str, source: str) -> ClassTree:
     while stack:
         node, parent = stack.pop()
         if node["children"]:
-            name = f"\0{count}"          # internal nodes: ids that no leaf label can take
+            name = f"\0{count}"  # internal nodes: ids that no leaf label can take
             count += 1
         else:
             name = node["label"]
@@ -179,8 +189,11 @@ def _mapping(text: str, path: Path) -> Reference:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or not data or not all(
-                isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()):
+        if (
+            not isinstance(data, dict)
+            or not data
+            or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in data.items())
+        ):
             raise InputError(f"{path}: expected a JSON object mapping each class name to its coarse class name")
         header, rows = ["class", "coarse"], [[k, v] for k, v in data.items()]
     else:
@@ -190,8 +203,10 @@ def _mapping(text: str, path: Path) -> Reference:
             raise InputError(f"{path}: expected a header 'class,coarse[,coarser...]' with at least 2 columns")
         for lineno, row in enumerate(rows, start=2):
             if len(row) != len(header) or not all(row):
-                raise InputError(f"{path}: row {lineno} has {len(row)} fields or an empty one; the header has "
-                                 f"{len(header)} ({','.join(header)})")
+                raise InputError(
+                    f"{path}: row {lineno} has {len(row)} fields or an empty one; the header has "
+                    f"{len(header)} ({','.join(header)})"
+                )
         if not rows:
             raise InputError(f"{path}: the mapping has a header but no rows")
     names = [row[0] for row in rows]
@@ -201,8 +216,10 @@ def _mapping(text: str, path: Path) -> Reference:
         above: dict[str, str] = {}
         for row in rows:
             if above.setdefault(row[col - 1], row[col]) != row[col]:
-                raise InputError(f"{path}: {header[col - 1]} {row[col - 1]!r} lies in two {header[col]} groups "
-                                 f"({above[row[col - 1]]!r}, {row[col]!r}); the columns must be nested")
+                raise InputError(
+                    f"{path}: {header[col - 1]} {row[col - 1]!r} lies in two {header[col]} groups "
+                    f"({above[row[col - 1]]!r}, {row[col]!r}); the columns must be nested"
+                )
     paths = [[f"{header[c]}={row[c]}" for c in range(len(header) - 1, 0, -1)] + [row[0]] for row in rows]
     edges = set()
     for p in paths:
@@ -222,9 +239,11 @@ def match_leaves(reference: Reference, names: list[str], *, source: str = "tree"
         names = _imagenet_wnids(names) or names
     missing = [n for n in names if n not in have]
     if missing:
-        raise InputError(f"{reference.source}: {len(missing)} of the {source}'s {len(names)} leaf names are not "
-                         f"leaves of the reference (e.g. {', '.join(map(repr, missing[:3]))}); give the tree "
-                         "the reference's class names (l2h tree --names FILE)")
+        raise InputError(
+            f"{reference.source}: {len(missing)} of the {source}'s {len(names)} leaf names are not "
+            f"leaves of the reference (e.g. {', '.join(map(repr, missing[:3]))}); give the tree "
+            "the reference's class names (l2h tree --names FILE)"
+        )
     return reference.restrict(list(names))
 
 
@@ -258,14 +277,24 @@ def robinson_foulds(tree_newick: str, reference_newick: str) -> dict:
     taxa = dendropy.TaxonNamespace()
     trees = []
     for text in (tree_newick, reference_newick):
-        tree = dendropy.Tree.get(data=text, schema="newick", taxon_namespace=taxa, rooting="force-rooted",
-                                 preserve_underscores=True, suppress_internal_node_taxa=True)
+        tree = dendropy.Tree.get(
+            data=text,
+            schema="newick",
+            taxon_namespace=taxa,
+            rooting="force-rooted",
+            preserve_underscores=True,
+            suppress_internal_node_taxa=True,
+        )
         tree.suppress_unifurcations()
         trees.append(tree)
     raw = int(treecompare.symmetric_difference(trees[0], trees[1]))
     clades = sum(sum(1 for node in t.preorder_internal_node_iter()) - 1 for t in trees)
-    return {"raw": raw, "max": clades, "normalised": raw / clades if clades else 0.0,
-            "library": f"dendropy {dendropy.__version__}"}
+    return {
+        "raw": raw,
+        "max": clades,
+        "normalised": raw / clades if clades else 0.0,
+        "library": f"dendropy {dendropy.__version__}",
+    }
 
 
 def _pairs(k: int, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -291,8 +320,9 @@ def _first_partners(tree: Hierarchy) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(left), np.concatenate(right)
 
 
-def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed: int = 0,
-            progress: bool = False) -> dict:
+def compare(
+    tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed: int = 0, progress: bool = False
+) -> dict:
     """Agreement of ``tree`` with ``reference`` (already matched: leaf i of both is the same class), each
     value with its chance level over ``n_random`` random trees of the same shape (leaves permuted; seeded).
 
@@ -334,31 +364,41 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
             out[f"nmi {name}"] = nmi(groups[perm], cut)
             out[f"ari {name}"] = ari(groups[perm], cut)
         ref_height = reference.lca_height(i, j, perm).astype(np.float64)
-        out["cophenetic"] = (float(np.corrcoef(tree_height, ref_height)[0, 1])
-                             if ref_height.std() > 0 and tree_height.std() > 0 else 0.0)
+        out["cophenetic"] = (
+            float(np.corrcoef(tree_height, ref_height)[0, 1]) if ref_height.std() > 0 and tree_height.std() > 0 else 0.0
+        )
         out["rf"] = robinson_foulds(tree_newick, reference.to_newick([names[q] for q in np.argsort(perm)]))[
-            "normalised"]
+            "normalised"
+        ]
         out["partner"] = float(reference.lca_height(partner_leaf, partner, perm).mean())
         return out
 
     observed = measure(np.arange(k))
     rng = np.random.default_rng(seed)
-    chance = [measure(rng.permutation(k)) for _ in progress_bar(range(int(n_random)), desc="chance level",
-                                                                 disable=not progress)]
+    chance = [
+        measure(rng.permutation(k))
+        for _ in progress_bar(range(int(n_random)), desc="chance level", disable=not progress)
+    ]
 
     def entry(key: str) -> dict:
         values = np.array([c[key] for c in chance])
         mean, sd = float(values.mean()), float(values.std(ddof=1))
-        return {"value": observed[key], "chance": {"mean": mean, "sd": sd},
-                "z": (observed[key] - mean) / sd if sd > 0 else None}
+        return {
+            "value": observed[key],
+            "chance": {"mean": mean, "sd": sd},
+            "z": (observed[key] - mean) / sd if sd > 0 else None,
+        }
 
     rf = robinson_foulds(tree_newick, reference.to_newick(names))
     return {
         "k": k,
         "chance_model": "the same tree shape with its leaves permuted uniformly at random",
-        "n_random": int(n_random), "seed": int(seed),
-        "levels": [{"level": name, "n_groups": int(groups.max()) + 1,
-                    "nmi": entry(f"nmi {name}"), "ari": entry(f"ari {name}")} for name, groups in levels],
+        "n_random": int(n_random),
+        "seed": int(seed),
+        "levels": [
+            {"level": name, "n_groups": int(groups.max()) + 1, "nmi": entry(f"nmi {name}"), "ari": entry(f"ari {name}")}
+            for name, groups in levels
+        ],
         "cophenetic_correlation": {**entry("cophenetic"), "pairs": int(i.size), "pairs_sampled": sampled},
         "robinson_foulds": {**entry("rf"), "raw": rf["raw"], "max": rf["max"], "library": rf["library"]},
         "first_partner_lca_height": entry("partner"),
@@ -367,6 +407,7 @@ def compare(tree: Hierarchy, reference: Reference, *, n_random: int = 100, seed:
 
 def format_summary(result: dict, path: str | os.PathLike) -> str:
     """A few lines about a comparison: each value beside its chance level (mean ± sd over random trees)."""
+
     def show(entry: dict) -> str:
         chance = entry["chance"]
         z = "" if entry["z"] is None else f", z = {entry['z']:+.1f}"
@@ -374,8 +415,9 @@ def format_summary(result: dict, path: str | os.PathLike) -> str:
 
     lines = [f"l2h compare: K = {result['k']} classes, {result['n_random']} random trees -> {path}"]
     for level in result["levels"][:12]:
-        lines.append(f"  {level['level']} ({level['n_groups']} groups): NMI {show(level['nmi'])}, "
-                     f"ARI {show(level['ari'])}")
+        lines.append(
+            f"  {level['level']} ({level['n_groups']} groups): NMI {show(level['nmi'])}, ARI {show(level['ari'])}"
+        )
     if len(result["levels"]) > 12:
         lines.append(f"  ... {len(result['levels']) - 12} more levels in the file")
     lines.append(f"  cophenetic correlation {show(result['cophenetic_correlation'])}")

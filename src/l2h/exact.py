@@ -31,6 +31,7 @@ BINCOUNT_CHUNK = 1 << 26
 #: exactly too.
 MAX_WEIGHT = 1 << 26
 
+
 def exact_int(value: float) -> int:
     """``value`` (a finite float) as an exact count of units 2**-UNIT."""
     num, den = float(value).as_integer_ratio()
@@ -61,17 +62,17 @@ def exact_sums(values, labels, n_labels: int, weights=None) -> dict[int, int]:
     positive = values[values > 0]
     if positive.size == 0:
         return out
-    top = int(np.frexp(positive.max())[1])                      # all values < 2**top
-    low = max(int(np.frexp(positive.min())[1]) - FLOAT64_BITS, FLOAT64_MIN_EXPONENT)   # multiples of 2**low
+    top = int(np.frexp(positive.max())[1])  # all values < 2**top
+    low = max(int(np.frexp(positive.min())[1]) - FLOAT64_BITS, FLOAT64_MIN_EXPONENT)  # multiples of 2**low
     n_limbs = -(-(top - low) // LIMB_BITS)
     chunk = BINCOUNT_CHUNK
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
         chunk = max(1, BINCOUNT_CHUNK // max(int(weights.max(initial=1)), 1))
     for start in range(0, values.size, chunk):
-        rest = values[start:start + chunk].copy()
-        lab = labels[start:start + chunk]
-        w = None if weights is None else weights[start:start + chunk]
+        rest = values[start : start + chunk].copy()
+        lab = labels[start : start + chunk]
+        w = None if weights is None else weights[start : start + chunk]
         for i in range(n_limbs):
             q = top - LIMB_BITS * (i + 1)
             limb = np.floor(np.ldexp(rest, -q))

@@ -33,7 +33,7 @@ from l2h import kernels
 
 __all__ = ["ExpCache", "available_memory", "cache_kind"]
 
-GIB = 2 ** 30
+GIB = 2**30
 #: numpy's SIMD ``exp`` and libm's are within this many ulp, i.e. a relative error of 2·EXP_ULPS·u (u: the unit
 #: roundoff of the compute dtype).
 EXP_ULPS = 4
@@ -45,17 +45,17 @@ PAD = 1.01
 EXP_FLOOR = math.exp(-40)
 ESTIMATE_RANGE = 41
 #: Absolute error of an underflowed ``exp`` (a stored 0 or subnormal e).
-EXP_TINY = 2.0 ** -120
+EXP_TINY = 2.0**-120
 #: Padding of the bound's underflow term (k terms below the smallest normal float, against a sum ≥ e^-41).
 UNDERFLOW_PAD = 8
 #: Absolute slack added to the bound.
-BOUND_SLACK = 2.0 ** -40
+BOUND_SLACK = 2.0**-40
 #: Compact codes (:func:`l2h.kernels.encode_compact`): relative error of a code, 10 mantissa bits rounded to
 #: nearest (2⁻¹¹), padded; absolute error of a code of e below 2⁻⁶² (subnormal float32 codes); and the floor of
 #: ``e_{h^m}`` for an estimate from codes (2⁻⁴⁵ ≈ e^-31.2: the codes' absolute error stays ≤ 2⁻²⁷ relative).
-CODE_ALPHA = PAD * 2.0 ** -11
-CODE_TINY = 2.0 ** -72
-CODE_FLOOR = 2.0 ** -45
+CODE_ALPHA = PAD * 2.0**-11
+CODE_TINY = 2.0**-72
+CODE_FLOOR = 2.0**-45
 #: Largest "full" cache (GiB). Above it the cache is compact even when the budget allows: half the memory (the
 #: fresh memory of a multi-GiB cache is slow to provide) and half the bytes a step reads; below it the full
 #: cache's smaller bound leaves fewer rows and steps to the exact definition.
@@ -79,9 +79,9 @@ def available_memory() -> int | None:
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
-            if controllers == "":                                          # cgroup v2
+            if controllers == "":  # cgroup v2
                 folder, files = Path("/sys/fs/cgroup") / path.lstrip("/"), ("memory.max", "memory.current")
-            elif "memory" in controllers.split(","):                       # cgroup v1
+            elif "memory" in controllers.split(","):  # cgroup v1
                 folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
                 files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
             else:
@@ -138,13 +138,13 @@ class ExpCache:
     def __init__(self, n: int, k: int, work: type, kind: str = "full"):
         self.kind, self.work = kind, work
         self.values = _fresh_array((n, k), work if kind == "full" else np.uint16)
-        self.second = np.empty(n, dtype=np.int64)      # h^m of the row for the mask {h}
-        self.alone = np.empty(n, dtype=np.float64)     # its estimated g^m (NaN: needs the exact one)
-        self.u = float(np.finfo(work).eps) / 2        # unit roundoff of the compute dtype
+        self.second = np.empty(n, dtype=np.int64)  # h^m of the row for the mask {h}
+        self.alone = np.empty(n, dtype=np.float64)  # its estimated g^m (NaN: needs the exact one)
+        self.u = float(np.finfo(work).eps) / 2  # unit roundoff of the compute dtype
         compact = kind == "compact"
-        self.alpha = PAD * 2 * EXP_ULPS * self.u + (CODE_ALPHA if compact else 0.0)   # relative error of a stored e
-        self.tiny = EXP_TINY + (CODE_TINY if compact else 0.0)                       # absolute error of a stored e
-        self.floor = CODE_FLOOR if compact else EXP_FLOOR                             # smallest e_{h^m} estimated
+        self.alpha = PAD * 2 * EXP_ULPS * self.u + (CODE_ALPHA if compact else 0.0)  # relative error of a stored e
+        self.tiny = EXP_TINY + (CODE_TINY if compact else 0.0)  # absolute error of a stored e
+        self.floor = CODE_FLOOR if compact else EXP_FLOOR  # smallest e_{h^m} estimated
 
     @staticmethod
     def nbytes(n: int, k: int, work: type, kind: str) -> int:
@@ -160,9 +160,9 @@ class ExpCache:
         at = np.arange(e.shape[0])
         e[at, h] = 0
         rest = e.sum(axis=1)
-        e[at, h] = 1                                 # exp(0)
+        e[at, h] = 1  # exp(0)
         top = e[at, self.second[part]]
-        with np.errstate(invalid="ignore"):          # 0/0 where every other exp underflowed
+        with np.errstate(invalid="ignore"):  # 0/0 where every other exp underflowed
             self.alone[part] = np.where(top >= EXP_FLOOR, top / rest, np.nan)
         if self.kind == "compact":
             kernels.encode_compact(e, self.values[part])
@@ -187,8 +187,9 @@ class ExpCache:
 
         def one(start: int) -> None:
             part = slice(start, start + step)
-            kernels.masked_estimates(self.values, rows[part], keep, self.alpha, self.tiny, self.floor,
-                                     hm[part], gm[part], doubt[part])
+            kernels.masked_estimates(
+                self.values, rows[part], keep, self.alpha, self.tiny, self.floor, hm[part], gm[part], doubt[part]
+            )
 
         blocks.run(one, range(0, rows.size, step))
         return hm, gm, doubt
@@ -212,11 +213,11 @@ class ExpCache:
         from ``e`` itself, are within the smaller one).
         """
         u, k = self.u, self.values.shape[1]
-        exp_error = 2 * EXP_ULPS * u                                # relative error of one exp
-        gamma = (k - 1) * u / (1 - (k - 1) * u)                     # γ_{K−1}: a sum of K terms
-        shifts = u * (2 * k / math.e + 2 * ESTIMATE_RANGE)          # the roundings of z_j − M, m − M, z_j − m
+        exp_error = 2 * EXP_ULPS * u  # relative error of one exp
+        gamma = (k - 1) * u / (1 - (k - 1) * u)  # γ_{K−1}: a sum of K terms
+        shifts = u * (2 * k / math.e + 2 * ESTIMATE_RANGE)  # the roundings of z_j − M, m − M, z_j − m
         underflow = k * float(np.finfo(self.work).tiny) * UNDERFLOW_PAD * math.exp(ESTIMATE_RANGE)
-        total = 2 * gamma + shifts + 6 * exp_error + 4 * u + underflow     # 4u: the divisions
+        total = 2 * gamma + shifts + 6 * exp_error + 4 * u + underflow  # 4u: the divisions
         bound = PAD * total / (1 - total) + BOUND_SLACK
         if self.kind == "compact":
             code = PAD * (2 * CODE_ALPHA + k * CODE_TINY / CODE_FLOOR) / (1 - CODE_ALPHA)

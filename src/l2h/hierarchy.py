@@ -16,8 +16,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,7 +27,7 @@ from l2h.errors import InputError
 from l2h.io import _json_default, write_npy, write_text
 
 SCHEMA_VERSION = 1
-MAX_JSON_MEMBERS = 5_000_000   # tree.json lists member tuples only up to this total count
+MAX_JSON_MEMBERS = 5_000_000  # tree.json lists member tuples only up to this total count
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9.\-]+")
 
 
@@ -42,16 +43,19 @@ def check_children(children: ArrayLike, *, source: str = "children", min_leaves:
     --------
     >>> check_children([[0, 2], [1, 3], [4, 5]]).shape
     (3, 2)
-    >>> check_children([[0, 3], [1, 2]], source="tree.json")
+    >>> check_children([[0, 3], [1, 2]], source="t")
     Traceback (most recent call last):
     ...
-    l2h.errors.InputError: tree.json: step 1 merges [0, 3], but node 3 does not exist yet (only nodes 0..2 exist before it)
+    l2h.errors.InputError: t: step 1 merges [0, 3], but node 3 does not exist yet (only nodes 0..2 exist before it)
     """
     arr = np.asarray(children)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
-                                           and np.array_equal(arr, np.round(arr))):
-        raise InputError(f"{source}: child ids must be integer node ids, got dtype {arr.dtype}"
-                         + (" with non-integer values" if arr.dtype.kind == "f" else ""))
+    if arr.dtype.kind not in "iu" and not (
+        arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.array_equal(arr, np.round(arr))
+    ):
+        raise InputError(
+            f"{source}: child ids must be integer node ids, got dtype {arr.dtype}"
+            + (" with non-integer values" if arr.dtype.kind == "f" else "")
+        )
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < min_leaves - 1:
         raise InputError(f"{source}: children must have shape (K-1, 2) with K >= {min_leaves}, got {arr.shape}")
     arr = arr.astype(np.int64)
@@ -62,13 +66,14 @@ def check_children(children: ArrayLike, *, source: str = "children", min_leaves:
         t = int(np.flatnonzero(wrong.any(1))[0])
         node = int(arr[t][wrong[t]][0])
         what = "is not a node id" if node < 0 else "does not exist yet"
-        raise InputError(f"{source}: step {t + 1} merges {arr[t].tolist()}, but node {node} {what} "
-                         f"(only nodes 0..{k + t - 1} exist before it)")
+        raise InputError(
+            f"{source}: step {t + 1} merges {arr[t].tolist()}, but node {node} {what} "
+            f"(only nodes 0..{k + t - 1} exist before it)"
+        )
     uses = np.bincount(arr.ravel(), minlength=2 * k - 1)
-    if (uses[:2 * k - 2] != 1).any():
-        node = int(np.flatnonzero(uses[:2 * k - 2] != 1)[0])
-        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (it must be merged exactly "
-                         "once)")
+    if (uses[: 2 * k - 2] != 1).any():
+        node = int(np.flatnonzero(uses[: 2 * k - 2] != 1)[0])
+        raise InputError(f"{source}: node {node} is merged {int(uses[node])} times (it must be merged exactly once)")
     return arr
 
 
@@ -155,8 +160,16 @@ class Hierarchy:
     '((cat:1,dog:1):2,(car:2,truck:2):1);'
     """
 
-    def __init__(self, children: ArrayLike, *, scores: ArrayLike | None = None, names: Sequence[str] | None = None,
-                 info: dict | None = None, source: str = "children", support: ArrayLike | None = None):
+    def __init__(
+        self,
+        children: ArrayLike,
+        *,
+        scores: ArrayLike | None = None,
+        names: Sequence[str] | None = None,
+        info: dict | None = None,
+        source: str = "children",
+        support: ArrayLike | None = None,
+    ):
         arr = check_children(children, source=source)
         self.children = arr
         self.children.flags.writeable = False
@@ -181,8 +194,10 @@ class Hierarchy:
         self._layout: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
-        return (f"Hierarchy(k={self.k}, aggregation={self.info.get('aggregation')!r}, "
-                f"strategy={self.info.get('strategy')!r})")
+        return (
+            f"Hierarchy(k={self.k}, aggregation={self.info.get('aggregation')!r}, "
+            f"strategy={self.info.get('strategy')!r})"
+        )
 
     # ------------------------------------------------------------------ structure
     @property
@@ -201,7 +216,7 @@ class Hierarchy:
             k, sizes = self.k, self.sizes.tolist()
             start = [0] * (2 * k - 1)
             children = self.children.tolist()
-            for t in range(k - 2, -1, -1):   # parents before children
+            for t in range(k - 2, -1, -1):  # parents before children
                 a, b = children[t]
                 start[a] = start[k + t]
                 start[b] = start[k + t] + sizes[a]
@@ -225,7 +240,7 @@ class Hierarchy:
         """
         node = _integer_in(node, 0, 2 * self.k - 2, "members: node")
         order, start = self._leaf_layout()
-        return order[start[node]:start[node] + self.sizes[node]].copy()
+        return order[start[node] : start[node] + self.sizes[node]].copy()
 
     def merge_step(self, i: ArrayLike, j: ArrayLike) -> np.ndarray:
         """The merge step (1..K−1) at which leaves ``i`` and ``j`` first share a group, elementwise: the
@@ -253,10 +268,10 @@ class Hierarchy:
         level = np.zeros(i.shape, dtype=np.int64)
         level[pairs] = np.floor(np.log2(span[pairs])).astype(np.int64)
         table = gap
-        for power in range(int(level.max(initial=0)) + 1):   # table[r] = max(gap[r : r + 2**power])
+        for power in range(int(level.max(initial=0)) + 1):  # table[r] = max(gap[r : r + 2**power])
             here = pairs & (level == power)
             out[here] = np.maximum(table[lo[here]], table[hi[here] - (1 << power)])
-            table = np.maximum(table[:-(1 << power)], table[1 << power:])
+            table = np.maximum(table[: -(1 << power)], table[1 << power :])
         return out
 
     def iter_merges(self) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -264,8 +279,10 @@ class Hierarchy:
         order, start = self._leaf_layout()
         sizes = self.sizes
         for a, b in self.children.tolist():
-            yield (tuple(order[start[a]:start[a] + sizes[a]].tolist()),
-                   tuple(order[start[b]:start[b] + sizes[b]].tolist()))
+            yield (
+                tuple(order[start[a] : start[a] + sizes[a]].tolist()),
+                tuple(order[start[b] : start[b] + sizes[b]].tolist()),
+            )
 
     @property
     def merges(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -280,7 +297,7 @@ class Hierarchy:
 
     def total_members(self) -> int:
         """Σ_t |G*_t| + |G†_t| (the size of :attr:`merges`)."""
-        return int(self.sizes[self.k:].sum())
+        return int(self.sizes[self.k :].sum())
 
     # ------------------------------------------------------------------ scipy
     def to_linkage(self) -> np.ndarray:
@@ -294,12 +311,10 @@ class Hierarchy:
                [4., 5., 3., 4.]])
         """
         steps = np.arange(1, self.k, dtype=np.float64)
-        return np.column_stack([self.children.astype(np.float64), steps,
-                                self.sizes[self.k:].astype(np.float64)])
+        return np.column_stack([self.children.astype(np.float64), steps, self.sizes[self.k :].astype(np.float64)])
 
     @classmethod
-    def from_linkage(cls, Z: ArrayLike, names: Sequence[str] | None = None, info: dict | None = None
-                     ) -> "Hierarchy":
+    def from_linkage(cls, Z: ArrayLike, names: Sequence[str] | None = None, info: dict | None = None) -> "Hierarchy":
         """From any valid scipy linkage; the row order is kept (heights become step indices).
 
         The original heights are kept in ``info["linkage_heights"]``.
@@ -320,10 +335,12 @@ class Hierarchy:
             raise InputError(f"linkage: {exc}") from None
         info = {**(info or {}), "linkage_heights": Z[:, 2].tolist()}
         tree = cls(Z[:, :2].astype(np.int64), names=names, info=info, source="linkage")
-        wrong = np.flatnonzero(Z[:, 3] != tree.sizes[tree.k:])
+        wrong = np.flatnonzero(Z[:, 3] != tree.sizes[tree.k :])
         if wrong.size:
-            raise InputError(f"linkage: row {wrong[0]} says {Z[wrong[0], 3]:g} leaves, but its node has "
-                             f"{tree.sizes[tree.k + wrong[0]]}")
+            raise InputError(
+                f"linkage: row {wrong[0]} says {Z[wrong[0], 3]:g} leaves, but its node has "
+                f"{tree.sizes[tree.k + wrong[0]]}"
+            )
         return tree
 
     def cut(self, n_groups: int) -> np.ndarray:
@@ -340,7 +357,7 @@ class Hierarchy:
         n_merges = k - _integer_in(n_groups, 1, k, "cut: n_groups")
         root = list(range(2 * k - 1))
         children = self.children[:n_merges].tolist()
-        for t in range(n_merges - 1, -1, -1):   # parents before children
+        for t in range(n_merges - 1, -1, -1):  # parents before children
             a, b = children[t]
             root[a] = root[b] = root[k + t]
         return relabel_by_first_appearance(np.array(root[:k]))
@@ -372,13 +389,18 @@ class Hierarchy:
                 tokens.append(newick_label(names[item]))
             else:
                 a, b = self.children[item - k]
-                stack += [")" + support[item - k], f":{height[item] - height[b]}", int(b),
-                          f":{height[item] - height[a]},", int(a), "("]
+                stack += [
+                    ")" + support[item - k],
+                    f":{height[item] - height[b]}",
+                    int(b),
+                    f":{height[item] - height[a]},",
+                    int(a),
+                    "(",
+                ]
         return "".join(tokens) + ";"
 
     @classmethod
-    def from_newick(cls, text: str, names: Sequence[str] | None = None, info: dict | None = None
-                    ) -> "Hierarchy":
+    def from_newick(cls, text: str, names: Sequence[str] | None = None, info: dict | None = None) -> "Hierarchy":
         """Parse a binary Newick tree (read by :func:`parse_newick`).
 
         Internal nodes are ordered by height (distance to their deepest leaf; a missing branch
@@ -413,14 +435,14 @@ class Hierarchy:
         for nd, i in zip(leaves, ids):
             nd["id"], nd["height"] = i, 0.0
         internal = []
-        for pos in range(len(nodes) - 1, -1, -1):   # children before parents
+        for pos in range(len(nodes) - 1, -1, -1):  # children before parents
             nd = nodes[pos]
             if nd["children"]:
                 if len(nd["children"]) != 2:
-                    raise InputError(f"newick: a node has {len(nd['children'])} children; only binary "
-                                     "trees are supported")
-                nd["height"] = max(c["height"] + (1.0 if c["length"] is None else c["length"])
-                                   for c in nd["children"])
+                    raise InputError(
+                        f"newick: a node has {len(nd['children'])} children; only binary trees are supported"
+                    )
+                nd["height"] = max(c["height"] + (1.0 if c["length"] is None else c["length"]) for c in nd["children"])
                 internal.append((nd["height"], len(internal), nd))
         internal.sort(key=lambda item: item[:2])
         children = np.empty((k - 1, 2), dtype=np.int64)
@@ -482,7 +504,7 @@ class Hierarchy:
         for key in ("aggregation", "strategy"):
             if data.get(key) is not None and info.get(key, data[key]) != data[key]:
                 raise InputError(f"{source}: {key} differs between the top level and info")
-        support = data.get("support")       # absent in files written before bootstrap support
+        support = data.get("support")  # absent in files written before bootstrap support
         if support is not None:
             try:
                 support = np.array(support, dtype=np.float64)
@@ -491,8 +513,11 @@ class Hierarchy:
         tree = cls(children, scores=scores, names=names, info=info, source=source, support=support)
         if "merges" in data:
             stored = data["merges"]
-            if not isinstance(stored, list) or len(stored) != k - 1 or any(
-                    [list(a), list(b)] != m for (a, b), m in zip(tree.iter_merges(), stored)):
+            if (
+                not isinstance(stored, list)
+                or len(stored) != k - 1
+                or any([list(a), list(b)] != m for (a, b), m in zip(tree.iter_merges(), stored))
+            ):
                 raise InputError(f"{source}: merges do not match children")
         return tree
 
@@ -530,8 +555,7 @@ class Hierarchy:
         out_dir = Path(out_dir)
         names = self.names if names is None else self._names_or_ids(names)
         tree = Hierarchy(self.children, scores=self.scores, names=names, info=self.info, support=self.support)
-        paths = {"tree": out_dir / "tree.json", "linkage": out_dir / "linkage.npy",
-                 "newick": out_dir / "tree.nwk"}
+        paths = {"tree": out_dir / "tree.json", "linkage": out_dir / "linkage.npy", "newick": out_dir / "tree.nwk"}
         tree.save(paths["tree"])
         write_npy(paths["linkage"], self.to_linkage())
         write_text(paths["newick"], tree.to_newick() + "\n")
@@ -679,7 +703,7 @@ def parse_newick(text: str) -> dict[str, Any]:
                 else:
                     raise InputError("newick: more than one root")
             elif last["label"] is None and last["children"]:
-                last["label"] = value     # internal node label: ignored by the hierarchy
+                last["label"] = value  # internal node label: ignored by the hierarchy
             else:
                 raise InputError(f"newick: unexpected label {value!r}")
     if stack or root is None or not ended:

@@ -10,9 +10,10 @@ import platform
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -21,8 +22,18 @@ from l2h.errors import InputError
 from l2h.validation import check_labels
 
 PROVENANCE_PACKAGES = (
-    "l2h", "numpy", "scipy", "scikit-learn", "torch", "torchvision", "open-clip-torch", "timm",
-    "hydra-core", "omegaconf", "snakemake", "clustpy",
+    "l2h",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torch",
+    "torchvision",
+    "open-clip-torch",
+    "timm",
+    "hydra-core",
+    "omegaconf",
+    "snakemake",
+    "clustpy",
 )
 
 
@@ -119,8 +130,13 @@ def format_run_info(run_info: dict[str, Any]) -> str:
     return ", ".join(f"{key}={val:.3g}" if isinstance(val, float) else f"{key}={val}" for key, val in run_info.items())
 
 
-def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), *,
-               checksums: dict[str, str] | None = None, **extra: Any) -> dict:
+def provenance(
+    config: Any = None,
+    inputs: Iterable[str | os.PathLike] = (),
+    *,
+    checksums: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict:
     """A deterministic provenance record: resolved config, package versions, input checksums
     (``checksums``: already computed ``{path: sha256}``; else each of ``inputs`` is hashed).
 
@@ -136,8 +152,9 @@ def provenance(config: Any = None, inputs: Iterable[str | os.PathLike] = (), *,
     return record
 
 
-def write_provenance(path: str | os.PathLike, config: Any = None,
-                     inputs: Iterable[str | os.PathLike] = (), **extra: Any) -> None:
+def write_provenance(
+    path: str | os.PathLike, config: Any = None, inputs: Iterable[str | os.PathLike] = (), **extra: Any
+) -> None:
     """Write :func:`provenance` of the arguments to ``path`` (JSON, atomically)."""
     write_json(path, provenance(config, inputs, **extra))
 
@@ -155,8 +172,7 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {path.suffix!r} "
-                         f"(expected one of {', '.join(ARRAY_SUFFIXES)})")
+        raise InputError(f"{path}: unsupported file type {path.suffix!r} (expected one of {', '.join(ARRAY_SUFFIXES)})")
     if not path.is_file():
         raise InputError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     if key is not None and suffix in (".npy", ".csv"):
@@ -198,7 +214,7 @@ def _pick_key(path: Path, key: str | None, keys: list[str]) -> str:
 
 
 def _load_csv(path: Path) -> np.ndarray:
-    with open(path, encoding="utf-8-sig") as fh:   # -sig: a byte-order mark is not part of the first field
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first field
         first = fh.readline()
     if not first.strip():
         raise InputError(f"{path}: empty CSV file")
@@ -210,8 +226,7 @@ def _load_csv(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # an empty table is reported below, not as a warning
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64,
-                               encoding="utf-8-sig")
+            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64, encoding="utf-8-sig")
     except ValueError as exc:
         raise InputError(f"{path}: not a numeric CSV table ({_one_line(exc)})") from exc
     if table.size == 0:

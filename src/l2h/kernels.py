@@ -32,12 +32,12 @@ import numpy as np
 #: Compact codes: e ∈ [0, 1] is coded as the float32 e·CODE_SCALE with its lowest CODE_SHIFT bits rounded away.
 #: e·2⁻⁶⁴ ≤ 2⁻⁶⁴ has a float32 exponent field below 64, so its sign and top two exponent bits are 0 and the rest,
 #: 6 exponent and 23 − 13 = 10 mantissa bits, fits 16 bits (e below 2⁻⁶² becomes a subnormal float32).
-CODE_SCALE = 2.0 ** -64
+CODE_SCALE = 2.0**-64
 CODE_SHIFT = 13
 
 try:
     from l2h import _kernels as _compiled
-except ImportError:           # no C compiler at install time: the numpy build (slower, same contract)
+except ImportError:  # no C compiler at install time: the numpy build (slower, same contract)
     _compiled = None
 
 
@@ -59,8 +59,13 @@ def numpy_build():
 
 def _native(a) -> bool:
     """Whether the compiled build takes ``a``: a C-contiguous 2-D float32/float64 ndarray, native order."""
-    return (isinstance(a, np.ndarray) and a.ndim == 2 and a.dtype in (np.float32, np.float64)
-            and a.dtype.isnative and a.flags.c_contiguous)
+    return (
+        isinstance(a, np.ndarray)
+        and a.ndim == 2
+        and a.dtype in (np.float32, np.float64)
+        and a.dtype.isnative
+        and a.flags.c_contiguous
+    )
 
 
 def first_maxima(block: np.ndarray, h: np.ndarray, second: np.ndarray, bad: np.ndarray) -> None:
@@ -83,7 +88,7 @@ def gather_shifted(x: np.ndarray, rows: np.ndarray, top: np.ndarray, out: np.nda
         _compiled.gather_shifted(x, rows, top, out)
         return
     if isinstance(x, np.ndarray) and x.dtype == out.dtype:
-        np.take(x, rows, axis=0, out=out, mode="clip")   # rows are valid; "clip" avoids a buffer
+        np.take(x, rows, axis=0, out=out, mode="clip")  # rows are valid; "clip" avoids a buffer
     else:
         out[...] = x[rows]
     out -= out[np.arange(rows.size), top][:, None]
@@ -105,7 +110,7 @@ def encode_compact(e: np.ndarray, out: np.ndarray) -> None:
         return
     scaled = e * np.float32(CODE_SCALE) if e.dtype == np.float32 else (e * CODE_SCALE).astype(np.float32)
     bits = scaled.view(np.uint32)
-    half_down = np.uint32((1 << (CODE_SHIFT - 1)) - 1)           # round to nearest, ties to even
+    half_down = np.uint32((1 << (CODE_SHIFT - 1)) - 1)  # round to nearest, ties to even
     out[...] = (bits + half_down + ((bits >> CODE_SHIFT) & np.uint32(1))) >> CODE_SHIFT
 
 
@@ -114,15 +119,24 @@ def decode_compact(codes: np.ndarray) -> np.ndarray:
     return (codes.astype(np.uint32) << CODE_SHIFT).view(np.float32)
 
 
-def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, alpha: float, tiny: float,
-                     floor: float, hm: np.ndarray, gm: np.ndarray, doubt: np.ndarray) -> None:
+def masked_estimates(
+    exp: np.ndarray,
+    positions: np.ndarray,
+    keep: np.ndarray,
+    alpha: float,
+    tiny: float,
+    floor: float,
+    hm: np.ndarray,
+    gm: np.ndarray,
+    doubt: np.ndarray,
+) -> None:
     """Fill ``hm`` (int64), ``gm`` (float64) and ``doubt`` (bool) for the cache rows ``exp[positions]``
     (float32/float64 ``e``, or compact uint16 codes) and the column mask ``keep`` (:func:`keep_bits`);
     ``tiny`` and ``floor`` are in the unit scale of ``e``."""
     if _compiled is not None:
         _compiled.masked_estimates(exp, positions, keep, alpha, tiny, floor, hm, gm, doubt)
         return
-    if exp.dtype == np.uint16:        # compact codes: decoded in the scale 2⁻⁶⁴, the unit scale for the test
+    if exp.dtype == np.uint16:  # compact codes: decoded in the scale 2⁻⁶⁴, the unit scale for the test
         e, scale = decode_compact(exp[positions] & keep), 1 / CODE_SCALE
     else:
         e, scale = exp[positions], 1.0
@@ -134,7 +148,7 @@ def masked_estimates(exp: np.ndarray, positions: np.ndarray, keep: np.ndarray, a
     second = e.max(axis=1)
     e[at, h] = top
     total = e.sum(axis=1)
-    top64, second64 = top.astype(np.float64), second.astype(np.float64)   # roundings ≪ alpha
+    top64, second64 = top.astype(np.float64), second.astype(np.float64)  # roundings ≪ alpha
     hm[:] = h
     gm[:] = np.divide(top64, total, out=np.zeros_like(top64), where=total > 0)
     top64 *= scale

@@ -28,13 +28,20 @@ from l2h.validation import check_input_kind, check_shape
 if TYPE_CHECKING:
     from scipy import sparse
 
-DENSE_MAX_K = 2048       # up to this K the confusion graph keeps every entry (a dense K×K table)
-TOP_CONFUSIONS = 32      # above it, each point's largest masked-softmax entries only (a sparse graph)
-_MIN_SLOPE = 1e-12       # γ bounds below this count as 0 (groups with no confusion between them)
+DENSE_MAX_K = 2048  # up to this K the confusion graph keeps every entry (a dense K×K table)
+TOP_CONFUSIONS = 32  # above it, each point's largest masked-softmax entries only (a sparse graph)
+_MIN_SLOPE = 1e-12  # γ bounds below this count as 0 (groups with no confusion between them)
 
 
-def confusion_graph(scores: np.ndarray, leaves: ArrayLike, *, input: str = "logits", k: int | None = None,
-                    top: int | None = None, block_rows: int = 8192) -> sparse.csr_matrix:
+def confusion_graph(
+    scores: np.ndarray,
+    leaves: ArrayLike,
+    *,
+    input: str = "logits",
+    k: int | None = None,
+    top: int | None = None,
+    block_rows: int = 8192,
+) -> sparse.csr_matrix:
     """Symmetric K×K confusion weights between clusters, from each point's masked softmax.
 
     For a point with argmax cluster ``h``, the masked softmax ``q`` is the softmax over the other clusters
@@ -85,9 +92,9 @@ def confusion_graph(scores: np.ndarray, leaves: ArrayLike, *, input: str = "logi
 
     def block_graph(start: int):
         """This block's C: a dense K×K array (all entries) or a sparse one (``top`` per row)."""
-        h = leaves[start:start + block_rows]
+        h = leaves[start : start + block_rows]
         rows = np.arange(h.size)
-        block = np.array(scores[start:start + block_rows], dtype=work)
+        block = np.array(scores[start : start + block_rows], dtype=work)
         if input == "logits":
             block[rows, h] = -np.inf
             block -= block.max(axis=1, keepdims=True)
@@ -95,10 +102,10 @@ def confusion_graph(scores: np.ndarray, leaves: ArrayLike, *, input: str = "logi
         else:
             block[rows, h] = 0.0
         total = block.sum(axis=1)
-        weight = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)   # q = weight · block row
-        if top == k - 1:      # C[h] += q for every row: a weighted one-hot (K × rows) matrix times the block
+        weight = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)  # q = weight · block row
+        if top == k - 1:  # C[h] += q for every row: a weighted one-hot (K × rows) matrix times the block
             return sparse.csr_matrix((weight, (h, rows)), shape=(k, h.size)) @ block
-        cols = np.argpartition(block, k - top, axis=1)[:, k - top:]
+        cols = np.argpartition(block, k - top, axis=1)[:, k - top :]
         values = (np.take_along_axis(block, cols, axis=1) * weight[:, None]).astype(np.float64)
         return sparse.coo_matrix((values.ravel(), (np.repeat(h, top), cols.ravel())), shape=(k, k)).tocsr()
 
@@ -136,19 +143,19 @@ def cut_curve(tree: Hierarchy, graph: sparse.spmatrix | ArrayLike) -> tuple[np.n
         volume[k + t] = volume[a] + volume[b]
     a, b = tree.children[:, 0], tree.children[:, 1]
     m = np.concatenate([[0.0], np.cumsum(within)])
-    v = np.concatenate([[0.0], np.cumsum(2 * volume[a] * volume[b])]) + float((degree ** 2).sum())
+    v = np.concatenate([[0.0], np.cumsum(2 * volume[a] * volume[b])]) + float((degree**2).sum())
     return m, v
 
 
 def _hull(m: np.ndarray, v: np.ndarray) -> list[int]:
     """Merge counts ``s`` on the upper convex hull of the points (v[s], m[s]), left to right."""
-    distinct = np.flatnonzero(np.r_[v[1:] > v[:-1], True])   # equal V: keep the last (largest M)
+    distinct = np.flatnonzero(np.r_[v[1:] > v[:-1], True])  # equal V: keep the last (largest M)
     hull: list[int] = []
     for s in distinct.tolist():
         while len(hull) >= 2:
             p, q = hull[-2], hull[-1]
             if (v[q] - v[p]) * (m[s] - m[p]) - (m[q] - m[p]) * (v[s] - v[p]) >= 0:
-                hull.pop()        # q lies on or below the segment p -> s
+                hull.pop()  # q lies on or below the segment p -> s
             else:
                 break
         hull.append(s)
@@ -163,10 +170,17 @@ def _group_support(tree: Hierarchy, supports: np.ndarray, n_merges: int) -> floa
     return float(supports[roots - tree.k].mean())
 
 
-def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves: ArrayLike | None = None,
-                   input: str = "logits", graph: sparse.spmatrix | np.ndarray | None = None,
-                   supports: ArrayLike | None = None, max_suggestions: int = 10, top: int | None = None
-                   ) -> dict[str, Any]:
+def suggest_levels(
+    tree: Hierarchy,
+    scores: np.ndarray | None = None,
+    *,
+    leaves: ArrayLike | None = None,
+    input: str = "logits",
+    graph: sparse.spmatrix | np.ndarray | None = None,
+    supports: ArrayLike | None = None,
+    max_suggestions: int = 10,
+    top: int | None = None,
+) -> dict[str, Any]:
     """Rank the numbers of groups at which ``tree`` is best cut.
 
     Parameters
@@ -211,17 +225,19 @@ def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves:
         if scores is None:
             raise InputError("suggest_levels: give the scores the tree was built from, or a confusion graph")
         if leaves is None:
-            leaves = np.concatenate([np.asarray(scores[i:i + 65536]).argmax(1)
-                                     for i in range(0, len(scores), 65536)])
+            leaves = np.concatenate([np.asarray(scores[i : i + 65536]).argmax(1) for i in range(0, len(scores), 65536)])
         graph = confusion_graph(scores, leaves, input=input, k=k, top=top)
     if supports is not None:
         supports = np.asarray(supports, dtype=np.float64)
         if supports.shape != (k - 1,) or not np.all((supports >= 0) & (supports <= 1)):
             raise InputError(f"supports: expected K-1 = {k - 1} values in [0, 1], got shape {supports.shape}")
-    result: dict[str, Any] = {"criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
-                           "modularity of the masked-softmax confusion graph among the tree's cuts"
-                           + (", times the mean bootstrap support of its groups" if supports is not None else ""),
-              "suggestions": [], "baselines": baseline_levels(tree)}
+    result: dict[str, Any] = {
+        "criterion": "width log(gamma_max/gamma_min) of the resolutions at which the cut maximises the "
+        "modularity of the masked-softmax confusion graph among the tree's cuts"
+        + (", times the mean bootstrap support of its groups" if supports is not None else ""),
+        "suggestions": [],
+        "baselines": baseline_levels(tree),
+    }
     if not graph.sum() > 0:
         result["note"] = "no confusion between clusters (every point's masked softmax is 0), so no level is scored"
         return result
@@ -231,14 +247,18 @@ def suggest_levels(tree: Hierarchy, scores: np.ndarray | None = None, *, leaves:
     for left, s, right in zip(hull, hull[1:], hull[2:]):
         gamma_high = max((m[s] - m[left]) / (v[s] - v[left]), _MIN_SLOPE)
         gamma_low = max((m[right] - m[s]) / (v[right] - v[s]), _MIN_SLOPE)
-        item = {"n_groups": k - s, "score": math.log(gamma_high / gamma_low),
-                "gamma_range": [gamma_low, gamma_high], "modularity": float(m[s] - v[s])}
+        item = {
+            "n_groups": k - s,
+            "score": math.log(gamma_high / gamma_low),
+            "gamma_range": [gamma_low, gamma_high],
+            "modularity": float(m[s] - v[s]),
+        }
         if supports is not None:
             item["support"] = _group_support(tree, supports, s)
             item["score"] *= item["support"]
         found.append(item)
     found.sort(key=lambda item: (-item["score"], item["n_groups"]))
-    result["suggestions"] = found[:max(0, int(max_suggestions))]
+    result["suggestions"] = found[: max(0, int(max_suggestions))]
     return result
 
 
@@ -258,6 +278,6 @@ def baseline_levels(tree: Hierarchy) -> dict[str, int | None]:
     out = {"sqrt_k": int(min(max(round(math.sqrt(k)), 1), k)), "largest_affinity_gap": None}
     if tree.scores is not None and tree.scores.ndim == 2 and k >= 3:
         affinity = tree.scores[:, 1]
-        drop = affinity[:-1] - affinity[1:]      # drop[t]: from merge t+1 to merge t+2 (1-based)
+        drop = affinity[:-1] - affinity[1:]  # drop[t]: from merge t+1 to merge t+2 (1-based)
         out["largest_affinity_gap"] = k - (int(np.argmax(drop)) + 1)
     return out

@@ -19,8 +19,7 @@ from l2h.hierarchy import Hierarchy, check_children
 from l2h.validation import check_labels
 
 
-def _pair(y: ArrayLike, c: ArrayLike, names: tuple[str, str] = ("labels", "clusters")
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _pair(y: ArrayLike, c: ArrayLike, names: tuple[str, str] = ("labels", "clusters")) -> tuple[np.ndarray, np.ndarray]:
     """Two labellings of the same points as int64 arrays, checked (any integer ids, not empty)."""
     y, c = (check_labels(x, source=name, allow_negative=True, allow_empty=False) for x, name in zip((y, c), names))
     if y.shape != c.shape:
@@ -35,12 +34,12 @@ class _Table(NamedTuple):
     """The class × cluster contingency table in sparse form (non-zero cells only, sorted by cluster)."""
 
     n: int
-    cell_class: np.ndarray    # class index (0..C-1) of each non-zero cell
+    cell_class: np.ndarray  # class index (0..C-1) of each non-zero cell
     cell_cluster: np.ndarray  # cluster index (0..M-1) of each non-zero cell
     cell_count: np.ndarray
-    class_sizes: np.ndarray   # (C,)
+    class_sizes: np.ndarray  # (C,)
     cluster_sizes: np.ndarray  # (M,)
-    clusters: np.ndarray      # (M,) the cluster id of each cluster index
+    clusters: np.ndarray  # (M,) the cluster id of each cluster index
 
 
 def _table(y: ArrayLike, c: ArrayLike, names: tuple[str, str] = ("labels", "clusters")) -> _Table:
@@ -83,8 +82,10 @@ def _ari(t: _Table) -> float:
 def _acc(t: _Table) -> float:
     d = max(t.class_sizes.size, t.cluster_sizes.size)
     if d > MAX_ACC_GROUPS:
-        raise InputError(f"clusters: {d} groups; the Hungarian matching for ACC needs a dense {d}×{d} "
-                         f"table (limit {MAX_ACC_GROUPS}); score a flat partition, not a point-level tree")
+        raise InputError(
+            f"clusters: {d} groups; the Hungarian matching for ACC needs a dense {d}×{d} "
+            f"table (limit {MAX_ACC_GROUPS}); score a flat partition, not a point-level tree"
+        )
     square = np.zeros((d, d), dtype=np.int64)
     square[t.cell_cluster, t.cell_class] = t.cell_count
     rows, cols = linear_sum_assignment(square, maximize=True)
@@ -176,8 +177,7 @@ def _dendrogram_purity(children: np.ndarray, t: _Table) -> float:
         raise InputError("labels: no two points share a class, so dendrogram purity is undefined")
     leaf = counts[:k].astype(np.float64)
     occupied = sizes[:k] > 0
-    score = float((leaf[occupied] * (leaf[occupied] - 1) / 2 * leaf[occupied]
-                   / sizes[:k][occupied, None]).sum())
+    score = float((leaf[occupied] * (leaf[occupied] - 1) / 2 * leaf[occupied] / sizes[:k][occupied, None]).sum())
     if k > 1:
         pairs = (counts[children[:, 0]] * counts[children[:, 1]]).astype(np.float64)
         inner = counts[k:].astype(np.float64)
@@ -187,7 +187,7 @@ def _dendrogram_purity(children: np.ndarray, t: _Table) -> float:
 
 
 def _leaf_purity(t: _Table) -> float:
-    starts = np.flatnonzero(np.r_[True, np.diff(t.cell_cluster) != 0])   # cells are sorted by cluster
+    starts = np.flatnonzero(np.r_[True, np.diff(t.cell_cluster) != 0])  # cells are sorted by cluster
     return float(np.maximum.reduceat(t.cell_count, starts).sum() / t.n)
 
 
@@ -222,8 +222,14 @@ def leaf_purity(leaves: ArrayLike, labels: ArrayLike) -> float:
     return _leaf_purity(_table(labels, leaves, names=("labels", "leaves")))
 
 
-def evaluate(tree: Hierarchy | ArrayLike, leaves: ArrayLike, labels: ArrayLike, *, clusters: ArrayLike | None = None,
-             coarse: ArrayLike | None = None) -> dict[str, float | int]:
+def evaluate(
+    tree: Hierarchy | ArrayLike,
+    leaves: ArrayLike,
+    labels: ArrayLike,
+    *,
+    clusters: ArrayLike | None = None,
+    coarse: ArrayLike | None = None,
+) -> dict[str, float | int]:
     """All metrics of a tree whose points hang on ``leaves``.
 
     Parameters

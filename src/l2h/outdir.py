@@ -15,8 +15,8 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from l2h import __version__
 from l2h.errors import InputError
@@ -24,8 +24,20 @@ from l2h.io import write_json
 
 MARKER = ".l2h-tree"
 # files that l2h writes into a tree folder: l2h tree's outputs, l2h compare's result and the marker
-OWN_FILES = frozenset({"tree.json", "linkage.npy", "tree.nwk", "metrics.json", "levels.json", "dendrogram.png",
-                       "provenance.json", "tree.html", "comparison.json", MARKER})
+OWN_FILES = frozenset(
+    {
+        "tree.json",
+        "linkage.npy",
+        "tree.nwk",
+        "metrics.json",
+        "levels.json",
+        "dendrogram.png",
+        "provenance.json",
+        "tree.html",
+        "comparison.json",
+        MARKER,
+    }
+)
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
@@ -44,8 +56,9 @@ def check_out_dir(out: str | os.PathLike) -> Path:
         for parent in path.parents:
             if parent.exists():
                 if not parent.is_dir():
-                    raise InputError(f"{parent}: is not a directory, so the output folder {path} cannot be "
-                                     "created there")
+                    raise InputError(
+                        f"{parent}: is not a directory, so the output folder {path} cannot be created there"
+                    )
                 break
         return path
     if not path.is_dir():
@@ -55,12 +68,16 @@ def check_out_dir(out: str | os.PathLike) -> Path:
     except OSError as exc:
         raise InputError(f"{path}: cannot read the output folder ({exc.strerror})") from None
     if entries and MARKER not in entries:
-        raise InputError(f"{path}: the folder is not empty and is not an l2h tree output (no {MARKER} file); "
-                         "choose a new or empty folder, so that none of your files is replaced")
+        raise InputError(
+            f"{path}: the folder is not empty and is not an l2h tree output (no {MARKER} file); "
+            "choose a new or empty folder, so that none of your files is replaced"
+        )
     others = [name for name in entries if name not in OWN_FILES and not _regular(path / name)]
     if others:
-        raise InputError(f"{path / others[0]}: not a regular file, and l2h tree replaces its output folder as a "
-                         "whole; move it elsewhere or choose another --out")
+        raise InputError(
+            f"{path / others[0]}: not a regular file, and l2h tree replaces its output folder as a "
+            "whole; move it elsewhere or choose another --out"
+        )
     return path
 
 
@@ -90,16 +107,17 @@ def replace_outputs(out: Path, write_all: Callable[[Path], None]) -> Path | None
             os.rename(tmp, out)
             return None
         kept = [name for name in os.listdir(out) if name not in OWN_FILES]
-        for name in kept:             # the user's files: a second link in the new folder, nothing moves
+        for name in kept:  # the user's files: a second link in the new folder, nothing moves
             os.link(out / name, tmp / name, follow_symlinks=False)
         _exchange(tmp, out)
         swapped = True
     except OSError as exc:
-        raise InputError(f"{out}: cannot write the outputs ({_reason(exc)}); the previous outputs are unchanged") \
-            from None
+        raise InputError(
+            f"{out}: cannot write the outputs ({_reason(exc)}); the previous outputs are unchanged"
+        ) from None
     finally:
         if not swapped:
-            shutil.rmtree(tmp, ignore_errors=True)    # only our new files and second links of the user's
+            shutil.rmtree(tmp, ignore_errors=True)  # only our new files and second links of the user's
     # ``tmp`` now holds the old folder: remove what l2h wrote there and the links kept in ``out``
     for name in os.listdir(tmp):
         if name in OWN_FILES or name in kept:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from types import ModuleType, SimpleNamespace
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm as std_tqdm
 from tqdm.auto import tqdm as auto_tqdm
@@ -103,8 +104,15 @@ def progress_bar(iterable: Iterable | None = None, *, file: TextIO | None = None
     if _is_terminal(stream):
         return std_tqdm(iterable, file=stream, **kwargs)
     interval = _interval()
-    kwargs.update(leave=True, position=0, ascii=True, dynamic_ncols=False, ncols=80,
-                  mininterval=interval, maxinterval=max(interval, 10.0))
+    kwargs.update(
+        leave=True,
+        position=0,
+        ascii=True,
+        dynamic_ncols=False,
+        ncols=80,
+        mininterval=interval,
+        maxinterval=max(interval, 10.0),
+    )
     return _LineBar(iterable, file=_LineWriter(stream), **kwargs)
 
 

@@ -40,8 +40,9 @@ __all__ = ["literal_l2h"]
 Group = tuple[int, ...]
 
 
-def literal_l2h(scores, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score",
-                input: str = "logits") -> tuple[list[tuple[Group, Group]], list[tuple[float, float]]]:
+def literal_l2h(
+    scores, aggregation: str = "sum_of_cluster_means", strategy: str = "lowest_score", input: str = "logits"
+) -> tuple[list[tuple[Group, Group]], list[tuple[float, float]]]:
     """L2H by its definition: the paper's merge loop over all N points at every step.
 
     Parameters
@@ -155,7 +156,7 @@ def group_score(group: Group, h: np.ndarray, g: np.ndarray, aggregation: str) ->
     confidences = g[np.isin(h, group)]
     if aggregation == "sum_all":
         return math.fsum(confidences.tolist())
-    return math.fsum(confidences.tolist()) / confidences.size if confidences.size else 0.0    # mean_all
+    return math.fsum(confidences.tolist()) / confidences.size if confidences.size else 0.0  # mean_all
 
 
 def affinity(hm: np.ndarray, gm: np.ndarray, group: Group) -> float:
@@ -163,15 +164,16 @@ def affinity(hm: np.ndarray, gm: np.ndarray, group: Group) -> float:
     return math.fsum(gm[np.isin(hm, group)].tolist()) / len(group)
 
 
-def _best_pair(z: np.ndarray, h: np.ndarray, g: np.ndarray, groups: list[Group], aggregation: str,
-               input: str) -> tuple[int, int, tuple[float, float]]:
+def _best_pair(
+    z: np.ndarray, h: np.ndarray, g: np.ndarray, groups: list[Group], aggregation: str, input: str
+) -> tuple[int, int, tuple[float, float]]:
     """All-pairs strategy: (G*, G†, (lower group score, pair score)) of the pair with the highest pair score."""
-    reassigned = []                     # per group G: h^m, g^m of D_G with mask G, and |D_G|
+    reassigned = []  # per group G: h^m, g^m of D_G with mask G, and |D_G|
     for G in groups:
         in_group = np.isin(h, G)
         reassigned.append((*masked_softmax(z[in_group], G, input), int(in_group.sum())))
 
-    def directed(i: int, j: int) -> float:      # A(G_i, G_j)
+    def directed(i: int, j: int) -> float:  # A(G_i, G_j)
         hm, gm, size = reassigned[i]
         return affinity(hm, gm, groups[j]) / max(size, 1)
 

@@ -3,10 +3,11 @@
 Every option of a config group (``conf/<group>/<option>.yaml``) is described by the schema of its kind,
 ``l2h/schemas/<group>/<kind>.yaml``: the kind is the option's ``kind`` (groups without kinds have a single
 schema, ``<group>/<group>.yaml``), and the schema's ``target`` names the implementation that builds it
-(:func:`implementation`: the one registry of datasets, backbones, clusterers and baselines). A schema gives
-each key its type, range or choices, and marks runtime knobs (``runtime: true``: keys that change how a job runs but never
-its results); the rerun trigger of a pipeline job is exactly the other keys (:func:`result_keys`). The
-schema's top-level ``gpu`` says whether a job using the option needs a GPU (:func:`needs_gpu`).
+(:func:`implementation`: the one registry of datasets, backbones, clusterers and baselines). A schema
+gives each key its type, range or choices, and marks runtime knobs (``runtime: true``: keys that change
+how a job runs but never its results); the rerun trigger of a pipeline job is exactly the other keys
+(:func:`result_keys`). The schema's top-level ``gpu`` says whether a job using the option needs a GPU
+(:func:`needs_gpu`).
 
 Components of your own package need not live in this one: the environment variable ``L2H_SCHEMA_PATH``
 (folders separated by ``os.pathsep``, each laid out as ``<group>/<kind>.yaml``) adds their schemas, whose
@@ -27,10 +28,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from l2h.errors import InputError
 
@@ -50,7 +52,7 @@ def _registry():
     return _load(os.environ.get(SCHEMA_PATH, ""))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(extra: str):
     import yaml
     from referencing import Registry, Resource
@@ -70,19 +72,23 @@ def _load(extra: str):
                 if path.name.endswith(".yaml"):
                     uri = f"{_BASE_URI}{group.name}/{path.name}"
                     if uri in docs:
-                        raise InputError(f"{SCHEMA_PATH}: {path} defines {group.name} kind {path.name[:-5]!r}, "
-                                         f"which {origin[uri]} already defines: give yours another name")
+                        raise InputError(
+                            f"{SCHEMA_PATH}: {path} defines {group.name} kind {path.name[:-5]!r}, "
+                            f"which {origin[uri]} already defines: give yours another name"
+                        )
                     origin[uri] = path
-                    docs[uri] = Resource(yaml.safe_load(path.read_text(encoding="utf-8")),
-                                         specification=DRAFT202012)
+                    docs[uri] = Resource(yaml.safe_load(path.read_text(encoding="utf-8")), specification=DRAFT202012)
     return Registry().with_resources(docs.items()), {uri: res.contents for uri, res in docs.items()}
 
 
 def kinds(group: str) -> list[str]:
     """The kinds of ``group`` that have a schema."""
     prefix = f"{_BASE_URI}{group}/"
-    return sorted(uri[len(prefix):-5] for uri in _registry()[1] if uri.startswith(prefix)
-                  and not uri[len(prefix):].startswith("_"))
+    return sorted(
+        uri[len(prefix) : -5]
+        for uri in _registry()[1]
+        if uri.startswith(prefix) and not uri[len(prefix) :].startswith("_")
+    )
 
 
 def kind_of(group: str, node: Mapping[str, Any]) -> str:
@@ -93,8 +99,10 @@ def kind_of(group: str, node: Mapping[str, Any]) -> str:
         raise InputError(f"{group}: not a config group with options (groups: {', '.join([*COMPONENTS, *SINGLE])})")
     kind = node.get(KIND) if isinstance(node, Mapping) else None
     if kind not in kinds(group):
-        raise InputError(f"{group}.{KIND} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
-                         f"that have a schema in l2h/schemas/{group}/ or under {SCHEMA_PATH})")
+        raise InputError(
+            f"{group}.{KIND} = {kind!r}: must be one of {', '.join(kinds(group))} (the {group} kinds "
+            f"that have a schema in l2h/schemas/{group}/ or under {SCHEMA_PATH})"
+        )
     return str(kind)
 
 
@@ -144,7 +152,9 @@ def validate(group: str, node: Mapping[str, Any], *, complete: bool = True) -> N
     check(node, schema(group, kind), label=group, kind=kind, uri=f"{_BASE_URI}{group}/{kind}.yaml", complete=complete)
 
 
-def check(node: Any, root: Mapping[str, Any], *, label: str, kind: str = "", uri: str = "", complete: bool = True) -> None:
+def check(
+    node: Any, root: Mapping[str, Any], *, label: str, kind: str = "", uri: str = "", complete: bool = True
+) -> None:
     """Check ``node`` against the JSON Schema ``root``; raise :class:`InputError` with one line naming
     ``label.<key>``, the value and what is allowed (the first problem, deepest first)."""
     from jsonschema import Draft202012Validator
@@ -211,8 +221,15 @@ def _rule(error) -> str:
         return f"must be {words[v]} {error.validator_value}"
     if v == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        names = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string",
-                 "array": "a list", "object": "a mapping", "null": "null"}
+        names = {
+            "integer": "an integer",
+            "number": "a number",
+            "boolean": "true or false",
+            "string": "a string",
+            "array": "a list",
+            "object": "a mapping",
+            "null": "null",
+        }
         return "must be " + " or ".join(names.get(t, t) for t in types)
     if v == "enum":
         return "must be one of " + ", ".join("null" if c is None else str(c) for c in error.validator_value)
@@ -221,7 +238,11 @@ def _rule(error) -> str:
     if v == "pattern":
         return f"must match {error.validator_value}"
     if v == "minLength":
-        return "must not be empty" if error.validator_value == 1 else f"must have at least {error.validator_value} characters"
+        return (
+            "must not be empty"
+            if error.validator_value == 1
+            else f"must have at least {error.validator_value} characters"
+        )
     if v in ("minItems", "maxItems"):
         return f"must have {'at least' if v == 'minItems' else 'at most'} {error.validator_value} items"
     if spec.get("description"):

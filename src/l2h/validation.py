@@ -51,15 +51,18 @@ def check_block(block: np.ndarray, row0: int, *, input: str = "logits", source: 
         neg = np.flatnonzero(low < 0)
         if neg.size:
             r = neg[0]
-            raise InputError(f"{source}: row {row0 + r} has a negative probability "
-                             f"({low[r]:.6g}); pass input='logits' for logits")
+            raise InputError(
+                f"{source}: row {row0 + r} has a negative probability ({low[r]:.6g}); pass input='logits' for logits"
+            )
         sums = block.sum(axis=1)
         off = np.flatnonzero(np.abs(sums - 1.0) > PROBS_ATOL)
         if off.size:
             r = off[0]
-            raise InputError(f"{source}: row {row0 + r} sums to {float(sums[r]):.6g}, not 1 (tolerance "
-                             f"{PROBS_ATOL:g}); probabilities must sum to 1 per row, or pass "
-                             "input='logits'")
+            raise InputError(
+                f"{source}: row {row0 + r} sums to {float(sums[r]):.6g}, not 1 (tolerance "
+                f"{PROBS_ATOL:g}); probabilities must sum to 1 per row, or pass "
+                "input='logits'"
+            )
 
 
 def check_scores(x: ArrayLike, *, input: str = "logits", source: str = "array", block_rows: int = 65536) -> None:
@@ -75,11 +78,17 @@ def check_scores(x: ArrayLike, *, input: str = "logits", source: str = "array", 
     n, _ = check_shape(x, source=source)
     block_rows = max(1, int(block_rows))
     for start in range(0, n, block_rows):
-        check_block(np.asarray(x[start:start + block_rows]), start, input=input, source=source)
+        check_block(np.asarray(x[start : start + block_rows]), start, input=input, source=source)
 
 
-def check_labels(labels: ArrayLike, n: int | None = None, *, source: str = "labels", allow_negative: bool = False,
-                 allow_empty: bool = True) -> np.ndarray:
+def check_labels(
+    labels: ArrayLike,
+    n: int | None = None,
+    *,
+    source: str = "labels",
+    allow_negative: bool = False,
+    allow_empty: bool = True,
+) -> np.ndarray:
     """Return ``labels`` as a 1-D int64 array (of ``n`` entries when ``n`` is given), or raise InputError.
 
     Integer-valued floats are accepted; booleans, strings and other values are not. The metrics pass
@@ -106,11 +115,11 @@ def check_labels(labels: ArrayLike, n: int | None = None, *, source: str = "labe
     if arr.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
         if bad.size:
-            raise InputError(f"{source}: labels must be integers; label {bad[0]} is not an integer "
-                             f"({arr[bad[0]]!r})")
+            raise InputError(f"{source}: labels must be integers; label {bad[0]} is not an integer ({arr[bad[0]]!r})")
     if not allow_negative and arr.size and arr.min() < 0:
-        raise InputError(f"{source}: label {int(np.argmax(arr < 0))} is negative ({arr.min()}); "
-                         "labels must be non-negative")
+        raise InputError(
+            f"{source}: label {int(np.argmax(arr < 0))} is negative ({arr.min()}); labels must be non-negative"
+        )
     if arr.size and arr.max() >= 2**63:
         raise InputError(f"{source}: label {int(np.argmax(arr))} is too large ({arr.max()})")
     return arr.astype(np.int64)

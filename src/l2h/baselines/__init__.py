@@ -52,8 +52,10 @@ def run_baseline(cfg: Any, features: np.ndarray, *, k: int, seed: int) -> Baseli
     kwargs = {key: value for key, value in options.items() if key not in _PIPELINE_KEYS}
     unknown = sorted(set(kwargs) - set(params) | {key for key in ("features", "k", "seed") if key in kwargs})
     if unknown:
-        raise InputError(f"baseline config {options.get('name')!r}: unknown option(s) {unknown} for method "
-                         f"{method!r}; allowed: {sorted(set(params) - {'features', 'k', 'seed'})}")
+        raise InputError(
+            f"baseline config {options.get('name')!r}: unknown option(s) {unknown} for method "
+            f"{method!r}; allowed: {sorted(set(params) - {'features', 'k', 'seed'})}"
+        )
     result = func(features, k=k, seed=seed, **kwargs)
     result.info.setdefault("baseline", options.get("name", method))
     if result.run_info:

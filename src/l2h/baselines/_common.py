@@ -15,7 +15,7 @@ def check_features(features, *, k: int, name: str = "features", block_rows: int 
     if x.dtype.kind not in "fiu":
         raise InputError(f"{name}: expected a numeric array, got dtype {x.dtype}")
     for start in range(0, x.shape[0], block_rows):
-        if not np.all(np.isfinite(x[start:start + block_rows])):
+        if not np.all(np.isfinite(x[start : start + block_rows])):
             raise InputError(f"{name}: contains NaN or inf (rows {start}..{start + block_rows - 1})")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= x.shape[0]:
         raise InputError(f"{name}: k must be an integer with 2 ≤ k ≤ N = {x.shape[0]}, got {k!r}")

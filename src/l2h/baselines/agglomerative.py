@@ -66,9 +66,17 @@ def subsample_indices(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
-def agglomerative(features, *, k: int, linkage: str = "ward", normalize: bool = True,
-                  subsample: int | None = None, subsample_seed: int | None = None,
-                  memory_limit_gib: float | None = 24.0, seed: int = 0) -> BaselineResult:
+def agglomerative(
+    features,
+    *,
+    k: int,
+    linkage: str = "ward",
+    normalize: bool = True,
+    subsample: int | None = None,
+    subsample_seed: int | None = None,
+    memory_limit_gib: float | None = 24.0,
+    seed: int = 0,
+) -> BaselineResult:
     """Agglomerative clustering of ``features`` (N × d) as a point-level :class:`Hierarchy`.
 
     linkage: "ward" or "average" (Euclidean). normalize: L2-normalise each row first (rows of norm 0
@@ -80,8 +88,9 @@ def agglomerative(features, *, k: int, linkage: str = "ward", normalize: bool = 
         raise InputError(f"agglomerative baseline: linkage must be one of {LINKAGES}, got {linkage!r}")
     x = check_features(features, k=k)
     n_all, d = x.shape
-    if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer))
-                                  or subsample < k):
+    if subsample is not None and (
+        isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) or subsample < k
+    ):
         raise InputError(f"agglomerative baseline: subsample must be null or an integer ≥ k = {k}, got {subsample!r}")
     sub_seed = seed if subsample_seed is None else subsample_seed
     indices = None if subsample is None else subsample_indices(n_all, int(subsample), sub_seed)
@@ -93,7 +102,8 @@ def agglomerative(features, *, k: int, linkage: str = "ward", normalize: bool = 
             f"features: agglomerative {linkage} linkage on N = {n} points needs about "
             f"{peak_bytes(n, d) / GIB:.1f} GiB (16 bytes per point pair), over the limit of {memory_limit_gib} GiB "
             f"(at most {max_points(memory_limit_gib, d)} points): subsample the points, e.g. "
-            f"baseline.subsample={max_points(memory_limit_gib, d)}, or raise baseline.memory_limit_gib")
+            f"baseline.subsample={max_points(memory_limit_gib, d)}, or raise baseline.memory_limit_gib"
+        )
     # imported here so that `import l2h.baselines` stays fast (scikit-learn alone takes seconds)
     from scipy.cluster.hierarchy import linkage as scipy_linkage
     from sklearn.preprocessing import normalize as l2_normalize
@@ -102,13 +112,27 @@ def agglomerative(features, *, k: int, linkage: str = "ward", normalize: bool = 
     if normalize:
         x = l2_normalize(x, norm="l2")
     z = scipy_linkage(x, method=linkage, metric="euclidean")
-    info = {"method": "agglomerative", "linkage": linkage, "normalize": bool(normalize), "metric": "euclidean",
-            "n_points": int(n), "n_features": int(d), "k": int(k)}
+    info = {
+        "method": "agglomerative",
+        "linkage": linkage,
+        "normalize": bool(normalize),
+        "metric": "euclidean",
+        "n_points": int(n),
+        "n_features": int(d),
+        "k": int(k),
+    }
     hierarchy = Hierarchy.from_linkage(z, info=dict(info))
     leaves = np.arange(n, dtype=np.int64)
     clusters = np.asarray(hierarchy.cut(k), dtype=np.int64)
-    info.update({"n_input_points": int(n_all), "subsample": None if indices is None else int(n),
-                 "subsample_seed": None if indices is None else int(sub_seed), "indices": indices,
-                 "memory_estimate_gib": peak_bytes(n, d) / GIB, "memory_limit_gib": memory_limit_gib,
-                 "max_points": None if memory_limit_gib is None else max_points(memory_limit_gib, d)})
+    info.update(
+        {
+            "n_input_points": int(n_all),
+            "subsample": None if indices is None else int(n),
+            "subsample_seed": None if indices is None else int(sub_seed),
+            "indices": indices,
+            "memory_estimate_gib": peak_bytes(n, d) / GIB,
+            "memory_limit_gib": memory_limit_gib,
+            "max_points": None if memory_limit_gib is None else max_points(memory_limit_gib, d),
+        }
+    )
     return BaselineResult(hierarchy, leaves, clusters, info)

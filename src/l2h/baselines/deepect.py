@@ -41,8 +41,7 @@ def tree_to_linkage(tree) -> tuple[np.ndarray, np.ndarray]:
     node_id = {id(node): int(np.searchsorted(cluster_ids, node.labels[0])) for node in leaf_nodes}
     size = {id(node): 1 for node in leaf_nodes}
     n_leaves = cluster_ids.size
-    order = sorted(split_nodes, key=lambda node: min(node.left_node_.node_id_, node.right_node_.node_id_),
-                   reverse=True)
+    order = sorted(split_nodes, key=lambda node: min(node.left_node_.node_id_, node.right_node_.node_id_), reverse=True)
     z = np.zeros((len(order), 4), dtype=np.float64)
     for t, node in enumerate(order):
         left, right = id(node.left_node_), id(node.right_node_)
@@ -56,17 +55,32 @@ def tree_to_linkage(tree) -> tuple[np.ndarray, np.ndarray]:
 
 def _scale(x: np.ndarray, scaling: str) -> np.ndarray:
     from clustpy.data import z_normalization
+
     if scaling == "none":
         return np.asarray(x, dtype=np.float32)
-    return z_normalization(np.asarray(x, dtype=np.float64), feature_or_channel_wise=scaling == "znorm_feature"
-                           ).astype(np.float32)
+    return z_normalization(np.asarray(x, dtype=np.float64), feature_or_channel_wise=scaling == "znorm_feature").astype(
+        np.float32
+    )
 
 
-def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, pretrain_epochs: int = 100,
-            clustering_epochs: int = 150, batch_size: int = 256, embedding_size: int = 10,
-            hidden_layers: tuple[int, ...] | list[int] = (500, 500, 2000),
-            pretrain_lr: float = 1e-3, clustering_lr: float = 1e-4, grow_interval: int = 2,
-            pruning_threshold: float = 0.1, scaling: str = "znorm", device: str | None = "cpu") -> BaselineResult:
+def deepect(
+    features,
+    *,
+    k: int,
+    seed: int = 0,
+    max_leaves: int | None = None,
+    pretrain_epochs: int = 100,
+    clustering_epochs: int = 150,
+    batch_size: int = 256,
+    embedding_size: int = 10,
+    hidden_layers: tuple[int, ...] | list[int] = (500, 500, 2000),
+    pretrain_lr: float = 1e-3,
+    clustering_lr: float = 1e-4,
+    grow_interval: int = 2,
+    pruning_threshold: float = 0.1,
+    scaling: str = "znorm",
+    device: str | None = "cpu",
+) -> BaselineResult:
     """Train ClustPy's DeepECT on ``features`` (N × d pixels) and return its tree over its leaves.
 
     max_leaves: the most leaves DeepECT may grow (null = max(k, 20), 20 being ClustPy's default).
@@ -76,7 +90,8 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
     (bit-reproducible for a seed), "cuda", or null (ClustPy picks). ``seed`` is ClustPy's random_state,
     from which it seeds torch, numpy and its k-means. Training time is ``run_info["train_time_s"]``.
     """
-    from clustpy.deep import DeepECT, deepect as clustpy_deepect
+    from clustpy.deep import DeepECT
+    from clustpy.deep import deepect as clustpy_deepect
     from clustpy.deep.neural_networks import FeedforwardAutoencoder, _abstract_neural_network
 
     from l2h.progress import routed_progress
@@ -89,16 +104,25 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
         raise InputError(f"deepect baseline: max_leaves must be ≥ 2, got {max_leaves}")
     hidden = [int(width) for width in hidden_layers]
     if any(width < 1 for width in hidden) or embedding_size < 1:
-        raise InputError(f"deepect baseline: layer widths must be ≥ 1, got hidden_layers={hidden}, "
-                         f"embedding_size={embedding_size}")
+        raise InputError(
+            f"deepect baseline: layer widths must be ≥ 1, got hidden_layers={hidden}, embedding_size={embedding_size}"
+        )
     layers = [x.shape[1], *hidden, int(embedding_size)]
     x = _scale(x, scaling)
-    model = DeepECT(max_n_leaf_nodes=max_leaves, batch_size=batch_size, pretrain_epochs=pretrain_epochs,
-                    clustering_epochs=clustering_epochs, embedding_size=embedding_size,
-                    neural_network=(FeedforwardAutoencoder, {"layers": layers}),
-                    pretrain_optimizer_params={"lr": pretrain_lr}, clustering_optimizer_params={"lr": clustering_lr},
-                    grow_interval=grow_interval, pruning_threshold=pruning_threshold, device=device,
-                    random_state=seed)
+    model = DeepECT(
+        max_n_leaf_nodes=max_leaves,
+        batch_size=batch_size,
+        pretrain_epochs=pretrain_epochs,
+        clustering_epochs=clustering_epochs,
+        embedding_size=embedding_size,
+        neural_network=(FeedforwardAutoencoder, {"layers": layers}),
+        pretrain_optimizer_params={"lr": pretrain_lr},
+        clustering_optimizer_params={"lr": clustering_lr},
+        grow_interval=grow_interval,
+        pruning_threshold=pruning_threshold,
+        device=device,
+        random_state=seed,
+    )
     start = time.perf_counter()
     with routed_progress(clustpy_deepect, _abstract_neural_network):  # ClustPy's bars: lines in log files
         model.fit(x)
@@ -106,27 +130,53 @@ def deepect(features, *, k: int, seed: int = 0, max_leaves: int | None = None, p
 
     z, cluster_ids = tree_to_linkage(model.tree_)
     if cluster_ids.size < 2:
-        raise RuntimeError("DeepECT ended with a single leaf (its last pruning removed every split), so there is "
-                           "no tree to evaluate; use another seed or change clustering_epochs/pruning_threshold")
+        raise RuntimeError(
+            "DeepECT ended with a single leaf (its last pruning removed every split), so there is "
+            "no tree to evaluate; use another seed or change clustering_epochs/pruning_threshold"
+        )
     labels = np.asarray(model.labels_, dtype=np.int64)
     leaves = np.searchsorted(cluster_ids, labels)
     if np.any(leaves >= cluster_ids.size) or np.any(cluster_ids[np.minimum(leaves, cluster_ids.size - 1)] != labels):
         raise RuntimeError("DeepECT assigned points to a cluster that is not a leaf of its tree")
     n_leaves = int(cluster_ids.size)
-    settings = {"max_leaves": max_leaves, "pretrain_epochs": pretrain_epochs, "clustering_epochs": clustering_epochs,
-                "batch_size": batch_size, "embedding_size": embedding_size, "layers": layers, "pretrain_lr": pretrain_lr,
-                "clustering_lr": clustering_lr, "grow_interval": grow_interval,
-                "pruning_threshold": pruning_threshold, "scaling": scaling, "seed": seed}
-    info = {"method": "deepect", "implementation": "clustpy.deep.DeepECT", **settings,
-            "n_points": int(x.shape[0]), "n_features": int(x.shape[1]), "k": int(k), "n_leaves": n_leaves,
-            "deepect_cluster_ids": cluster_ids.tolist()}
+    settings = {
+        "max_leaves": max_leaves,
+        "pretrain_epochs": pretrain_epochs,
+        "clustering_epochs": clustering_epochs,
+        "batch_size": batch_size,
+        "embedding_size": embedding_size,
+        "layers": layers,
+        "pretrain_lr": pretrain_lr,
+        "clustering_lr": clustering_lr,
+        "grow_interval": grow_interval,
+        "pruning_threshold": pruning_threshold,
+        "scaling": scaling,
+        "seed": seed,
+    }
+    info = {
+        "method": "deepect",
+        "implementation": "clustpy.deep.DeepECT",
+        **settings,
+        "n_points": int(x.shape[0]),
+        "n_features": int(x.shape[1]),
+        "k": int(k),
+        "n_leaves": n_leaves,
+        "deepect_cluster_ids": cluster_ids.tolist(),
+    }
     hierarchy = Hierarchy.from_linkage(z, info=dict(info))
     fewer = n_leaves < k
     clusters = leaves.copy() if n_leaves <= k else np.asarray(hierarchy.cut(k), dtype=np.int64)[leaves]
-    info.update({"fewer_leaves_than_k": fewer,
-                 "note": (f"DeepECT's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its "
-                          f"{n_leaves} leaves" if fewer else f"flat clusters = the tree cut at k = {k}"),
-                 "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
-                 "device": str(next(model.neural_network_trained_.parameters()).device),
-                 "indices": None})
+    info.update(
+        {
+            "fewer_leaves_than_k": fewer,
+            "note": (
+                f"DeepECT's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its {n_leaves} leaves"
+                if fewer
+                else f"flat clusters = the tree cut at k = {k}"
+            ),
+            "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
+            "device": str(next(model.neural_network_trained_.parameters()).device),
+            "indices": None,
+        }
+    )
     return BaselineResult(hierarchy, leaves, clusters, info, run_info={"train_time_s": train_time})

@@ -38,6 +38,8 @@ class BaselineResult:
         write_npy(out_dir / "leaves.npy", np.asarray(self.leaves, dtype=np.int64))
         write_npy(out_dir / "clusters.npy", np.asarray(self.clusters, dtype=np.int64))
         indices = self.info.get("indices")
-        write_npy(out_dir / "indices.npy", np.arange(len(self.leaves), dtype=np.int64) if indices is None
-                  else np.asarray(indices, dtype=np.int64))
+        write_npy(
+            out_dir / "indices.npy",
+            np.arange(len(self.leaves), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64),
+        )
         write_json(out_dir / "info.json", {key: value for key, value in self.info.items() if key != "indices"})

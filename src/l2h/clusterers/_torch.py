@@ -81,8 +81,16 @@ class Checkpointer:
     (0, None)
     """
 
-    def __init__(self, directory: str | os.PathLike | None, name: str, arrays: Sequence[np.ndarray],
-                 params: dict[str, Any], *, every: int, total: int):
+    def __init__(
+        self,
+        directory: str | os.PathLike | None,
+        name: str,
+        arrays: Sequence[np.ndarray],
+        params: dict[str, Any],
+        *,
+        every: int,
+        total: int,
+    ):
         self.path = None if directory is None else Path(directory) / f"{name}.ckpt.pt"
         self.fingerprint = None if self.path is None else fingerprint(arrays, params)
         self.every, self.total = int(every), int(total)
@@ -101,12 +109,16 @@ class Checkpointer:
             warnings.warn(f"{self.path}: unreadable checkpoint ({exc}); starting from scratch", stacklevel=3)
             return 0, None
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
-            warnings.warn(f"{self.path}: checkpoint belongs to other data or parameters; starting from scratch",
-                          stacklevel=3)
+            warnings.warn(
+                f"{self.path}: checkpoint belongs to other data or parameters; starting from scratch", stacklevel=3
+            )
             return 0, None
         if int(state["done"]) > self.total:
-            warnings.warn(f"{self.path}: checkpoint is {int(state['done'])} units in, beyond this run's "
-                          f"{self.total}; starting from scratch", stacklevel=3)
+            warnings.warn(
+                f"{self.path}: checkpoint is {int(state['done'])} units in, beyond this run's "
+                f"{self.total}; starting from scratch",
+                stacklevel=3,
+            )
             return 0, None
         return int(state["done"]), state["state"]
 

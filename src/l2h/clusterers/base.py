@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,8 +28,9 @@ _HEADER_KEY = "__header__"
 log = logging.getLogger(__name__)
 
 
-def check_spaces(spaces: Sequence[np.ndarray], *, dims: Sequence[int] | None = None,
-                 source: str = "spaces") -> list[np.ndarray]:
+def check_spaces(
+    spaces: Sequence[np.ndarray], *, dims: Sequence[int] | None = None, source: str = "spaces"
+) -> list[np.ndarray]:
     """Validate a list of N×d_s feature arrays (same N, finite) and return them as float32 arrays.
 
     ``dims`` (when given) are the per-space dimensions the model was fitted on.
@@ -131,8 +133,13 @@ class Clusterer:
         (``runtime_keys`` are left out: a model reads back with their defaults)."""
         self._check_fitted()
         params = {key: val for key, val in self.params().items() if key not in self.runtime_keys}
-        header = {"format_version": FORMAT_VERSION, "clusterer": self.name, "params": params,
-                  "dims": self.dims_, "info": self.info_}
+        header = {
+            "format_version": FORMAT_VERSION,
+            "clusterer": self.name,
+            "params": params,
+            "dims": self.dims_,
+            "info": self.info_,
+        }
         arrays = {key: np.asarray(val) for key, val in self._state().items()}
         if _HEADER_KEY in arrays:
             raise AssertionError(f"state key {_HEADER_KEY} is reserved")

@@ -20,8 +20,18 @@ from l2h.errors import InputError
 class KMeansClusterer(Clusterer):
     name = "kmeans"
 
-    def __init__(self, *, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
-                 normalize: bool = True, temperature: float | str = "auto", block_rows: int = 65536):
+    def __init__(
+        self,
+        *,
+        k: int,
+        seed: int = 0,
+        n_init: int = 10,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        normalize: bool = True,
+        temperature: float | str = "auto",
+        block_rows: int = 65536,
+    ):
         super().__init__(k=k, seed=seed)
         if temperature != "auto" and not (isinstance(temperature, (int, float)) and temperature > 0):
             raise InputError(f"kmeans.temperature must be 'auto' or a positive number, got {temperature!r}")
@@ -33,8 +43,14 @@ class KMeansClusterer(Clusterer):
         self.temperature_: float | None = None
 
     def _params(self) -> dict[str, Any]:
-        return {"n_init": self.n_init, "max_iter": self.max_iter, "tol": self.tol, "normalize": self.normalize,
-                "temperature": self.temperature, "block_rows": self.block_rows}
+        return {
+            "n_init": self.n_init,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "normalize": self.normalize,
+            "temperature": self.temperature,
+            "block_rows": self.block_rows,
+        }
 
     def _features(self, spaces: list[np.ndarray]) -> np.ndarray:
         if self.normalize:
@@ -46,8 +62,9 @@ class KMeansClusterer(Clusterer):
 
         x = self._features(spaces)
         start = time.perf_counter()
-        km = KMeans(n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
-                       random_state=self.seed).fit(x)
+        km = KMeans(
+            n_clusters=self.k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, random_state=self.seed
+        ).fit(x)
         self.run_info_ = {"fit_time_s": time.perf_counter() - start}
         self.centroids_ = km.cluster_centers_.astype(np.float64)
         inertia = float(km.inertia_)
@@ -64,9 +81,9 @@ class KMeansClusterer(Clusterer):
         c_sq = (c * c).sum(axis=1)
         out = np.empty((x.shape[0], self.k), dtype=np.float32)
         for lo in range(0, x.shape[0], self.block_rows):
-            xb = x[lo:lo + self.block_rows].astype(np.float64)
+            xb = x[lo : lo + self.block_rows].astype(np.float64)
             d2 = (xb * xb).sum(axis=1, keepdims=True) - 2.0 * xb @ c.T + c_sq
-            out[lo:lo + self.block_rows] = -np.maximum(d2, 0.0) / self.temperature_
+            out[lo : lo + self.block_rows] = -np.maximum(d2, 0.0) / self.temperature_
         return out
 
     def _state(self) -> dict[str, np.ndarray]:

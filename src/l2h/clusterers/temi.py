@@ -39,8 +39,7 @@ from l2h.errors import InputError
 from l2h.progress import progress_bar
 
 
-def cosine_schedule(base: float, final: float, epochs: int, iters_per_epoch: int,
-                    warmup_epochs: int = 0) -> np.ndarray:
+def cosine_schedule(base: float, final: float, epochs: int, iters_per_epoch: int, warmup_epochs: int = 0) -> np.ndarray:
     """Per-iteration values: linear warm-up from 0 to ``base``, then half-cosine from ``base`` to ``final``."""
     warmup = np.linspace(0.0, base, warmup_epochs * iters_per_epoch)
     rest = np.arange(epochs * iters_per_epoch - warmup.size)
@@ -55,10 +54,10 @@ def knn_indices(x: np.ndarray, k: int, *, device: torch.device, block_rows: int 
     block_rows = block_rows or max(1, 2**27 // z.shape[0])
     out = torch.empty((z.shape[0], k), dtype=torch.int64)
     for lo in range(0, z.shape[0], block_rows):
-        sim = z[lo:lo + block_rows] @ z.T
+        sim = z[lo : lo + block_rows] @ z.T
         rows = torch.arange(sim.shape[0], device=device)
         sim[rows, rows + lo] = -math.inf
-        out[lo:lo + block_rows] = sim.topk(k, dim=1).indices.cpu()
+        out[lo : lo + block_rows] = sim.topk(k, dim=1).indices.cpu()
     return out
 
 
@@ -71,16 +70,21 @@ class _Heads:
         self.t = tensors
 
     @classmethod
-    def init(cls, n_heads: int, d: int, hidden: int, bottleneck: int, k: int, gen: torch.Generator,
-             device: torch.device) -> "_Heads":
+    def init(
+        cls, n_heads: int, d: int, hidden: int, bottleneck: int, k: int, gen: torch.Generator, device: torch.device
+    ) -> "_Heads":
         def trunc_normal(*shape):
             return torch.nn.init.trunc_normal_(torch.empty(*shape), std=0.02, a=-2.0, b=2.0, generator=gen)
 
         bound = 1.0 / math.sqrt(bottleneck)  # nn.Linear default init of the last layer's direction v
-        tensors = {"w1": trunc_normal(n_heads, d, hidden), "b1": torch.zeros(n_heads, 1, hidden),
-                   "w2": trunc_normal(n_heads, hidden, bottleneck), "b2": torch.zeros(n_heads, 1, bottleneck),
-                   "v": (torch.rand(n_heads, k, bottleneck, generator=gen) * 2 - 1) * bound,
-                   "g": torch.ones(n_heads, k, 1)}
+        tensors = {
+            "w1": trunc_normal(n_heads, d, hidden),
+            "b1": torch.zeros(n_heads, 1, hidden),
+            "w2": trunc_normal(n_heads, hidden, bottleneck),
+            "b2": torch.zeros(n_heads, 1, bottleneck),
+            "v": (torch.rand(n_heads, k, bottleneck, generator=gen) * 2 - 1) * bound,
+            "g": torch.ones(n_heads, k, 1),
+        }
         return cls({name: t.to(device) for name, t in tensors.items()})
 
     def __call__(self, x: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
@@ -98,17 +102,44 @@ class TemiClusterer(Clusterer):
     name = "temi"
     runtime_keys = ("checkpoint_dir", "checkpoint_every", "progress")
 
-    def __init__(self, *, k: int, seed: int = 0, heads: int = 16, knn: int = 50, hidden_dim: int = 512,
-                 bottleneck_dim: int = 256, beta: float = 0.6, epochs: int = 100, batch_size: int = 1024,
-                 lr: float = 1e-4, min_lr: float = 1e-4, warmup_epochs: int = 20, weight_decay: float = 1e-4,
-                 weight_decay_end: float = 1e-4, momentum_teacher: float = 0.996,
-                 max_momentum_teacher: float = 0.996, student_temp: float = 0.1, teacher_temp: float = 0.1,
-                 probs_momentum: float = 0.9, freeze_last_layer: int = 1, device: str = "auto",
-                 checkpoint_dir: str | None = None, checkpoint_every: int = 10, progress: bool = True):
+    def __init__(
+        self,
+        *,
+        k: int,
+        seed: int = 0,
+        heads: int = 16,
+        knn: int = 50,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        beta: float = 0.6,
+        epochs: int = 100,
+        batch_size: int = 1024,
+        lr: float = 1e-4,
+        min_lr: float = 1e-4,
+        warmup_epochs: int = 20,
+        weight_decay: float = 1e-4,
+        weight_decay_end: float = 1e-4,
+        momentum_teacher: float = 0.996,
+        max_momentum_teacher: float = 0.996,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.1,
+        probs_momentum: float = 0.9,
+        freeze_last_layer: int = 1,
+        device: str = "auto",
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 10,
+        progress: bool = True,
+    ):
         super().__init__(k=k, seed=seed)
-        for key, val in (("heads", heads), ("knn", knn), ("hidden_dim", hidden_dim),
-                         ("bottleneck_dim", bottleneck_dim), ("epochs", epochs), ("batch_size", batch_size),
-                         ("checkpoint_every", checkpoint_every)):
+        for key, val in (
+            ("heads", heads),
+            ("knn", knn),
+            ("hidden_dim", hidden_dim),
+            ("bottleneck_dim", bottleneck_dim),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("checkpoint_every", checkpoint_every),
+        ):
             if int(val) != val or val < 1:
                 raise InputError(f"temi.{key} must be an integer >= 1, got {val!r}")
         for key, val in (("warmup_epochs", warmup_epochs), ("freeze_last_layer", freeze_last_layer)):
@@ -117,14 +148,21 @@ class TemiClusterer(Clusterer):
         for key, val in (("beta", beta), ("lr", lr), ("student_temp", student_temp), ("teacher_temp", teacher_temp)):
             if not val > 0:
                 raise InputError(f"temi.{key} must be > 0, got {val!r}")
-        for key, val in (("momentum_teacher", momentum_teacher), ("max_momentum_teacher", max_momentum_teacher),
-                         ("probs_momentum", probs_momentum)):
+        for key, val in (
+            ("momentum_teacher", momentum_teacher),
+            ("max_momentum_teacher", max_momentum_teacher),
+            ("probs_momentum", probs_momentum),
+        ):
             if not 0 <= val <= 1:
                 raise InputError(f"temi.{key} must be in [0, 1], got {val!r}")
         if min_lr < 0 or weight_decay < 0 or weight_decay_end < 0:
             raise InputError("temi: min_lr, weight_decay and weight_decay_end must be >= 0")
-        self.heads, self.knn, self.hidden_dim, self.bottleneck_dim = int(heads), int(knn), int(hidden_dim), \
-            int(bottleneck_dim)
+        self.heads, self.knn, self.hidden_dim, self.bottleneck_dim = (
+            int(heads),
+            int(knn),
+            int(hidden_dim),
+            int(bottleneck_dim),
+        )
         self.beta, self.epochs, self.batch_size = float(beta), int(epochs), int(batch_size)
         self.lr, self.min_lr, self.warmup_epochs = float(lr), float(min_lr), int(warmup_epochs)
         self.weight_decay, self.weight_decay_end = float(weight_decay), float(weight_decay_end)
@@ -137,20 +175,39 @@ class TemiClusterer(Clusterer):
         self.head_: dict[str, np.ndarray] | None = None  # the teacher's best head
 
     def _trajectory_params(self) -> dict[str, Any]:
-        return {"k": self.k, "seed": self.seed, "heads": self.heads, "knn": self.knn, "hidden_dim": self.hidden_dim,
-                "bottleneck_dim": self.bottleneck_dim, "beta": self.beta, "epochs": self.epochs,
-                "batch_size": self.batch_size, "lr": self.lr, "min_lr": self.min_lr,
-                "warmup_epochs": self.warmup_epochs, "weight_decay": self.weight_decay,
-                "weight_decay_end": self.weight_decay_end, "momentum_teacher": self.momentum_teacher,
-                "max_momentum_teacher": self.max_momentum_teacher, "student_temp": self.student_temp,
-                "teacher_temp": self.teacher_temp, "probs_momentum": self.probs_momentum,
-                "freeze_last_layer": self.freeze_last_layer}
+        return {
+            "k": self.k,
+            "seed": self.seed,
+            "heads": self.heads,
+            "knn": self.knn,
+            "hidden_dim": self.hidden_dim,
+            "bottleneck_dim": self.bottleneck_dim,
+            "beta": self.beta,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "min_lr": self.min_lr,
+            "warmup_epochs": self.warmup_epochs,
+            "weight_decay": self.weight_decay,
+            "weight_decay_end": self.weight_decay_end,
+            "momentum_teacher": self.momentum_teacher,
+            "max_momentum_teacher": self.max_momentum_teacher,
+            "student_temp": self.student_temp,
+            "teacher_temp": self.teacher_temp,
+            "probs_momentum": self.probs_momentum,
+            "freeze_last_layer": self.freeze_last_layer,
+        }
 
     def _params(self) -> dict[str, Any]:
         params = self._trajectory_params()
         del params["k"], params["seed"]
-        return {**params, "device": self.device, "checkpoint_dir": self.checkpoint_dir,
-                "checkpoint_every": self.checkpoint_every, "progress": self.progress}
+        return {
+            **params,
+            "device": self.device,
+            "checkpoint_dir": self.checkpoint_dir,
+            "checkpoint_every": self.checkpoint_every,
+            "progress": self.progress,
+        }
 
     @staticmethod
     def _features(spaces: list[np.ndarray]) -> np.ndarray:
@@ -193,18 +250,26 @@ class TemiClusterer(Clusterer):
         teacher = _Heads({name: t.detach().clone() for name, t in student.t.items()})
         decayed = [student.t[name] for name in ("w1", "w2", "v", "g")]
         # fused: one kernel per step instead of ~10 passes over the weights (same update rule)
-        opt = torch.optim.AdamW([{"params": decayed}, {"params": [student.t["b1"], student.t["b2"]],
-                                                        "weight_decay": 0.0}], fused=True)
+        opt = torch.optim.AdamW(
+            [{"params": decayed}, {"params": [student.t["b1"], student.t["b2"]], "weight_decay": 0.0}], fused=True
+        )
         scale = batch / 256.0  # the official linear scaling rule
-        lr_sched = cosine_schedule(self.lr * scale, self.min_lr * scale, self.epochs, iters,
-                                   min(self.warmup_epochs, self.epochs))
+        lr_sched = cosine_schedule(
+            self.lr * scale, self.min_lr * scale, self.epochs, iters, min(self.warmup_epochs, self.epochs)
+        )
         wd_sched = cosine_schedule(self.weight_decay, self.weight_decay_end, self.epochs, iters)
         mom_sched = cosine_schedule(self.momentum_teacher, self.max_momentum_teacher, self.epochs, iters)
         prior = torch.full((self.heads, self.k), 1.0 / self.k, device=device)
         head_losses = torch.full((self.heads,), math.nan)
 
-        ckpt = Checkpointer(self.checkpoint_dir, "temi", spaces, self._trajectory_params(),
-                            every=self.checkpoint_every, total=self.epochs)
+        ckpt = Checkpointer(
+            self.checkpoint_dir,
+            "temi",
+            spaces,
+            self._trajectory_params(),
+            every=self.checkpoint_every,
+            total=self.epochs,
+        )
         start, state = ckpt.resume()
         if state is not None:
             with torch.no_grad():
@@ -217,21 +282,32 @@ class TemiClusterer(Clusterer):
             head_losses = state["head_losses"]
 
         def snapshot() -> dict[str, Any]:
-            return {"opt": opt.state_dict(), "rng": gen.get_state(), "prior": prior.cpu(),
-                    "head_losses": head_losses, "student": {k: v.detach().cpu() for k, v in student.t.items()},
-                    "teacher": {k: v.detach().cpu() for k, v in teacher.t.items()}}
+            return {
+                "opt": opt.state_dict(),
+                "rng": gen.get_state(),
+                "prior": prior.cpu(),
+                "head_losses": head_losses,
+                "student": {k: v.detach().cpu() for k, v in student.t.items()},
+                "teacher": {k: v.detach().cpu() for k, v in teacher.t.items()},
+            }
 
         t1 = time.perf_counter()
-        bar = progress_bar(range(start, self.epochs), initial=start, total=self.epochs, desc="TEMI",
-                           disable=not self.progress, leave=False)
+        bar = progress_bar(
+            range(start, self.epochs),
+            initial=start,
+            total=self.epochs,
+            desc="TEMI",
+            disable=not self.progress,
+            leave=False,
+        )
         for epoch in bar:
             order = torch.randperm(n, generator=gen)
             pick = torch.randint(0, knn, (n,), generator=gen)
             epoch_losses = torch.zeros(self.heads, dtype=torch.float64)
             for it in range(iters):
                 step = epoch * iters + it
-                idx = order[it * batch:(it + 1) * batch].to(device)
-                pair = neighbours[idx, pick[it * batch:(it + 1) * batch].to(device)]
+                idx = order[it * batch : (it + 1) * batch].to(device)
+                pair = neighbours[idx, pick[it * batch : (it + 1) * batch].to(device)]
                 xb = torch.cat([x[idx], x[pair]])
                 for i, group in enumerate(opt.param_groups):
                     group["lr"] = float(lr_sched[step])
@@ -259,10 +335,20 @@ class TemiClusterer(Clusterer):
 
         best = int(torch.argmin(head_losses))
         self.head_ = {name: teacher.t[name][best].detach().cpu().numpy() for name in _Heads.NAMES}
-        self.run_info_ = {"knn_time_s": knn_time, "train_time_s": time.perf_counter() - t1,
-                          "epochs_run": self.epochs - start, "resumed_from_epoch": start or None}
-        return {"device": str(device), "batch_size": batch, "iters_per_epoch": iters, "knn": knn,
-                "best_head": best, "head_losses": head_losses.tolist()}
+        self.run_info_ = {
+            "knn_time_s": knn_time,
+            "train_time_s": time.perf_counter() - t1,
+            "epochs_run": self.epochs - start,
+            "resumed_from_epoch": start or None,
+        }
+        return {
+            "device": str(device),
+            "batch_size": batch,
+            "iters_per_epoch": iters,
+            "knn": knn,
+            "best_head": best,
+            "head_losses": head_losses.tolist(),
+        }
 
     # -- prediction -------------------------------------------------------------------------------
     def _logits(self, spaces: list[np.ndarray], block_rows: int = 65536) -> np.ndarray:
@@ -271,8 +357,9 @@ class TemiClusterer(Clusterer):
         out = np.empty((x.shape[0], self.k), dtype=np.float32)
         with torch.no_grad():
             for lo in range(0, x.shape[0], block_rows):
-                out[lo:lo + block_rows] = (head(to_device(x[lo:lo + block_rows], torch.device("cpu")))[0]
-                                           / self.teacher_temp).numpy()
+                out[lo : lo + block_rows] = (
+                    head(to_device(x[lo : lo + block_rows], torch.device("cpu")))[0] / self.teacher_temp
+                ).numpy()
         return out
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -146,8 +146,16 @@ def torch_products():
         _PATH = saved
 
 
-def adam_(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float,
-          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+def adam_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
     """One in-place Adam step of ``param`` (PyTorch's update rule, no weight decay); ``step`` counts from 1."""
     m.lerp_(grad, 1 - betas[0])
     v.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
@@ -168,8 +176,9 @@ class _InnerHeads:
     """The inner linear heads, stored transposed as [w_s | b_s]ᵀ (d_s + 1, K), and their Adam state."""
 
     def __init__(self, dims: list[int], k: int, gen: torch.Generator, device: torch.device):
-        self.heads_t = [torch.cat([w, b[:, None]], 1).T.contiguous().to(device)
-                        for w, b in (linear_init(k, d, gen) for d in dims)]
+        self.heads_t = [
+            torch.cat([w, b[:, None]], 1).T.contiguous().to(device) for w, b in (linear_init(k, d, gen) for d in dims)
+        ]
         self.m = [torch.zeros_like(a) for a in self.heads_t]
         self.v = [torch.zeros_like(a) for a in self.heads_t]
         self.step = 0
@@ -219,11 +228,14 @@ class _TaskEncoders:
 
     def probs(self, zs_t: list[Columns]) -> list[torch.Tensor]:
         """(K, B) softmax(θ_s z_s) of every space."""
-        return [torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
-                for w, b, z_t in zip(self.weights(), self.b, zs_t)]
+        return [
+            torch.softmax(thin_matmul(torch.cat([w, b[:, None]], 1).T.contiguous(), z_t), dim=0)
+            for w, b, z_t in zip(self.weights(), self.b, zs_t)
+        ]
 
-    def gradients(self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor],
-                  gamma: float) -> list[torch.Tensor]:
+    def gradients(
+        self, zs: list[Columns], probs: list[torch.Tensor], log_q: list[torch.Tensor], gamma: float
+    ) -> list[torch.Tensor]:
         """Gradients (in ``params()`` order) of L = Σ_s CE(q_s, ȳ) − γ Σ_s H(p̄_s), with p_s = softmax(θ_s z_s),
         ȳ = mean_s p_s, log q_s the inner heads' log-probabilities (constants) and p̄_s = mean_b p_s.
 
@@ -260,13 +272,31 @@ class TurtleClusterer(Clusterer):
     name = "turtle"
     runtime_keys = ("checkpoint_dir", "checkpoint_every", "progress")
 
-    def __init__(self, *, k: int, seed: int = 42, outer_steps: int = 6000, inner_steps: int = 10,
-                 batch_size: int = 10000, inner_lr: float = 1e-3, outer_lr: float = 1e-3, gamma: float = 10.0,
-                 warm_start: bool = False, normalize: bool = False, device: str = "auto",
-                 checkpoint_dir: str | None = None, checkpoint_every: int = 500, progress: bool = True):
+    def __init__(
+        self,
+        *,
+        k: int,
+        seed: int = 42,
+        outer_steps: int = 6000,
+        inner_steps: int = 10,
+        batch_size: int = 10000,
+        inner_lr: float = 1e-3,
+        outer_lr: float = 1e-3,
+        gamma: float = 10.0,
+        warm_start: bool = False,
+        normalize: bool = False,
+        device: str = "auto",
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 500,
+        progress: bool = True,
+    ):
         super().__init__(k=k, seed=seed)
-        for key, val in (("outer_steps", outer_steps), ("inner_steps", inner_steps), ("batch_size", batch_size),
-                         ("checkpoint_every", checkpoint_every)):
+        for key, val in (
+            ("outer_steps", outer_steps),
+            ("inner_steps", inner_steps),
+            ("batch_size", batch_size),
+            ("checkpoint_every", checkpoint_every),
+        ):
             if int(val) != val or val < 1:
                 raise InputError(f"turtle.{key} must be an integer >= 1, got {val!r}")
         for key, val in (("inner_lr", inner_lr), ("outer_lr", outer_lr)):
@@ -286,16 +316,29 @@ class TurtleClusterer(Clusterer):
     def _trajectory_params(self) -> dict[str, Any]:
         """Parameters that fix the training trajectory (``outer_steps`` only says where it stops: no
         schedule depends on it, so a checkpoint of a shorter run is a valid start for a longer one)."""
-        return {"k": self.k, "seed": self.seed, "inner_steps": self.inner_steps, "batch_size": self.batch_size,
-                "inner_lr": self.inner_lr, "outer_lr": self.outer_lr, "gamma": self.gamma,
-                "warm_start": self.warm_start, "normalize": self.normalize}
+        return {
+            "k": self.k,
+            "seed": self.seed,
+            "inner_steps": self.inner_steps,
+            "batch_size": self.batch_size,
+            "inner_lr": self.inner_lr,
+            "outer_lr": self.outer_lr,
+            "gamma": self.gamma,
+            "warm_start": self.warm_start,
+            "normalize": self.normalize,
+        }
 
     def _params(self) -> dict[str, Any]:
         params = self._trajectory_params()
         del params["k"], params["seed"]
-        return {**params, "outer_steps": self.outer_steps, "device": self.device,
-                "checkpoint_dir": self.checkpoint_dir, "checkpoint_every": self.checkpoint_every,
-                "progress": self.progress}
+        return {
+            **params,
+            "outer_steps": self.outer_steps,
+            "device": self.device,
+            "checkpoint_dir": self.checkpoint_dir,
+            "checkpoint_every": self.checkpoint_every,
+            "progress": self.progress,
+        }
 
     def _prepare(self, spaces: list[np.ndarray]) -> list[np.ndarray]:
         return [l2_normalize(x) for x in spaces] if self.normalize else spaces
@@ -321,9 +364,14 @@ class TurtleClusterer(Clusterer):
 
         encoders = _TaskEncoders(dims, k, gen, device)
         inner = _InnerHeads(dims, k, gen, device)
-        ckpt = Checkpointer(self.checkpoint_dir, "turtle", spaces,
-                            {**self._trajectory_params(), "checkpoint_version": _CHECKPOINT_VERSION},
-                            every=self.checkpoint_every, total=self.outer_steps)
+        ckpt = Checkpointer(
+            self.checkpoint_dir,
+            "turtle",
+            spaces,
+            {**self._trajectory_params(), "checkpoint_version": _CHECKPOINT_VERSION},
+            every=self.checkpoint_every,
+            total=self.outer_steps,
+        )
         start, state = ckpt.resume()
         if state is not None:
             encoders.load(state["encoders"])
@@ -331,13 +379,23 @@ class TurtleClusterer(Clusterer):
             gen.set_state(state["rng"])
 
         def snapshot() -> dict[str, Any]:
-            return {"encoders": [t.cpu() for t in encoders.tensors()], "inner": [t.cpu() for t in inner.tensors()],
-                    "inner_step": inner.step, "rng": gen.get_state()}
+            return {
+                "encoders": [t.cpu() for t in encoders.tensors()],
+                "inner": [t.cpu() for t in inner.tensors()],
+                "inner_step": inner.step,
+                "rng": gen.get_state(),
+            }
 
         t0 = time.perf_counter()
         pred_error = entropy = float("nan")
-        bar = progress_bar(range(start, self.outer_steps), initial=start, total=self.outer_steps, desc="TURTLE",
-                           disable=not self.progress, leave=False)
+        bar = progress_bar(
+            range(start, self.outer_steps),
+            initial=start,
+            total=self.outer_steps,
+            desc="TURTLE",
+            disable=not self.progress,
+            leave=False,
+        )
         for step in bar:
             if batch < n:
                 idx = torch.randperm(n, generator=gen)[:batch].to(device)
@@ -364,11 +422,13 @@ class TurtleClusterer(Clusterer):
 
         self.weights_ = [w.cpu().numpy().astype(np.float32) for w in encoders.weights()]
         self.biases_ = [b.cpu().numpy().astype(np.float32) for b in encoders.b]
-        self.run_info_ = {"train_time_s": time.perf_counter() - t0, "steps_run": self.outer_steps - start,
-                          "resumed_from_step": start or None,
-                          "products": _PATH if device.type == "cpu" and _PATH is not None else "torch"}
-        return {"device": str(device), "batch_size": batch, "final_pred_error": pred_error,
-                "final_entropy": entropy}
+        self.run_info_ = {
+            "train_time_s": time.perf_counter() - t0,
+            "steps_run": self.outer_steps - start,
+            "resumed_from_step": start or None,
+            "products": _PATH if device.type == "cpu" and _PATH is not None else "torch",
+        }
+        return {"device": str(device), "batch_size": batch, "final_pred_error": pred_error, "final_entropy": entropy}
 
     # -- prediction -------------------------------------------------------------------------------
     def _space_logits(self, spaces: list[np.ndarray]) -> list[np.ndarray]:
@@ -383,10 +443,10 @@ class TurtleClusterer(Clusterer):
     def _logits(self, spaces: list[np.ndarray], block_rows: int = 65536) -> np.ndarray:
         out = np.empty((spaces[0].shape[0], self.k), dtype=np.float32)
         for lo in range(0, out.shape[0], block_rows):
-            block = [x[lo:lo + block_rows] for x in spaces]
+            block = [x[lo : lo + block_rows] for x in spaces]
             per_space = torch.from_numpy(np.stack(self._space_logits(block))).double()
             log_mean = torch.logsumexp(torch.log_softmax(per_space, dim=2), dim=0) - np.log(len(spaces))
-            out[lo:lo + block_rows] = log_mean.numpy()
+            out[lo : lo + block_rows] = log_mean.numpy()
         return out
 
     def _state(self) -> dict[str, np.ndarray]:

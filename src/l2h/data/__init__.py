@@ -12,12 +12,19 @@ from l2h.data.download import DownloadError
 from l2h.data.imageset import ImageSet
 from l2h.data.source import DatasetSource
 from l2h.data.taxonomy import ClassTree, load_wordnet_edges, wordnet_tree
-from l2h.errors import InputError
 from l2h.schema import implementation, options
 
-
-__all__ = ["get_dataset", "check_dataset_config", "verify_local_copy", "DatasetSource", "DownloadError",
-           "ImageSet", "ClassTree", "load_wordnet_edges", "wordnet_tree"]
+__all__ = [
+    "get_dataset",
+    "check_dataset_config",
+    "verify_local_copy",
+    "DatasetSource",
+    "DownloadError",
+    "ImageSet",
+    "ClassTree",
+    "load_wordnet_edges",
+    "wordnet_tree",
+]
 
 
 def get_dataset(cfg: Any) -> DatasetSource:

@@ -22,9 +22,15 @@ class _CifarUnpickler(pickle.Unpickler):
     """Unpickles plain data and numpy arrays only: a local copy's files may come from anywhere, and a pickle
     that names any other global (which could run code) is refused."""
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -101,8 +107,9 @@ class CifarSource(ArchiveSource):
         path = self._folder(root) / self.cfg["meta_file"]
         return unpickle(path), path
 
-    def _coarse_map(self, meta: dict, meta_path: Path, class_names: list[str], labels: np.ndarray,
-                    coarse: np.ndarray | None) -> tuple[np.ndarray, list[str]] | None:
+    def _coarse_map(
+        self, meta: dict, meta_path: Path, class_names: list[str], labels: np.ndarray, coarse: np.ndarray | None
+    ) -> tuple[np.ndarray, list[str]] | None:
         """``(fine_to_coarse (K,) int64 with -1 for classes without images, coarse names)`` or None."""
         groups = self.cfg.get("coarse_groups")
         if coarse is not None:
@@ -112,8 +119,10 @@ class CifarSource(ArchiveSource):
                 if not 0 <= c < len(names):
                     raise InputError(f"dataset {self.name}: coarse label {c} outside 0..{len(names) - 1}")
                 if mapping[fine] not in (-1, c):
-                    raise InputError(f"dataset {self.name}: class {class_names[fine]!r} has images in two "
-                                     f"superclasses ({names[mapping[fine]]!r}, {names[c]!r})")
+                    raise InputError(
+                        f"dataset {self.name}: class {class_names[fine]!r} has images in two "
+                        f"superclasses ({names[mapping[fine]]!r}, {names[c]!r})"
+                    )
                 mapping[fine] = c
             return mapping, names
         if groups:
@@ -133,8 +142,14 @@ class CifarSource(ArchiveSource):
             mapping, coarse_names = mapped
             coarse_labels = coarse if coarse is not None else mapping[labels]
             info["fine_to_coarse"] = mapping.tolist()
-        images = ImageSet(labels=labels, class_names=class_names, pixels=pixels, coarse_labels=coarse_labels,
-                          coarse_names=coarse_names, info=info)
+        images = ImageSet(
+            labels=labels,
+            class_names=class_names,
+            pixels=pixels,
+            coarse_labels=coarse_labels,
+            coarse_names=coarse_names,
+            info=info,
+        )
         return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:
@@ -148,9 +163,13 @@ class CifarSource(ArchiveSource):
                 _, fine, c, _ = self._read_split(root, name)
                 labels.append(fine)
                 coarse.append(c)
-        mapped = self._coarse_map(meta, meta_path, class_names,
-                                  np.concatenate(labels) if labels else np.zeros(0, np.int64),
-                                  np.concatenate(coarse) if coarse else None)
+        mapped = self._coarse_map(
+            meta,
+            meta_path,
+            class_names,
+            np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            np.concatenate(coarse) if coarse else None,
+        )
         if mapped is None:
             return None
         mapping, coarse_names = mapped

@@ -21,8 +21,10 @@ class DigitsSource(DatasetSource):
     def _check_types(self) -> None:
         super()._check_types()
         if self.cfg.get("local") is not None:
-            raise InputError(f"dataset {self.name}: the digits ship with scikit-learn, there is no copy to point "
-                             f"at: remove dataset.local={self.cfg['local']}")
+            raise InputError(
+                f"dataset {self.name}: the digits ship with scikit-learn, there is no copy to point "
+                f"at: remove dataset.local={self.cfg['local']}"
+            )
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         from sklearn.datasets import load_digits  # imported here: scikit-learn takes seconds to import
@@ -31,8 +33,12 @@ class DigitsSource(DatasetSource):
         name = self.split_name(split)
         bunch = load_digits()
         pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-        train, test = train_test_split(np.arange(len(pixels)), test_size=float(self.cfg["test_fraction"]),
-                                       random_state=int(self.cfg["split_seed"]), stratify=bunch.target)
+        train, test = train_test_split(
+            np.arange(len(pixels)),
+            test_size=float(self.cfg["test_fraction"]),
+            random_state=int(self.cfg["split_seed"]),
+            stratify=bunch.target,
+        )
         parts = {"train": train, "test": test}
         if name not in parts:
             raise InputError(f"dataset {self.name}: split name {name!r} must be 'train' or 'test'")
@@ -45,8 +51,14 @@ class DigitsSource(DatasetSource):
             mapping = group_mapping(groups, class_names, self.name)
             coarse_labels, coarse_names = mapping[labels], list(groups)
             info["fine_to_coarse"] = mapping.tolist()
-        images = ImageSet(labels=labels, class_names=class_names, pixels=pixels[rows], coarse_labels=coarse_labels,
-                          coarse_names=coarse_names, info=info)
+        images = ImageSet(
+            labels=labels,
+            class_names=class_names,
+            pixels=pixels[rows],
+            coarse_labels=coarse_labels,
+            coarse_names=coarse_names,
+            info=info,
+        )
         return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:

@@ -21,9 +21,10 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Mapping
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Mapping
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, url2pathname, urlopen
@@ -61,17 +62,27 @@ def file_checksum(path: str | os.PathLike, algorithm: str, *, progress: bool = F
     """Hex digest of a file, read in chunks."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh, progress_bar(total=path.stat().st_size, unit="B", unit_scale=True,
-                                              unit_divisor=1024, desc=f"verify {path.name}",
-                                              disable=not progress, leave=False) as bar:
+    with (
+        open(path, "rb") as fh,
+        progress_bar(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"verify {path.name}",
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
         while block := fh.read(CHUNK):
             digest.update(block)
             bar.update(len(block))
     return digest.hexdigest()
 
 
-def cached_checksum(path: str | os.PathLike, algorithm: str, cache: str | os.PathLike, *,
-                    progress: bool = False) -> str:
+def cached_checksum(
+    path: str | os.PathLike, algorithm: str, cache: str | os.PathLike, *, progress: bool = False
+) -> str:
     """Hex digest of a file, remembered in the JSON file ``cache`` under the file's resolved path, size and
     modification time (a file that keeps all three is not read again). The cache is best effort: when it
     cannot be written the digest is still returned."""
@@ -114,8 +125,9 @@ def remove_download(path: Path) -> bool:
     return True
 
 
-def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False, remove: bool = False,
-                offline: bool = False) -> None:
+def verify_file(
+    path: Path, checksum: tuple[str, str], *, progress: bool = False, remove: bool = False, offline: bool = False
+) -> None:
     """Check ``path`` against ``(algorithm, digest)`` and raise DownloadError on a mismatch, removing the file
     first only when ``remove`` is true (a transfer's own ``.part`` file). ``offline`` adapts the advice."""
     algo, want = checksum
@@ -124,16 +136,29 @@ def verify_file(path: Path, checksum: tuple[str, str], *, progress: bool = False
         return
     if remove:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the download was "
-                            f"damaged or truncated and has been removed: run again to download it afresh")
+        raise DownloadError(
+            f"{path}: {algo} checksum mismatch (expected {want}, got {got}); the download was "
+            f"damaged or truncated and has been removed: run again to download it afresh"
+        )
     fix = "replace it by the official file" if offline else "remove it to download it afresh"
-    raise DownloadError(f"{path}: {algo} checksum mismatch (expected {want}, found {got}); the file was left "
-                        f"untouched: {fix}, or, if it is a copy you made on purpose, use it as it is with "
-                        f"dataset.local={path} dataset.unofficial=true")
+    raise DownloadError(
+        f"{path}: {algo} checksum mismatch (expected {want}, found {got}); the file was left "
+        f"untouched: {fix}, or, if it is a copy you made on purpose, use it as it is with "
+        f"dataset.local={path} dataset.unofficial=true"
+    )
 
 
-def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offline: bool = False,
-          progress: bool = True, retries: int = 3, timeout_s: float = 60.0, backoff_s: float = 1.0) -> Path:
+def fetch(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    checksum: tuple[str, str],
+    offline: bool = False,
+    progress: bool = True,
+    retries: int = 3,
+    timeout_s: float = 60.0,
+    backoff_s: float = 1.0,
+) -> Path:
     """Make ``dest`` a verified copy of ``url`` (http, https or file) and return its path.
 
     An existing ``dest`` is verified, not downloaded again, and never removed (a mismatch is a DownloadError).
@@ -146,9 +171,11 @@ def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offli
         verify_file(dest, checksum, progress=progress, offline=offline)
         return dest
     if offline:
-        raise DownloadError(f"{dest} is missing and offline mode forbids downloading it from {url}; point "
-                            f"dataset.local at your copy of {dest.name} ({checksum[0]} {checksum[1]}) or run "
-                            f"with dataset.offline=false")
+        raise DownloadError(
+            f"{dest} is missing and offline mode forbids downloading it from {url}; point "
+            f"dataset.local at your copy of {dest.name} ({checksum[0]} {checksum[1]}) or run "
+            f"with dataset.offline=false"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(retries + 1):
@@ -158,9 +185,11 @@ def fetch(url: str, dest: str | os.PathLike, *, checksum: tuple[str, str], offli
         except _Interrupted as exc:
             if attempt == retries:
                 kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(f"download of {url} failed {retries + 1} times (last: {exc}); {kept} bytes kept "
-                                    f"in {part}: run again to resume") from exc
-            time.sleep(backoff_s * 2 ** attempt)
+                raise DownloadError(
+                    f"download of {url} failed {retries + 1} times (last: {exc}); {kept} bytes kept "
+                    f"in {part}: run again to resume"
+                ) from exc
+            time.sleep(backoff_s * 2**attempt)
     verify_file(part, checksum, progress=progress, remove=True)
     download_marker(dest).touch()
     os.replace(part, dest)
@@ -174,9 +203,20 @@ def _transfer(url: str, part: Path, *, desc: str, progress: bool, timeout_s: flo
     if stream is None:  # the server says the range starts past the end: ``part`` already holds everything
         return
     try:
-        with stream, open(part, "ab" if start else "wb") as out, \
-                progress_bar(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                             disable=not progress, leave=False) as bar:
+        with (
+            stream,
+            open(part, "ab" if start else "wb") as out,
+            progress_bar(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while block := stream.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
@@ -224,8 +264,10 @@ def _open(url: str, offset: int, timeout_s: float) -> tuple[BinaryIO | None, int
         match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
         if match is None or int(match.group(1)) != offset:
             response.close()
-            raise DownloadError(f"{url}: the server answered the range request for byte {offset} with "
-                                f"Content-Range {response.headers.get('Content-Range')!r}")
+            raise DownloadError(
+                f"{url}: the server answered the range request for byte {offset} with "
+                f"Content-Range {response.headers.get('Content-Range')!r}"
+            )
         total = int(match.group(3)) if match.group(3) != "*" else None
         return response, offset, total
     return response, 0, length  # 200: the whole file, from the start
@@ -273,20 +315,29 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, prog
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
     try:
-        with open(archive, "rb") as raw, progress_bar(total=archive.stat().st_size, unit="B", unit_scale=True,
-                                                      unit_divisor=1024, desc=f"extract {archive.name}",
-                                                      disable=not progress, leave=False) as bar:
+        with (
+            open(archive, "rb") as raw,
+            progress_bar(
+                total=archive.stat().st_size,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"extract {archive.name}",
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             with tarfile.open(fileobj=_ProgressReader(raw, bar), mode="r|*") as tar:
                 for member in tar:
                     reason = _unsafe_reason(member)
                     if reason is not None:
-                        raise DownloadError(f"{archive}: unsafe member {member.name!r} ({reason}); "
-                                            f"refusing to extract")
+                        raise DownloadError(f"{archive}: unsafe member {member.name!r} ({reason}); refusing to extract")
                     tar.extract(member, tmp, **_TAR_FILTER)
         os.replace(tmp, dest)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise DownloadError(f"{archive}: cannot extract ({type(exc).__name__}: {exc}); "
-                            f"the archive is damaged or truncated") from exc
+        raise DownloadError(
+            f"{archive}: cannot extract ({type(exc).__name__}: {exc}); the archive is damaged or truncated"
+        ) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -301,8 +352,16 @@ def archive_filename(url: str) -> str:
     return name
 
 
-def prepare_archive(entry: Mapping, directory: str | os.PathLike, key: str, *, offline: bool = False,
-                    progress: bool = True, keep_archive: bool = True, **download: float) -> Path:
+def prepare_archive(
+    entry: Mapping,
+    directory: str | os.PathLike,
+    key: str,
+    *,
+    offline: bool = False,
+    progress: bool = True,
+    keep_archive: bool = True,
+    **download: float,
+) -> Path:
     """Download, verify and extract one archive ``entry`` (``url`` + ``md5``/``sha256``) into ``directory/key``.
 
     A fast no-op when ``directory/key`` exists (extraction is atomic, so it is complete). The archive is kept
@@ -318,14 +377,21 @@ def prepare_archive(entry: Mapping, directory: str | os.PathLike, key: str, *, o
         raise InputError(f"archive {key!r}: no url given")
     url = str(entry["url"])
     archive = directory / archive_filename(url)
-    fetch(url, archive, checksum=expected_checksum(entry, source=f"archive {key!r}"), offline=offline,
-          progress=progress, **download)
+    fetch(
+        url,
+        archive,
+        checksum=expected_checksum(entry, source=f"archive {key!r}"),
+        offline=offline,
+        progress=progress,
+        **download,
+    )
     try:
         extract_archive(archive, target, progress=progress)
     except DownloadError as exc:
         removed = remove_download(archive)
-        raise DownloadError(f"{exc} ({'the archive was removed' if removed else 'the file was left untouched'})"
-                            ) from exc
+        raise DownloadError(
+            f"{exc} ({'the archive was removed' if removed else 'the file was left untouched'})"
+        ) from exc
     if not keep_archive:
         remove_download(archive)
     return target

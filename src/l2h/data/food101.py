@@ -41,7 +41,8 @@ class Food101Source(ArchiveSource):
             labels.append(index[cls])
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise InputError(f"dataset {self.name}: {len(missing)} images listed in {split_file} are missing, "
-                             f"e.g. {missing[0]}")
+            raise InputError(
+                f"dataset {self.name}: {len(missing)} images listed in {split_file} are missing, e.g. {missing[0]}"
+            )
         images = ImageSet(labels=labels, class_names=classes, paths=[str(p) for p in paths])
         return self.finish(images, split, root)

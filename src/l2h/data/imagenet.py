@@ -62,8 +62,9 @@ class ImageNetSource(ArchiveSource):
         names = list(dict.fromkeys(self.split_name(s) for s in self.cfg["splits"]))
         missing = [n for n in names if n not in archives]
         if missing:
-            raise InputError(f"dataset {self.name}: no archive configured for split {missing[0]!r}; have "
-                             f"{sorted(archives)}")
+            raise InputError(
+                f"dataset {self.name}: no archive configured for split {missing[0]!r}; have {sorted(archives)}"
+            )
         return [(name, archives[name]) for name in names]
 
     def split_key(self, name: str) -> str:
@@ -74,10 +75,12 @@ class ImageNetSource(ArchiveSource):
             return self.data_dir(root, name)
         folder = self.directory(root) / name
         if not folder.is_dir():
-            raise InputError(f"ImageNet: folder {folder} not found. ImageNet is not downloaded automatically: "
-                             f"set dataset.local to your ILSVRC-2012 copy holding train/ and val/ (one sub-folder "
-                             f"per class named by WordNet id, n01440764, ...) or the official archives "
-                             f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
+            raise InputError(
+                f"ImageNet: folder {folder} not found. ImageNet is not downloaded automatically: "
+                f"set dataset.local to your ILSVRC-2012 copy holding train/ and val/ (one sub-folder "
+                f"per class named by WordNet id, n01440764, ...) or the official archives "
+                f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"
+            )
         return folder
 
     def prepare(self, root: str | os.PathLike, offline: bool = False, *, progress: bool = True) -> None:
@@ -96,8 +99,12 @@ class ImageNetSource(ArchiveSource):
         if self.local_path() is not None:
             return super().copy_identity(root, split, images)
         folder = self._split_dir(root, self.split_name(split))
-        return {"form": "folder", "path": str(folder.resolve()), "checksum": folder_checksum(folder, images.paths),
-                "matches_official": None}
+        return {
+            "form": "folder",
+            "path": str(folder.resolve()),
+            "checksum": folder_checksum(folder, images.paths),
+            "matches_official": None,
+        }
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
         name = self.split_name(split)
@@ -127,13 +134,21 @@ class ImageNetSource(ArchiveSource):
         if depth is not None:
             tree = self.hierarchy(root)
             if tree is None:
-                raise InputError("imagenet: coarse_depth needs a hierarchy: set hierarchy_edges to a "
-                                 "'parent child' WordNet-id file or hierarchy_from_nltk=true")
+                raise InputError(
+                    "imagenet: coarse_depth needs a hierarchy: set hierarchy_edges to a "
+                    "'parent child' WordNet-id file or hierarchy_from_nltk=true"
+                )
             class_to_coarse, coarse_names = tree.coarse_labels(int(depth))
             coarse_labels = class_to_coarse[np.asarray(labels, dtype=np.int64)]
             info["fine_to_coarse"] = class_to_coarse.tolist()
-        images = ImageSet(labels=labels, class_names=imagenet_class_names(self.cfg.get("class_names", "clean")),
-                          paths=paths, coarse_labels=coarse_labels, coarse_names=coarse_names, info=info)
+        images = ImageSet(
+            labels=labels,
+            class_names=imagenet_class_names(self.cfg.get("class_names", "clean")),
+            paths=paths,
+            coarse_labels=coarse_labels,
+            coarse_names=coarse_names,
+            info=info,
+        )
         return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree | None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ def parse_class_folder(name: str) -> tuple[str, ...]:
     """The seven rank names of a class folder; the species is ``"Genus epithet"``."""
     parts = name.split("_")
     if len(parts) != 8 or not parts[0].isdigit() or not all(parts):
-        raise InputError(f"iNat21 class folder {name!r}: expected "
-                         f"NNNNN_Kingdom_Phylum_Class_Order_Family_Genus_epithet")
+        raise InputError(
+            f"iNat21 class folder {name!r}: expected NNNNN_Kingdom_Phylum_Class_Order_Family_Genus_epithet"
+        )
     return (*parts[1:7], f"{parts[6]} {parts[7]}")
 
 
@@ -84,8 +85,11 @@ class INat21Source(ArchiveSource):
         taxa = set()
         for split in self.cfg["splits"]:
             folder = self._split_dir(root, self.split_name(split))
-            taxa.update(parse_class_folder(e.name)[: depth + 1]
-                        for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+            taxa.update(
+                parse_class_folder(e.name)[: depth + 1]
+                for e in os.scandir(folder)
+                if e.is_dir() and not e.name.startswith(".")
+            )
         return sorted(taxa)
 
     def load(self, root: str | os.PathLike, split: str, *, progress: bool = True) -> ImageSet:
@@ -102,15 +106,23 @@ class INat21Source(ArchiveSource):
         coarse_labels = coarse_names = None
         if coarse_depth is not None:
             if coarse_depth >= depth:
-                raise InputError(f"dataset {self.name}: coarse_level {RANKS[coarse_depth]!r} must be above "
-                                 f"label_level {RANKS[depth]!r}")
+                raise InputError(
+                    f"dataset {self.name}: coarse_level {RANKS[coarse_depth]!r} must be above "
+                    f"label_level {RANKS[depth]!r}"
+                )
             coarse = sorted({c[: coarse_depth + 1] for c in classes})
             coarse_index = {c: i for i, c in enumerate(coarse)}
             class_to_coarse = np.array([coarse_index[c[: coarse_depth + 1]] for c in classes], dtype=np.int64)
             coarse_labels, coarse_names = class_to_coarse[labels], short_names(coarse)
             info["fine_to_coarse"] = class_to_coarse.tolist()
-        images = ImageSet(labels=labels, class_names=short_names(classes), paths=paths, coarse_labels=coarse_labels,
-                          coarse_names=coarse_names, info=info)
+        images = ImageSet(
+            labels=labels,
+            class_names=short_names(classes),
+            paths=paths,
+            coarse_labels=coarse_labels,
+            coarse_names=coarse_names,
+            info=info,
+        )
         return self.finish(images, split, root)
 
     def hierarchy(self, root: str | os.PathLike) -> ClassTree:

@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from l2h.data.download import (DownloadError, archive_filename, cached_checksum, expected_checksum,
-                               extract_archive, prepare_archive)
+from l2h.data.download import (
+    DownloadError,
+    archive_filename,
+    cached_checksum,
+    expected_checksum,
+    extract_archive,
+    prepare_archive,
+)
 from l2h.data.imageset import ImageSet
 from l2h.data.taxonomy import ClassTree
 from l2h.errors import InputError
-from l2h.schema import options
 from l2h.progress import progress_bar
+from l2h.schema import options
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Per dataset folder: checksums of local archives, by resolved path, size and modification time.
@@ -51,8 +58,10 @@ class DatasetSource:
     def _check_types(self) -> None:
         """What the schema cannot say (types and ranges are checked by ``l2h.schema`` when the config is read)."""
         if self.cfg.get("local") is None and self.cfg.get("unofficial"):
-            raise InputError(f"dataset {self.name}: dataset.unofficial=true accepts a local copy that differs from "
-                             f"the official one: set dataset.local=/path/to/your/copy as well")
+            raise InputError(
+                f"dataset {self.name}: dataset.unofficial=true accepts a local copy that differs from "
+                f"the official one: set dataset.local=/path/to/your/copy as well"
+            )
 
     def check_config(self) -> None:
         """Raise InputError (one line) unless the config's values are valid and a local copy exists where
@@ -104,9 +113,11 @@ class DatasetSource:
         origin and the identity of the copy it came from (``info["copy"]``), return it."""
         expected_k = self.cfg.get("num_classes")
         if expected_k is not None and len(images.class_names) != int(expected_k):
-            raise InputError(f"dataset {self.name}: found {len(images.class_names)} classes but the config says "
-                             f"num_classes={expected_k} (set dataset.num_classes={len(images.class_names)} if "
-                             f"your copy has other classes)")
+            raise InputError(
+                f"dataset {self.name}: found {len(images.class_names)} classes but the config says "
+                f"num_classes={expected_k} (set dataset.num_classes={len(images.class_names)} if "
+                f"your copy has other classes)"
+            )
         name = self.split_name(split)
         expected_n = (self.cfg.get("sizes") or {}).get(name)
         if expected_n is not None and len(images) != int(expected_n) and not self.cfg.get("unofficial"):
@@ -119,13 +130,19 @@ class DatasetSource:
         return images
 
     def _size_mismatch(self, root, name: str, found: int, expected: int) -> str:
-        head = f"dataset {self.name}: split {name!r} has {found} images, the official dataset {expected} " \
-               f"(dataset.sizes.{name})"
+        head = (
+            f"dataset {self.name}: split {name!r} has {found} images, the official dataset {expected} "
+            f"(dataset.sizes.{name})"
+        )
         if self.local_path() is not None:
-            return f"{head}: your copy {self.cfg['local']} is not the official one; to use it as it is (its " \
-                   f"sizes then come from the copy), add dataset.unofficial=true"
-        return f"{head}: the files under {self.directory(root)} are incomplete or damaged (or dataset.sizes.{name} " \
-               f"is wrong)"
+            return (
+                f"{head}: your copy {self.cfg['local']} is not the official one; to use it as it is (its "
+                f"sizes then come from the copy), add dataset.unofficial=true"
+            )
+        return (
+            f"{head}: the files under {self.directory(root)} are incomplete or damaged (or dataset.sizes.{name} "
+            f"is wrong)"
+        )
 
 
 @dataclass(frozen=True)
@@ -143,8 +160,7 @@ def folder_checksum(base: Path, files: Iterable[str | os.PathLike], content: Ite
     digest = hashlib.sha256()
     for path in content:
         with open(path, "rb") as fh:
-            digest.update(f"{os.path.relpath(path, base)}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n"
-                          .encode())
+            digest.update(f"{os.path.relpath(path, base)}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
     for path in files:
         digest.update(f"{os.path.relpath(path, base)}\0{os.stat(path).st_size}\n".encode())
     return f"listing-sha256:{digest.hexdigest()}"
@@ -201,9 +217,11 @@ class ArchiveSource(DatasetSource):
         if local.is_file():
             if len(entries) != 1:
                 files = ", ".join(self.archive_file(e) for _, e in entries)
-                raise InputError(f"dataset {self.name}: dataset.local={local} is one file but this dataset needs "
-                                 f"{len(entries)} archives ({files}): point dataset.local at the folder holding "
-                                 f"them or their extracted folders")
+                raise InputError(
+                    f"dataset {self.name}: dataset.local={local} is one file but this dataset needs "
+                    f"{len(entries)} archives ({files}): point dataset.local at the folder holding "
+                    f"them or their extracted folders"
+                )
             return {entries[0][0]: LocalPart("archive", local)}
         parts, missing = {}, []
         marker = self.marker()
@@ -218,8 +236,10 @@ class ArchiveSource(DatasetSource):
             else:
                 missing.append(f"{inner}/" + (f" (with {marker})" if marker else "") + f" or {filename}")
         if missing:
-            raise InputError(f"dataset {self.name}: dataset.local={local} holds neither the extracted data nor the "
-                             f"archive: expected {'; '.join(missing)} in it")
+            raise InputError(
+                f"dataset {self.name}: dataset.local={local} holds neither the extracted data nor the "
+                f"archive: expected {'; '.join(missing)} in it"
+            )
         return parts
 
     def check_config(self) -> None:
@@ -232,10 +252,12 @@ class ArchiveSource(DatasetSource):
         algo, want = expected_checksum(self._entry(key), source=f"dataset {self.name}, archive {key!r}")
         got = cached_checksum(path, algo, self.directory(root) / CHECKSUM_CACHE, progress=progress)
         if got != want and not self.cfg.get("unofficial"):
-            raise DownloadError(f"{path}: {algo} is {got}, the official {self.archive_file(self._entry(key))} "
-                                f"has {want} (dataset {self.name}); the file was left untouched: if it is a copy "
-                                f"you made on purpose (a subset, re-encoded, other split sizes), accept it with "
-                                f"dataset.unofficial=true")
+            raise DownloadError(
+                f"{path}: {algo} is {got}, the official {self.archive_file(self._entry(key))} "
+                f"has {want} (dataset {self.name}); the file was left untouched: if it is a copy "
+                f"you made on purpose (a subset, re-encoded, other split sizes), accept it with "
+                f"dataset.unofficial=true"
+            )
         return got == want, algo, got
 
     def verify_local(self, root: str | os.PathLike, *, progress: bool = False) -> None:
@@ -253,9 +275,15 @@ class ArchiveSource(DatasetSource):
         for key, entry in self.archive_entries():
             part = parts.get(key)
             if part is None:
-                prepare_archive(entry, self.directory(root), key, offline=self.is_offline(offline),
-                                progress=progress, keep_archive=bool(self.cfg.get("keep_archives", True)),
-                                **(self.cfg.get("download") or {}))
+                prepare_archive(
+                    entry,
+                    self.directory(root),
+                    key,
+                    offline=self.is_offline(offline),
+                    progress=progress,
+                    keep_archive=bool(self.cfg.get("keep_archives", True)),
+                    **(self.cfg.get("download") or {}),
+                )
             elif part.form == "archive":
                 official, _, digest = self._verified(root, key, part.path, progress=progress)
                 target = self._extraction(root, key, official, digest)
@@ -286,12 +314,20 @@ class ArchiveSource(DatasetSource):
         part = self.locate().get(key)
         if part is None:
             algo, want = expected_checksum(self._entry(key), source=f"dataset {self.name}, archive {key!r}")
-            return {"form": "download", "path": self._entry(key)["url"], "checksum": f"{algo}:{want}",
-                    "matches_official": True}
+            return {
+                "form": "download",
+                "path": self._entry(key)["url"],
+                "checksum": f"{algo}:{want}",
+                "matches_official": True,
+            }
         if part.form == "archive":
             official, algo, digest = self._verified(root, key, part.path)
-            return {"form": "archive", "path": str(part.path.resolve()), "checksum": f"{algo}:{digest}",
-                    "matches_official": official}
+            return {
+                "form": "archive",
+                "path": str(part.path.resolve()),
+                "checksum": f"{algo}:{digest}",
+                "matches_official": official,
+            }
         checksum = folder_checksum(part.path, images.paths or (), self.index_files(part.path, name))
         return {"form": "folder", "path": str(part.path.resolve()), "checksum": checksum, "matches_official": None}
 
@@ -304,7 +340,9 @@ def group_mapping(groups: Mapping[str, Any], class_names: Sequence[str], dataset
     for g, members in enumerate(groups.values()):
         for member in members:
             if member not in index:
-                raise InputError(f"dataset {dataset}: coarse_groups names {member!r}, not a class ({list(class_names)})")
+                raise InputError(
+                    f"dataset {dataset}: coarse_groups names {member!r}, not a class ({list(class_names)})"
+                )
             if mapping[index[member]] != -1:
                 raise InputError(f"dataset {dataset}: class {member!r} is in two coarse_groups")
             mapping[index[member]] = g
@@ -329,10 +367,10 @@ def scan_class_folders(split_dir: Path, *, progress: bool = True) -> list[tuple[
         raise InputError(f"{split_dir}: folder not found")
     folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
     result = []
-    for name in progress_bar(folders, desc=f"scan {split_dir.name}", unit="class", disable=not progress,
-                             leave=False):
-        files = sorted(e.path for e in os.scandir(split_dir / name)
-                       if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+    for name in progress_bar(folders, desc=f"scan {split_dir.name}", unit="class", disable=not progress, leave=False):
+        files = sorted(
+            e.path for e in os.scandir(split_dir / name) if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)
+        )
         if not files:
             raise InputError(f"{split_dir / name}: no images ({', '.join(IMAGE_SUFFIXES)})")
         result.append((name, files))

@@ -8,9 +8,10 @@ class, its ancestor at a depth below the root: the labels of a coarser level.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,16 +44,20 @@ class ClassTree:
             children.setdefault(p, []).append(c)
         roots = sorted(set(children) - set(parent))
         if len(roots) != 1:
-            raise InputError(f"{source}: expected one root, found {len(roots)}"
-                             + (f" ({', '.join(roots[:5])})" if roots else " (the edges contain a cycle)"))
+            raise InputError(
+                f"{source}: expected one root, found {len(roots)}"
+                + (f" ({', '.join(roots[:5])})" if roots else " (the edges contain a cycle)")
+            )
         reached, stack = 0, [roots[0]]
         while stack:
             node = stack.pop()
             reached += 1
             stack.extend(children.get(node, ()))
         if reached != len(parent) + 1:
-            raise InputError(f"{source}: {len(parent) + 1 - reached} nodes are not reachable from the root "
-                             f"{roots[0]} (the edges contain a cycle)")
+            raise InputError(
+                f"{source}: {len(parent) + 1 - reached} nodes are not reachable from the root "
+                f"{roots[0]} (the edges contain a cycle)"
+            )
         leaves = tuple(sorted(set(parent) - set(children)))
         return cls(roots[0], parent, {p: tuple(sorted(cs)) for p, cs in children.items()}, leaves)
 
@@ -75,9 +80,11 @@ class ClassTree:
         given, have = list(leaves), set(self.leaves)
         if len(set(given)) != len(given) or set(given) != have:
             missing, extra = sorted(have - set(given)), sorted(set(given) - have)
-            raise InputError(f"class tree: the class list does not match the tree's {len(have)} leaves "
-                             f"(leaves without class: {missing[:5]}, classes not leaves: {extra[:5]}, "
-                             f"duplicates: {len(given) - len(set(given))})")
+            raise InputError(
+                f"class tree: the class list does not match the tree's {len(have)} leaves "
+                f"(leaves without class: {missing[:5]}, classes not leaves: {extra[:5]}, "
+                f"duplicates: {len(given) - len(set(given))})"
+            )
         return ClassTree(self.root, self.parent, self.children, tuple(given))
 
     def path(self, node: str) -> list[str]:
@@ -135,10 +142,13 @@ def wordnet_tree(wnids: Sequence[str], wordnet: Any = None) -> ClassTree:
     if wordnet is None:
         try:
             from nltk.corpus import wordnet
+
             wordnet.ensure_loaded()
         except ImportError as exc:
-            raise InputError("building the WordNet hierarchy needs NLTK (pip install nltk; then "
-                             "python -m nltk.downloader wordnet), or give a 'parent child' edge file") from exc
+            raise InputError(
+                "building the WordNet hierarchy needs NLTK (pip install nltk; then "
+                "python -m nltk.downloader wordnet), or give a 'parent child' edge file"
+            ) from exc
         except LookupError as exc:
             raise InputError("NLTK's WordNet corpus is not installed: python -m nltk.downloader wordnet") from exc
     edges = set()

@@ -6,9 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from l2h.errors import InputError
 
@@ -47,8 +48,7 @@ class Backbone:
 
     def meta(self) -> dict:
         """Model, pretrained tag, transform description, image size and feature dimension."""
-        return {"backbone": self.name, **self.info, "transform": describe_transform(self.transform),
-                "dim": self.dim}
+        return {"backbone": self.name, **self.info, "transform": describe_transform(self.transform), "dim": self.dim}
 
 
 def describe_transform(transform: Callable) -> str:

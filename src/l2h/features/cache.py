@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,17 +54,26 @@ def images_identity(images: Sequence, dataset: Mapping | None = None) -> dict:
         pixels = np.ascontiguousarray(pixels)
         digest.update(f"{pixels.dtype}{pixels.shape}".encode())
         for start in range(0, len(pixels), 4096):
-            digest.update(pixels[start:start + 4096].tobytes())
+            digest.update(pixels[start : start + 4096].tobytes())
     else:
         digest.update("\n".join(str(p) for p in paths).encode())
     copy = (getattr(images, "info", None) or {}).get("copy") or {}
-    return {**(dict(dataset) if dataset else {}), **({"copy": copy["checksum"]} if copy.get("checksum") else {}),
-            "n": len(labels), "content_sha256": digest.hexdigest()}
+    return {
+        **(dict(dataset) if dataset else {}),
+        **({"copy": copy["checksum"]} if copy.get("checksum") else {}),
+        "n": len(labels),
+        "content_sha256": digest.hexdigest(),
+    }
 
 
 def _expected(cfg: dict, identity: dict) -> dict:
-    return {"format": CACHE_FORMAT, "backbone": cfg.get("name"), "config_digest": config_digest(cfg),
-            "dataset": identity, "dtype": "float32"}
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": cfg.get("name"),
+        "config_digest": config_digest(cfg),
+        "dataset": identity,
+        "dtype": "float32",
+    }
 
 
 def _mismatch(npy: Path, meta_path: Path, expected: dict) -> str | None:
@@ -93,10 +103,20 @@ def _probe_dim(backbone, image, device) -> int:
         return int(backbone.encode(backbone.transform(image)[None].to(device)).shape[1])
 
 
-def extract_to_cache(backbone_cfg: Mapping | Any, images: Sequence, out_dir: str | os.PathLike, split: str, *,
-                     batch_size: int | None = None, num_workers: int | None = None, device: str = "auto",
-                     precision: str | None = None, progress: bool = True, dataset: Mapping | None = None,
-                     force: bool = False) -> CachedFeatures:
+def extract_to_cache(
+    backbone_cfg: Mapping | Any,
+    images: Sequence,
+    out_dir: str | os.PathLike,
+    split: str,
+    *,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+    dataset: Mapping | None = None,
+    force: bool = False,
+) -> CachedFeatures:
     """Features of ``images`` under ``backbone_cfg``, read from ``{out_dir}/{split}.npy`` when its meta
     matches, else (re)computed and written atomically (array first, then meta with the array's SHA-256).
 
@@ -120,13 +140,28 @@ def extract_to_cache(backbone_cfg: Mapping | Any, images: Sequence, out_dir: str
     precision = precision or cfg.get("precision", "auto")
     with atomic_path(npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
-        extract_features(backbone, images, batch_size=int(batch_size or cfg.get("batch_size", 256)),
-                         num_workers=int(cfg.get("num_workers", 0) if num_workers is None else num_workers),
-                         device=dev, precision=precision, progress=progress, out=out)
+        extract_features(
+            backbone,
+            images,
+            batch_size=int(batch_size or cfg.get("batch_size", 256)),
+            num_workers=int(cfg.get("num_workers", 0) if num_workers is None else num_workers),
+            device=dev,
+            precision=precision,
+            progress=progress,
+            out=out,
+        )
         out.flush()
         del out
-    meta = {**backbone.meta(), **expected, "n": len(images), "dim": dim, "split": split,
-            "sha256": sha256_file(npy), "device": str(dev), "precision": precision,
-            "provenance": provenance(cfg)}
+    meta = {
+        **backbone.meta(),
+        **expected,
+        "n": len(images),
+        "dim": dim,
+        "split": split,
+        "sha256": sha256_file(npy),
+        "device": str(dev),
+        "precision": precision,
+        "provenance": provenance(cfg),
+    }
     write_json(meta_path, meta)
     return CachedFeatures(npy, meta_path, meta, status)

@@ -7,7 +7,8 @@ Features are the global-average-pooled output of the head convolution (1280-d, b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, seeded
@@ -75,16 +76,22 @@ def build(cfg: Mapping, device: str = "cpu") -> Backbone:
         _load_weights(net)
     net.to(device)
     interp = cfg.get("interpolation", "bicubic")
-    transform = T.Compose([
-        T.Resize(size, interpolation=T.InterpolationMode(interp)),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(mean=[MEAN_255 / 255.0] * 3, std=[STD_255 / 255.0] * 3),
-    ])
+    transform = T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode(interp)),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(mean=[MEAN_255 / 255.0] * 3, std=[STD_255 / 255.0] * 3),
+        ]
+    )
     dim = net._bn1.num_features
-    return Backbone(name=cfg.get("name", "efficientnet_lite0"), module=_pooled_features(net), transform=transform,
-                    dim=dim, info={"kind": "efficientnet_lite", "model": MODEL_NAME, "pretrained": pretrained,
-                                   "image_size": size})
+    return Backbone(
+        name=cfg.get("name", "efficientnet_lite0"),
+        module=_pooled_features(net),
+        transform=transform,
+        dim=dim,
+        info={"kind": "efficientnet_lite", "model": MODEL_NAME, "pretrained": pretrained, "image_size": size},
+    )
 
 
 def prefetch(cfg: Mapping, weights_dir) -> list[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +41,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None = plain fp32. 'auto' = bf16/fp16 on CUDA, fp32 on CPU."""
+    """The autocast dtype for ``precision`` on ``device``; None = plain fp32.
+
+    'auto' = bf16/fp16 on CUDA, fp32 on CPU."""
     import torch
 
     if precision not in PRECISIONS:
@@ -52,13 +55,20 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
-def make_loader(backbone: Backbone, images: Sequence, *, batch_size: int, num_workers: int,
-                device: torch.device) -> DataLoader:
+def make_loader(
+    backbone: Backbone, images: Sequence, *, batch_size: int, num_workers: int, device: torch.device
+) -> DataLoader:
     """The DataLoader used by :func:`extract_features` (ordered; pinned memory on CUDA)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(TransformedImages(images, backbone.transform), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=stack_images)
+    return DataLoader(
+        TransformedImages(images, backbone.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=stack_images,
+    )
 
 
 def stack_images(batch: list[torch.Tensor]) -> torch.Tensor:
@@ -73,13 +83,23 @@ def stack_images(batch: list[torch.Tensor]) -> torch.Tensor:
 def _check_shape(first: Sequence[int], shapes: set[tuple[int, ...]]) -> None:
     others = sorted(s for s in shapes if s != tuple(first))
     if others:
-        raise InputError(f"extract_features: the preprocessed images differ in shape ({tuple(first)} and "
-                         f"{others[0]}): images of different sizes need a fixed size (set backbone.image_size)")
+        raise InputError(
+            f"extract_features: the preprocessed images differ in shape ({tuple(first)} and "
+            f"{others[0]}): images of different sizes need a fixed size (set backbone.image_size)"
+        )
 
 
-def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 256, num_workers: int = 0,
-                     device: str | torch.device = "auto", progress: bool = True, precision: str = "auto",
-                     out: np.ndarray | None = None) -> np.ndarray:
+def extract_features(
+    backbone: Backbone,
+    images: Sequence,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    precision: str = "auto",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Encode every image of ``images`` (a sequence of PIL images, e.g. an ImageSet) → float32 (N, d).
 
     Runs under ``torch.inference_mode`` with autocast on CUDA (``precision``); rows are in input order.
@@ -91,15 +111,18 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
     if n == 0:
         raise InputError("extract_features: the image set is empty")
     if batch_size < 1 or num_workers < 0:
-        raise InputError(f"extract_features: batch_size must be ≥ 1 and num_workers ≥ 0 "
-                         f"(got {batch_size}, {num_workers})")
+        raise InputError(
+            f"extract_features: batch_size must be ≥ 1 and num_workers ≥ 0 (got {batch_size}, {num_workers})"
+        )
     dev = resolve_device(device)
     amp = autocast_dtype(precision, dev)
     loader = make_loader(backbone, images, batch_size=batch_size, num_workers=num_workers, device=dev)
     backbone.to(dev)
     pos, shape = 0, None
-    with torch.inference_mode(), progress_bar(total=n, unit="img", desc=f"features[{backbone.name}]",
-                                              disable=not progress) as bar:
+    with (
+        torch.inference_mode(),
+        progress_bar(total=n, unit="img", desc=f"features[{backbone.name}]", disable=not progress) as bar,
+    ):
         for batch in loader:
             shape = shape or tuple(batch.shape[1:])
             _check_shape(shape, {tuple(batch.shape[1:])})
@@ -109,7 +132,7 @@ def extract_features(backbone: Backbone, images: Sequence, *, batch_size: int = 
             feats = feats.float().cpu().numpy()
             if pos == 0:
                 out = _output(out, n, feats.shape[1])
-            out[pos:pos + len(feats)] = feats
+            out[pos : pos + len(feats)] = feats
             pos += len(feats)
             bar.update(len(feats))
     return out
@@ -120,6 +143,7 @@ def _output(out: Any, n: int, dim: int) -> np.ndarray:
     if out is None:
         return np.empty((n, dim), dtype=np.float32)
     if out.shape != (n, dim) or out.dtype != np.float32:
-        raise InputError(f"extract_features: `out` must be float32 of shape ({n}, {dim}), "
-                         f"got {out.dtype} {tuple(out.shape)}")
+        raise InputError(
+            f"extract_features: `out` must be float32 of shape ({n}, {dim}), got {out.dtype} {tuple(out.shape)}"
+        )
     return out

@@ -7,8 +7,8 @@ is kept after loading. ``pretrained: null`` builds random weights (no download).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, require, seeded, weights_dir
@@ -35,20 +35,36 @@ def build(cfg: Mapping, device: str = "cpu") -> Backbone:
         raise InputError(f"backbone '{cfg.get('name')}': unknown open_clip model {model_name!r}")
     if pretrained is not None and not open_clip.get_pretrained_cfg(model_name, pretrained):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise InputError(f"backbone '{cfg.get('name')}': open_clip {model_name} has no pretrained tag "
-                         f"{pretrained!r} (known: {tags})")
+        raise InputError(
+            f"backbone '{cfg.get('name')}': open_clip {model_name} has no pretrained tag {pretrained!r} (known: {tags})"
+        )
     quick_gelu = _quick_gelu(cfg)
     with seeded(int(cfg.get("seed", 0))), torch.device(device):
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, force_quick_gelu=quick_gelu,
-            force_image_size=cfg.get("image_size"), cache_dir=str(weights_dir(cfg)), device=device)
+            model_name,
+            pretrained=pretrained,
+            force_quick_gelu=quick_gelu,
+            force_image_size=cfg.get("image_size"),
+            cache_dir=str(weights_dir(cfg)),
+            device=device,
+        )
     visual = model.visual
     size = visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     dim = getattr(visual, "output_dim", None) or model.text_projection.shape[1]
-    return Backbone(name=cfg.get("name", model_name), module=visual, transform=preprocess, dim=int(dim),
-                    info={"kind": "open_clip", "model": model_name, "pretrained": pretrained,
-                          "quick_gelu": quick_gelu, "image_size": size})
+    return Backbone(
+        name=cfg.get("name", model_name),
+        module=visual,
+        transform=preprocess,
+        dim=int(dim),
+        info={
+            "kind": "open_clip",
+            "model": model_name,
+            "pretrained": pretrained,
+            "quick_gelu": quick_gelu,
+            "image_size": size,
+        },
+    )
 
 
 def prefetch(cfg: Mapping, directory: Path) -> list[str]:

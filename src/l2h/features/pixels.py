@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -24,7 +25,9 @@ class PixelTransform:
         if mode not in ("RGB", "L"):
             raise InputError(f"pixels backbone: mode must be 'RGB' or 'L', got {mode!r}")
         if interpolation not in _RESAMPLE:
-            raise InputError(f"pixels backbone: interpolation must be one of {sorted(_RESAMPLE)}, got {interpolation!r}")
+            raise InputError(
+                f"pixels backbone: interpolation must be one of {sorted(_RESAMPLE)}, got {interpolation!r}"
+            )
         self.size, self.mode, self.interpolation = size, mode, interpolation
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -37,8 +40,10 @@ class PixelTransform:
         return torch.from_numpy(pixels / np.float32(255.0))
 
     def __repr__(self) -> str:
-        return (f"PixelTransform(size={self.size}, mode={self.mode}, interpolation={self.interpolation}, "
-                f"scale=1/255, layout=HWC-flat)")
+        return (
+            f"PixelTransform(size={self.size}, mode={self.mode}, interpolation={self.interpolation}, "
+            f"scale=1/255, layout=HWC-flat)"
+        )
 
 
 def build(cfg: Mapping, device: str = "cpu") -> Backbone:
@@ -48,5 +53,10 @@ def build(cfg: Mapping, device: str = "cpu") -> Backbone:
     mode = cfg.get("mode", "RGB")
     transform = PixelTransform(size, mode, cfg.get("interpolation", "bilinear"))
     dim = None if size is None else size * size * (3 if mode == "RGB" else 1)
-    return Backbone(name=cfg.get("name", "pixels"), module=nn.Flatten(), transform=transform, dim=dim,
-                    info={"kind": "pixels", "model": "identity", "pretrained": None, "image_size": size})
+    return Backbone(
+        name=cfg.get("name", "pixels"),
+        module=nn.Flatten(),
+        transform=transform,
+        dim=dim,
+        info={"kind": "pixels", "model": "identity", "pretrained": None, "image_size": size},
+    )

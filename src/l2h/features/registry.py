@@ -5,12 +5,14 @@ neither torch nor any model library."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from l2h.errors import InputError
 from l2h.features.backbone import Backbone, weights_dir
 from l2h.schema import implementation, options
+
 
 def build_backbone(cfg: Mapping | Any, *, device: str = "cpu") -> Backbone:
     """Build the frozen encoder described by a `backbone` config node, in eval mode on ``device``

@@ -9,8 +9,8 @@ CentreCrop 224, ImageNet mean/std). ``pretrained: null`` builds random weights (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 from l2h.errors import InputError
@@ -30,8 +30,9 @@ def _transform(model, cfg: Mapping):
     data_cfg = timm.data.resolve_data_config(model=model)
     if cfg.get("image_size") is not None:
         data_cfg["input_size"] = (3, int(cfg["image_size"]), int(cfg["image_size"]))
-    data_cfg.update({k: (tuple(cfg[k]) if k in ("mean", "std") else cfg[k])
-                     for k in _OVERRIDES if cfg.get(k) is not None})
+    data_cfg.update(
+        {k: (tuple(cfg[k]) if k in ("mean", "std") else cfg[k]) for k in _OVERRIDES if cfg.get(k) is not None}
+    )
     return timm.data.create_transform(**data_cfg, is_training=False), data_cfg
 
 
@@ -46,16 +47,30 @@ def build(cfg: Mapping, device: str = "cpu") -> Backbone:
         kwargs["img_size"] = int(cfg["image_size"])  # e.g. ViT position embeddings (resampled from the weights)
     try:
         with seeded(int(cfg.get("seed", 0))):
-            model = timm.create_model(name, pretrained=cfg.get("pretrained") is not None,
-                                      cache_dir=str(weights_dir(cfg)), device=device, **kwargs)
+            model = timm.create_model(
+                name,
+                pretrained=cfg.get("pretrained") is not None,
+                cache_dir=str(weights_dir(cfg)),
+                device=device,
+                **kwargs,
+            )
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
             raise InputError(f"backbone '{cfg.get('name')}': {exc}") from exc
         raise
     transform, data_cfg = _transform(model, cfg)
-    return Backbone(name=cfg.get("name", name), module=model, transform=transform, dim=int(model.num_features),
-                    info={"kind": "timm", "model": cfg["model"], "pretrained": cfg.get("pretrained"),
-                          "image_size": data_cfg["input_size"][-1]})
+    return Backbone(
+        name=cfg.get("name", name),
+        module=model,
+        transform=transform,
+        dim=int(model.num_features),
+        info={
+            "kind": "timm",
+            "model": cfg["model"],
+            "pretrained": cfg.get("pretrained"),
+            "image_size": data_cfg["input_size"][-1],
+        },
+    )
 
 
 def prefetch(cfg: Mapping, directory: Path) -> list[str]:

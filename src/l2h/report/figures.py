@@ -5,8 +5,9 @@ no global backend change)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,8 +21,7 @@ from l2h.io import atomic_path
 
 MAX_LABELLED_LEAVES = 150
 COLOURED_GROUPS = 8
-GROUP_COLOURS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
-                 "tab:cyan")
+GROUP_COLOURS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
 def _layout(hierarchy) -> tuple[np.ndarray, np.ndarray]:
@@ -42,16 +42,20 @@ def _segments(hierarchy, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     k = hierarchy.k
     a, b = hierarchy.children[:, 0], hierarchy.children[:, 1]
     node = np.arange(k, 2 * k - 1)
-    points = np.stack([
-        np.stack([x[a], y[a], x[node], y[a]], axis=1),
-        np.stack([x[node], y[a], x[node], y[b]], axis=1),
-        np.stack([x[b], y[b], x[node], y[b]], axis=1),
-    ], axis=1)                                                      # (K−1, 3, 4)
+    points = np.stack(
+        [
+            np.stack([x[a], y[a], x[node], y[a]], axis=1),
+            np.stack([x[node], y[a], x[node], y[b]], axis=1),
+            np.stack([x[b], y[b], x[node], y[b]], axis=1),
+        ],
+        axis=1,
+    )  # (K−1, 3, 4)
     return points.reshape(k - 1, 3, 2, 2)
 
 
-def plot_dendrogram(hierarchy, path: str | os.PathLike, *, names: Sequence[str] | None = None,
-                    title: str | None = None) -> None:
+def plot_dendrogram(
+    hierarchy, path: str | os.PathLike, *, names: Sequence[str] | None = None, title: str | None = None
+) -> None:
     """Write the dendrogram of ``hierarchy`` (a :class:`~l2h.hierarchy.Hierarchy`) as a PNG.
 
     Leaves are listed top to bottom, labelled with ``names`` (default: the hierarchy's names, else
@@ -80,19 +84,28 @@ def plot_dendrogram(hierarchy, path: str | os.PathLike, *, names: Sequence[str] 
 
     x, y = _layout(hierarchy)
     groups = min(COLOURED_GROUPS, k)
-    first_uncoloured = k - groups          # merges after this step join the top groups: black
+    first_uncoloured = k - groups  # merges after this step join the top groups: black
     group_of = hierarchy.cut(groups)
     colours = np.full(k - 1, "black", dtype=object)
     for t in range(first_uncoloured):
         leaf = hierarchy.members(k + t)[0]
         colours[t] = GROUP_COLOURS[group_of[leaf] % len(GROUP_COLOURS)]
     lines = _segments(hierarchy, x, y).reshape(-1, 2, 2)
-    ax.add_collection(LineCollection(lines, colors=np.repeat(colours, 3).tolist(),
-                                     linewidths=max(0.3, min(1.0, 200.0 / k))))
+    ax.add_collection(
+        LineCollection(lines, colors=np.repeat(colours, 3).tolist(), linewidths=max(0.3, min(1.0, 200.0 / k)))
+    )
     if hierarchy.support is not None:
         nodes = np.arange(k, 2 * k - 1)
-        dots = ax.scatter(x[nodes], y[nodes], c=hierarchy.support, cmap="viridis", norm=Normalize(0, 1),
-                          s=max(2.0, min(30.0, 3000.0 / k)), zorder=3, edgecolors="none")
+        dots = ax.scatter(
+            x[nodes],
+            y[nodes],
+            c=hierarchy.support,
+            cmap="viridis",
+            norm=Normalize(0, 1),
+            s=max(2.0, min(30.0, 3000.0 / k)),
+            zorder=3,
+            edgecolors="none",
+        )
         bar = fig.colorbar(dots, ax=ax, fraction=0.03, pad=0.02 if not labelled else 0.12)
         bar.set_label("bootstrap support")
     ax.set_xlim(k - 1 + 0.5, 0)
@@ -126,8 +139,9 @@ def _metric_label(metric: str) -> str:
 
 
 def _series_label(key: Mapping[str, Any], varying: Sequence[str]) -> str:
-    parts = [str(key["method"])] + [f"K={key[c]}" if c == "k" else str(key[c])
-                                    for c in varying if c != "method" and key.get(c) not in ("", None)]
+    parts = [str(key["method"])] + [
+        f"K={key[c]}" if c == "k" else str(key[c]) for c in varying if c != "method" and key.get(c) not in ("", None)
+    ]
     return " · ".join(parts)
 
 
@@ -168,8 +182,14 @@ def _legend(fig: Figure, ax, title: str | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         width = fig.get_figwidth() * 72 / (5.5 * max(len(label) for label in labels) + 40)  # ~5.5 pt per char
-        fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(3, len(labels), int(width))),
-                   fontsize="small", title=title)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=max(1, min(3, len(labels), int(width))),
+            fontsize="small",
+            title=title,
+        )
 
 
 def plot_k_sweep(frame, stem: str | os.PathLike, *, title: str = "") -> list[Path]:
@@ -187,8 +207,9 @@ def plot_k_sweep(frame, stem: str | os.PathLike, *, title: str = "") -> list[Pat
         stats = group.groupby("k")[metrics].agg(["mean", "std"])
         ks = stats.index.to_numpy(dtype=float)
         for ax, metric in zip(axes, metrics):
-            line = ax.errorbar(ks, stats[(metric, "mean")], yerr=stats[(metric, "std")].fillna(0.0), marker="o",
-                               capsize=3, label=label)
+            line = ax.errorbar(
+                ks, stats[(metric, "mean")], yerr=stats[(metric, "std")].fillna(0.0), marker="o", capsize=3, label=label
+            )
             ax.plot(group["k"].to_numpy(dtype=float), group[metric], ".", color=line[0].get_color(), alpha=0.4)
     for ax, metric in zip(axes, metrics):
         if not swept.empty:
@@ -227,8 +248,14 @@ def plot_ablation(frame, column: str, stem: str | os.PathLike, *, title: str = "
             for i, value in enumerate(values):
                 stats = [g.loc[g[column] == value, metric] for _, g in groups]
                 x = np.arange(len(groups)) + (i - (len(values) - 1) / 2) * width
-                ax.bar(x, [s.mean() for s in stats], width, yerr=[s.std() if len(s) > 1 else 0 for s in stats],
-                       capsize=2, label=value)
+                ax.bar(
+                    x,
+                    [s.mean() for s in stats],
+                    width,
+                    yerr=[s.std() if len(s) > 1 else 0 for s in stats],
+                    capsize=2,
+                    label=value,
+                )
             ax.set_xticks(np.arange(len(groups)), names, rotation=20, ha="right", fontsize="small")
             ax.set_ylabel(_metric_label(metric))
             ax.set_xlabel("setting")

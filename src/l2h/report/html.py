@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,9 +99,15 @@ def merge_support(tree, data: Mapping[str, Any] | None = None) -> list | None:
     return None
 
 
-def tree_payload(tree, *, names: Sequence[str] | None = None, leaves: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, class_names: Sequence[str] | None = None,
-                 support: Sequence[float | None] | None = None) -> dict[str, Any]:
+def tree_payload(
+    tree,
+    *,
+    names: Sequence[str] | None = None,
+    leaves: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    support: Sequence[float | None] | None = None,
+) -> dict[str, Any]:
     """What the dendrogram view of ``tree`` (a :class:`~l2h.hierarchy.Hierarchy`) needs, as plain data.
 
     ``names``: one label per leaf (default: the tree's names, else the majority class and its share where
@@ -115,8 +122,14 @@ def tree_payload(tree, *, names: Sequence[str] | None = None, leaves: np.ndarray
     (['0 (100%)', '0 (100%)', '1 (100%)'], [1, 1, 1, 2, 3])
     """
     k = tree.k
-    out: dict[str, Any] = {"k": k, "children": tree.children.tolist(), "points": None, "majority": None,
-                           "purity": None, "classes": None}
+    out: dict[str, Any] = {
+        "k": k,
+        "children": tree.children.tolist(),
+        "points": None,
+        "majority": None,
+        "purity": None,
+        "classes": None,
+    }
     if leaves is not None:
         leaves = np.asarray(leaves)
         if labels is not None:
@@ -125,8 +138,12 @@ def tree_payload(tree, *, names: Sequence[str] | None = None, leaves: np.ndarray
             classes = [str(c) for c in (class_names if class_names is not None else range(n_classes))]
             if len(classes) < n_classes:
                 raise InputError(f"labels go up to {n_classes - 1} but only {len(classes)} class names are given")
-            out.update(points=stats["points"].tolist(), majority=stats["majority"].tolist(),
-                       purity=np.round(stats["purity"], 4).tolist(), classes=classes)
+            out.update(
+                points=stats["points"].tolist(),
+                majority=stats["majority"].tolist(),
+                purity=np.round(stats["purity"], 4).tolist(),
+                classes=classes,
+            )
         else:
             points = np.bincount(leaves, minlength=k).tolist()
             for a, b in tree.children.tolist():
@@ -135,16 +152,24 @@ def tree_payload(tree, *, names: Sequence[str] | None = None, leaves: np.ndarray
     if names is None:
         names = tree.names
     if names is None and out["majority"] is not None:
-        names = [f"{out['classes'][c]} ({p:.0%})" if c >= 0 else "(empty)"
-                 for c, p in zip(out["majority"][:k], out["purity"][:k])]
+        names = [
+            f"{out['classes'][c]} ({p:.0%})" if c >= 0 else "(empty)"
+            for c, p in zip(out["majority"][:k], out["purity"][:k])
+        ]
     names = [str(n) for n in (names if names is not None else range(k))]
     if len(names) != k:
         raise InputError(f"{len(names)} leaf names for {k} leaves")
     out["names"] = names
     l2h = tree.scores is not None and tree.scores.ndim == 2 and tree.scores.shape[1] == len(L2H_SCORES)
     out["scores"] = None if tree.scores is None else np.asarray(tree.scores).reshape(k - 1, -1).tolist()
-    out["score_names"] = list(L2H_SCORES) if l2h else [f"score {i + 1}" for i in range(
-        0 if tree.scores is None else np.asarray(tree.scores).reshape(k - 1, -1).shape[1])]
+    out["score_names"] = (
+        list(L2H_SCORES)
+        if l2h
+        else [
+            f"score {i + 1}"
+            for i in range(0 if tree.scores is None else np.asarray(tree.scores).reshape(k - 1, -1).shape[1])
+        ]
+    )
     heights = tree.info.get("linkage_heights")
     out["heights"] = [float(h) for h in heights] if heights is not None and len(heights) == k - 1 else None
     out["support"] = None if support is None else [None if s is None else float(s) for s in support]
@@ -162,24 +187,30 @@ def _json_script(element_id: str, data: Any) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            "<link rel=\"icon\" href=\"data:,\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>\n{_asset('report.css')}</style>\n</head>\n<body>\n"
-            f"{body}\n<script>\n{_asset('report.js')}</script>\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<link rel="icon" href="data:,">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{_asset('report.css')}</style>\n</head>\n<body>\n"
+        f"{body}\n<script>\n{_asset('report.js')}</script>\n</body>\n</html>\n"
+    )
 
 
 def _tree_section(index: int, title: str, payload: Mapping[str, Any], heading: str = "h3") -> str:
     element = f"tree-{index}"
-    return (f"<{heading} id=\"{element}-title\">{html.escape(title)}</{heading}>\n"
-            f"<div class=\"tree-view\" data-src=\"{element}\"></div>\n{_json_script(element, payload)}\n")
+    return (
+        f'<{heading} id="{element}-title">{html.escape(title)}</{heading}>\n'
+        f'<div class="tree-view" data-src="{element}"></div>\n{_json_script(element, payload)}\n'
+    )
 
 
 def tree_page(payload: Mapping[str, Any], *, title: str, description: str = "") -> str:
     """A standalone page with the interactive dendrogram of one tree (``payload``: :func:`tree_payload`)."""
     intro = f"<p>{html.escape(description)}</p>\n" if description else ""
-    body = (f"<header><h1>{html.escape(title)}</h1>\n{intro}</header>\n<main>\n"
-            f"{_tree_section(0, 'Dendrogram', payload, heading='h2')}</main>")
+    body = (
+        f"<header><h1>{html.escape(title)}</h1>\n{intro}</header>\n<main>\n"
+        f"{_tree_section(0, 'Dendrogram', payload, heading='h2')}</main>"
+    )
     return _page(title, body)
 
 
@@ -188,9 +219,15 @@ def svg_data_uri(svg: bytes) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")
 
 
-def report_page(*, title: str, description: str = "", tables: Sequence[tuple[str, str]] = (),
-                plots: Sequence[tuple[str, bytes]] = (), trees: Sequence[tuple[str, Mapping[str, Any]]] = (),
-                notes: Sequence[str] = ()) -> str:
+def report_page(
+    *,
+    title: str,
+    description: str = "",
+    tables: Sequence[tuple[str, str]] = (),
+    plots: Sequence[tuple[str, bytes]] = (),
+    trees: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    notes: Sequence[str] = (),
+) -> str:
     """The report page of an experiment.
 
     Parameters
@@ -209,22 +246,26 @@ def report_page(*, title: str, description: str = "", tables: Sequence[tuple[str
     parts = [f"<header><h1>{html.escape(title)}</h1>\n"]
     if description:
         parts.append(f"<p>{html.escape(description)}</p>\n")
-    parts += [f"<p class=\"note\">{html.escape(note)}</p>\n" for note in notes]
-    parts.append("<nav>" + "".join(f"<a href=\"#{i}\">{t}</a>" for i, t in nav) + "</nav>\n</header>\n<main>\n")
-    parts.append("<section id=\"tables\"><h2>Tables</h2>\n<p class=\"note\">Click a column header to sort.</p>\n")
+    parts += [f'<p class="note">{html.escape(note)}</p>\n' for note in notes]
+    parts.append("<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in nav) + "</nav>\n</header>\n<main>\n")
+    parts.append('<section id="tables"><h2>Tables</h2>\n<p class="note">Click a column header to sort.</p>\n')
     for heading, table in tables:
-        parts.append(f"<h3>{html.escape(heading)}</h3>\n<div class=\"table-wrap\">{table}</div>\n")
+        parts.append(f'<h3>{html.escape(heading)}</h3>\n<div class="table-wrap">{table}</div>\n')
     parts.append("</section>\n")
     if plots:
-        parts.append("<section id=\"plots\"><h2>Plots</h2>\n")
+        parts.append('<section id="plots"><h2>Plots</h2>\n')
         for caption, svg in plots:
-            parts.append(f"<figure><img alt=\"{html.escape(caption)}\" src=\"{svg_data_uri(svg)}\">"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>\n")
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="{svg_data_uri(svg)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>\n"
+            )
         parts.append("</section>\n")
     if trees:
-        parts.append("<section id=\"trees\"><h2>Trees</h2>\n<p class=\"note\">Leaves are named by their majority "
-                     "class and its share of the leaf's points. Hover a node for its size, majority class, purity, "
-                     "support (when computed) and merge.</p>\n")
+        parts.append(
+            '<section id="trees"><h2>Trees</h2>\n<p class="note">Leaves are named by their majority '
+            "class and its share of the leaf's points. Hover a node for its size, majority class, purity, "
+            "support (when computed) and merge.</p>\n"
+        )
         parts += [_tree_section(i, name, payload) for i, (name, payload) in enumerate(trees)]
         parts.append("</section>\n")
     parts.append("</main>")

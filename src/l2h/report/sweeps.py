@@ -10,7 +10,8 @@ Light on purpose: the workflow's plan imports it to declare the report's outputs
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 PLOTS = {"k": "sweep_k", "aggregation": "sweep_aggregation", "strategy": "sweep_strategy", "levels": "levels"}
 FORMATS = ("png", "svg")

@@ -8,9 +8,9 @@ and the difference beside ours. ``to_csv``, ``to_markdown``, ``to_latex`` and ``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from l2h.errors import InputError
 
@@ -29,8 +29,10 @@ ANALYSIS = ("support", "ref_cophenetic", "ref_rf")
 TITLES = {"support": "support", "ref_cophenetic": "ref. coph.", "ref_rf": "ref. RF"}
 #: The reference tables' ``reference`` values, in column order; the first is the one Markdown and LaTeX show
 #: in the main table (the others get a section of their own).
-REFERENCES = {"paper": "the L2H paper (ICML 2025)",
-              "published": "the baselines' own publications (TreeVAE, NeurIPS 2023)"}
+REFERENCES = {
+    "paper": "the L2H paper (ICML 2025)",
+    "published": "the baselines' own publications (TreeVAE, NeurIPS 2023)",
+}
 PAPER_DIR = Path(__file__).with_name("paper")
 #: Hidden columns: the number of classes (and coarse classes) each row is scored on, for matching the paper.
 _CLASSES, _COARSE = "_classes", "_coarse"
@@ -66,9 +68,17 @@ def runs_frame(records: Sequence[Mapping[str, Any]]) -> "pd.DataFrame":
     rows = []
     for rec in records:
         run = rec["run"]
-        row = {"method": run["method"], "dataset": run["dataset"], "backbone": run["backbone"], "k": run["k"],
-               "seed": run["seed"], "aggregation": run.get("aggregation") or "", "strategy": run.get("strategy") or "",
-               "labels": _labels_used(rec["labels"]), "n_points": rec["n_points"]}
+        row = {
+            "method": run["method"],
+            "dataset": run["dataset"],
+            "backbone": run["backbone"],
+            "k": run["k"],
+            "seed": run["seed"],
+            "aggregation": run.get("aggregation") or "",
+            "strategy": run.get("strategy") or "",
+            "labels": _labels_used(rec["labels"]),
+            "n_points": rec["n_points"],
+        }
         row.update({m: rec["metrics"][m] for m in METRICS})
         if with_coarse:
             row.update({m: rec["metrics"].get(m) for m in COARSE})
@@ -136,8 +146,14 @@ def load_reference(names: Sequence[str]) -> "pd.DataFrame":
     for name in names:
         if name not in known:
             raise InputError(f"experiment: paper table {name!r} does not exist; available: {', '.join(known)}")
-        frames.append(pd.read_csv(PAPER_DIR / f"{name}.csv", dtype={"k": "Int64", "classes": "Int64"},
-                                  keep_default_na=False, na_values={"k": [""], "value": [""]}))
+        frames.append(
+            pd.read_csv(
+                PAPER_DIR / f"{name}.csv",
+                dtype={"k": "Int64", "classes": "Int64"},
+                keep_default_na=False,
+                na_values={"k": [""], "value": [""]},
+            )
+        )
     if not frames:
         return pd.DataFrame(columns=[*_REF_KEYS, "metric", "value", "reference", "source", "note"])
     ref = pd.concat(frames, ignore_index=True)
@@ -182,8 +198,9 @@ def compare(frame: "pd.DataFrame", reference: "pd.DataFrame") -> "pd.DataFrame":
     if not metrics:
         return frame
     reported = reference[reference["metric"].isin(metrics)]
-    pairs = [(r, m) for r in REFERENCES for m in metrics
-             if ((reported["reference"] == r) & (reported["metric"] == m)).any()]
+    pairs = [
+        (r, m) for r in REFERENCES for m in metrics if ((reported["reference"] == r) & (reported["metric"] == m)).any()
+    ]
     out = frame.copy()
     out["paper_labels"] = ""
     for r, m in pairs:
@@ -202,9 +219,17 @@ def compare(frame: "pd.DataFrame", reference: "pd.DataFrame") -> "pd.DataFrame":
         coarse = hit & ~fine & (out[_COARSE] == spec["classes"]).fillna(False)
         text = _labels_text(spec["labels"], spec["classes"])
         if not (fine | coarse).any():
-            row = {"method": spec["method"], "dataset": spec["dataset"], "backbone": "", "k": spec["k"],
-                   "aggregation": spec["aggregation"], "strategy": spec["strategy"], "labels": text,
-                   "paper_labels": text, "seeds": 0}
+            row = {
+                "method": spec["method"],
+                "dataset": spec["dataset"],
+                "backbone": "",
+                "k": spec["k"],
+                "aggregation": spec["aggregation"],
+                "strategy": spec["strategy"],
+                "labels": text,
+                "paper_labels": text,
+                "seeds": 0,
+            }
             row.update({f"{m}_{r}": v for (r, m), v in values.items()})
             row.update({f"{m}_n": 0 for m in metric_columns(out)})
             extra.append(row)
@@ -217,8 +242,9 @@ def compare(frame: "pd.DataFrame", reference: "pd.DataFrame") -> "pd.DataFrame":
                     out.loc[rows, f"{m}_{r}_delta"] = out.loc[rows, prefix + m] - value
     if extra:
         added = pd.DataFrame(extra).reindex(columns=out.columns)
-        out = pd.concat([out, added], ignore_index=True).astype({c: t for c, t in out.dtypes.items()
-                                                                  if str(t) in ("Int64", "int64", "object")})
+        out = pd.concat([out, added], ignore_index=True).astype(
+            {c: t for c, t in out.dtypes.items() if str(t) in ("Int64", "int64", "object")}
+        )
     return out
 
 
@@ -268,8 +294,15 @@ def display_frame(summary: "pd.DataFrame", reference: str | None = "paper") -> "
     metrics = [m for m in metric_columns(summary)]
     refs = reference_columns(summary, reference) if reference else []
     out = pd.DataFrame(index=summary.index)
-    headers = {"method": "method", "dataset": "dataset", "backbone": "backbone", "k": "K",
-               "aggregation": "aggregation", "strategy": "strategy", "labels": "labels"}
+    headers = {
+        "method": "method",
+        "dataset": "dataset",
+        "backbone": "backbone",
+        "k": "K",
+        "aggregation": "aggregation",
+        "strategy": "strategy",
+        "labels": "labels",
+    }
     for col, head in headers.items():
         out[head] = [DASH if (pd.isna(v) or v == "") else str(v) for v in summary[col]]
     if refs:
@@ -311,9 +344,22 @@ def _markdown_rows(table: "pd.DataFrame") -> list[str]:
     return rows
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  DASH: "--", "Δ": r"$\Delta$", "±": r"$\pm$", "†": r"$\dagger$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    DASH: "--",
+    "Δ": r"$\Delta$",
+    "±": r"$\pm$",
+    "†": r"$\dagger$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -338,8 +384,11 @@ def to_latex(summary: "pd.DataFrame", *, caption: str = "", label: str = "") -> 
         best[name] = summary[m] == summary[m].max()
         if m in refs:
             best[f"{name} paper"] = summary[f"{m}_paper"] == summary[f"{m}_paper"].max()
-    keys = [c for c in ("method", "dataset", "backbone", "K", "aggregation", "strategy", "labels", "paper labels",
-                        "seeds") if c in table.columns]
+    keys = [
+        c
+        for c in ("method", "dataset", "backbone", "K", "aggregation", "strategy", "labels", "paper labels", "seeds")
+        if c in table.columns
+    ]
     constant = [c for c in keys if c != "method" and table[c].nunique() == 1 and len(table) > 1]
     cells = table.drop(columns=constant)
     body = pd.DataFrame(index=cells.index)
@@ -352,8 +401,14 @@ def to_latex(summary: "pd.DataFrame", *, caption: str = "", label: str = "") -> 
     text = latex_escape(caption) + (f" ({fixed})" if fixed else "")
     align = "".join("l" if c in keys else "r" for c in cells.columns)
     styler = body.style.hide(axis="index")
-    return styler.to_latex(column_format=align, hrules=True, caption=text or None, label=label or None,
-                           position_float="centering", environment="table")
+    return styler.to_latex(
+        column_format=align,
+        hrules=True,
+        caption=text or None,
+        label=label or None,
+        position_float="centering",
+        environment="table",
+    )
 
 
 def to_html(summary: "pd.DataFrame", reference: str = "paper") -> str:
@@ -364,5 +419,6 @@ def to_html(summary: "pd.DataFrame", reference: str = "paper") -> str:
 def runs_html(frame: "pd.DataFrame") -> str:
     """The per-run table (:func:`runs_frame`, possibly with :func:`compare`'s columns) as a sortable HTML table."""
     visible = [c for c in frame.columns if not c.startswith("_")]
-    return frame[visible].to_html(index=False, border=0, classes="sortable", na_rep=DASH,
-                                  float_format=lambda v: f"{v:.3f}")
+    return frame[visible].to_html(
+        index=False, border=0, classes="sortable", na_rep=DASH, float_format=lambda v: f"{v:.3f}"
+    )

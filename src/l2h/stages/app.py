@@ -21,9 +21,10 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from l2h.errors import InputError
 from l2h.io import write_provenance, write_text
@@ -96,8 +97,13 @@ def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
         node = OmegaConf.to_container(cfg.stage, resolve=True)
         run = dict(node.get("run") or {})
         folder = Path(node["output"])
-        job = Job(stage=stage, inputs=dict(node.get("inputs") or {}), output=folder / STAGING.format(stage=stage),
-                  folder=folder, run=run)
+        job = Job(
+            stage=stage,
+            inputs=dict(node.get("inputs") or {}),
+            output=folder / STAGING.format(stage=stage),
+            folder=folder,
+            run=run,
+        )
         log.info("%s: %s -> %s", stage, job.run, job.folder)
         try:
             config = resolved(cfg, (*spec.groups, "paths"))
@@ -107,10 +113,18 @@ def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
             shutil.rmtree(job.output, ignore_errors=True)  # what a killed earlier attempt left
             job.output.mkdir(parents=True)
             extra = body(cfg, job) or {}
-            write_text(job.output / f"{spec.record_stem.format(**run)}.config.yaml",
-                       OmegaConf.to_yaml(OmegaConf.create(config)))
-            write_provenance(job.output / f"{spec.record_stem.format(**run)}.provenance.json", config,
-                             checksums=checksums, stage=stage, outputs=output_record(job.output), **extra)
+            write_text(
+                job.output / f"{spec.record_stem.format(**run)}.config.yaml",
+                OmegaConf.to_yaml(OmegaConf.create(config)),
+            )
+            write_provenance(
+                job.output / f"{spec.record_stem.format(**run)}.provenance.json",
+                config,
+                checksums=checksums,
+                stage=stage,
+                outputs=output_record(job.output),
+                **extra,
+            )
         except InputError as exc:
             shutil.rmtree(job.output, ignore_errors=True)
             message = " ".join(str(exc).split())
@@ -131,4 +145,3 @@ def stage_main(stage: str, body: Callable[[Any, Job], dict | None]) -> None:
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     main()
-

@@ -16,8 +16,17 @@ def inputs(plan, fields):
     return {"logits": plan.path(CLUSTERER.format(**fields), "logits.npy")}
 
 
-SPEC = StageSpec("build_tree", groups=("l2h",), folder=L2H, outputs=(*TREE_FILES, "levels.json"), jobs=per_run("l2h"),
-                 inputs=inputs, mem_mb=4000, mem_per_input=3, runtime=120)
+SPEC = StageSpec(
+    "build_tree",
+    groups=("l2h",),
+    folder=L2H,
+    outputs=(*TREE_FILES, "levels.json"),
+    jobs=per_run("l2h"),
+    inputs=inputs,
+    mem_mb=4000,
+    mem_per_input=3,
+    runtime=120,
+)
 
 
 def run(cfg, job):
@@ -26,16 +35,26 @@ def run(cfg, job):
 
     path = job.input("logits")
     scores = np.load(path, mmap_mode="r")
-    tree, leaves = l2h(scores, aggregation=str(cfg.l2h.aggregation), strategy=str(cfg.l2h.strategy),
-                       input=str(cfg.l2h.input), block_rows=int(cfg.l2h.block_rows), progress=True,
-                       source=str(path), return_assignment=True, bootstrap=int(cfg.l2h.bootstrap),
-                       seed=int(cfg.l2h.bootstrap_seed))
+    tree, leaves = l2h(
+        scores,
+        aggregation=str(cfg.l2h.aggregation),
+        strategy=str(cfg.l2h.strategy),
+        input=str(cfg.l2h.input),
+        block_rows=int(cfg.l2h.block_rows),
+        progress=True,
+        source=str(path),
+        return_assignment=True,
+        bootstrap=int(cfg.l2h.bootstrap),
+        seed=int(cfg.l2h.bootstrap_seed),
+    )
     tree.info["source_sha256"] = sha256_file(path)
     tree.write(job.output)
     write_npy(job.output / "leaves.npy", leaves)
     write_npy(job.output / "clusters.npy", leaves)
-    write_json(job.output / "levels.json", suggest_levels(tree, scores, leaves=leaves, input=str(cfg.l2h.input),
-                                                           supports=tree_supports(tree)))
+    write_json(
+        job.output / "levels.json",
+        suggest_levels(tree, scores, leaves=leaves, input=str(cfg.l2h.input), supports=tree_supports(tree)),
+    )
     return {"k": tree.k, "n_points": int(scores.shape[0]), "empty_clusters": tree.info.get("empty_clusters")}
 
 

@@ -30,8 +30,16 @@ def inputs(plan, fields):
     return out
 
 
-SPEC = StageSpec("evaluate", groups=(), folder="{run}", outputs=("metrics.json", "leaf_names.json", "comparison.json"),
-                 jobs=per_run(None), inputs=inputs, mem_mb=8000, runtime=60)
+SPEC = StageSpec(
+    "evaluate",
+    groups=(),
+    folder="{run}",
+    outputs=("metrics.json", "leaf_names.json", "comparison.json"),
+    jobs=per_run(None),
+    inputs=inputs,
+    mem_mb=8000,
+    runtime=60,
+)
 
 
 def leaf_names(leaves: np.ndarray, labels: np.ndarray, k: int, class_names: list[str]) -> list[str]:
@@ -40,12 +48,12 @@ def leaf_names(leaves: np.ndarray, labels: np.ndarray, k: int, class_names: list
     counts = counts.reshape(k, len(class_names))
     sizes = counts.sum(axis=1)
     top = counts.argmax(axis=1)
-    return [f"{class_names[c]} ({counts[i, c] / sizes[i]:.0%})" if sizes[i] else "(empty)"
-            for i, c in enumerate(top)]
+    return [f"{class_names[c]} ({counts[i, c] / sizes[i]:.0%})" if sizes[i] else "(empty)" for i, c in enumerate(top)]
 
 
-def compare_with_classes(tree, leaves: np.ndarray, labels: np.ndarray, classes: dict, *, n_random: int = 100,
-                         seed: int = 0) -> dict:
+def compare_with_classes(
+    tree, leaves: np.ndarray, labels: np.ndarray, classes: dict, *, n_random: int = 100, seed: int = 0
+) -> dict:
     """The tree against the dataset's class hierarchy (``classes["hierarchy"]``), its leaves named by the
     classes matched to them one to one; ``{"reference": None, "reason": ...}`` where that does not apply."""
     from scipy.optimize import linear_sum_assignment
@@ -57,8 +65,10 @@ def compare_with_classes(tree, leaves: np.ndarray, labels: np.ndarray, classes: 
     if not hierarchy:
         return {"reference": None, "reason": f"dataset {classes.get('dataset')} has no class hierarchy"}
     if tree.k != len(names):
-        return {"reference": None, "reason": f"the tree has {tree.k} leaves for {len(names)} classes; the comparison "
-                                             "needs one leaf per class"}
+        return {
+            "reference": None,
+            "reason": f"the tree has {tree.k} leaves for {len(names)} classes; the comparison needs one leaf per class",
+        }
     table = np.zeros((tree.k, len(names)), dtype=np.int64)
     np.add.at(table, (leaves, labels), 1)
     rows, cols = linear_sum_assignment(-table)
@@ -67,9 +77,13 @@ def compare_with_classes(tree, leaves: np.ndarray, labels: np.ndarray, classes: 
     reference = ClassTree.from_edges([tuple(e) for e in hierarchy["edges"]], source="classes.json hierarchy")
     ordered = reference.reorder([hierarchy["leaves"][c] for c in leaf_class])  # leaf i of both = the same class
     result = compare(tree, Reference(ordered, source="dataset class hierarchy"), n_random=n_random, seed=seed)
-    return {"reference": "dataset class hierarchy",
-            "leaf_classes": [names[c] for c in leaf_class],
-            "matched_points": int(table[rows, cols].sum()), "n_points": int(len(labels)), **result}
+    return {
+        "reference": "dataset class hierarchy",
+        "leaf_classes": [names[c] for c in leaf_class],
+        "matched_points": int(table[rows, cols].sum()),
+        "n_points": int(len(labels)),
+        **result,
+    }
 
 
 def run(cfg, job):
@@ -94,10 +108,17 @@ def run(cfg, job):
     if comparison.get("reference") is not None:
         metrics["ref_cophenetic"] = comparison["cophenetic_correlation"]["value"]
         metrics["ref_rf"] = comparison["robinson_foulds"]["value"]
-    record = {"run": job.run, "split": EVAL_SPLIT, "n_points": int(len(labels)), "tree_leaves": int(tree.k),
-              "labels": {"classes": classes["num_classes"],
-                         "coarse": None if coarse is None else len(classes["coarse_names"] or np.unique(coarse))},
-              "metrics": metrics}
+    record = {
+        "run": job.run,
+        "split": EVAL_SPLIT,
+        "n_points": int(len(labels)),
+        "tree_leaves": int(tree.k),
+        "labels": {
+            "classes": classes["num_classes"],
+            "coarse": None if coarse is None else len(classes["coarse_names"] or np.unique(coarse)),
+        },
+        "metrics": metrics,
+    }
     write_json(job.output / "metrics.json", record)
     write_json(job.output / "leaf_names.json", leaf_names(leaves, labels, tree.k, classes["class_names"]))
     write_json(job.output / "comparison.json", comparison)

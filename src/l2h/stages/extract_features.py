@@ -16,14 +16,24 @@ from l2h.stages.spec import StageSpec, per_dataset_space
 
 
 def inputs(plan, fields):
-    return {"classes": plan.path(DATA.format(**fields), "classes.json"),
-            "weights": plan.path(WEIGHTS, f"{fields['backbone']}.json")}
+    return {
+        "classes": plan.path(DATA.format(**fields), "classes.json"),
+        "weights": plan.path(WEIGHTS, f"{fields['backbone']}.json"),
+    }
 
 
-SPEC = StageSpec("extract_features", groups=("dataset", "backbone"), folder=FEATURES,
-                 outputs=tuple(f"{split}{ext}" for split in SPLITS for ext in (".npy", ".meta.json")),
-                 jobs=per_dataset_space, inputs=inputs, threads=4, mem_mb=32000, runtime=720,
-                 gpu_groups=("backbone",))
+SPEC = StageSpec(
+    "extract_features",
+    groups=("dataset", "backbone"),
+    folder=FEATURES,
+    outputs=tuple(f"{split}{ext}" for split in SPLITS for ext in (".npy", ".meta.json")),
+    jobs=per_dataset_space,
+    inputs=inputs,
+    threads=4,
+    mem_mb=32000,
+    runtime=720,
+    gpu_groups=("backbone",),
+)
 
 
 def check_same_copy(recorded: dict | None, found: dict | None, classes: str, split: str) -> None:
@@ -31,9 +41,11 @@ def check_same_copy(recorded: dict | None, found: dict | None, classes: str, spl
     want = (recorded or {}).get("checksum")
     got = (found or {}).get("checksum")
     if want != got:
-        raise InputError(f"{classes}: split {split!r} was prepared from a copy with checksum {want}, but the copy "
-                         f"read now has {got}: the dataset copy changed; run prepare_data again "
-                         f"(snakemake --forcerun prepare_data)")
+        raise InputError(
+            f"{classes}: split {split!r} was prepared from a copy with checksum {want}, but the copy "
+            f"read now has {got}: the dataset copy changed; run prepare_data again "
+            f"(snakemake --forcerun prepare_data)"
+        )
 
 
 def run(cfg, job):
@@ -48,8 +60,9 @@ def run(cfg, job):
         images = source.load(str(cfg.paths.data), split)
         if classes and "copy" in images.info:
             check_same_copy(recorded.get(split, {}).get("copy"), images.info["copy"], classes, split)
-        cached = extract_to_cache(cfg.backbone, images, job.output, split,
-                                  dataset={"name": str(cfg.dataset.name), "split": split})
+        cached = extract_to_cache(
+            cfg.backbone, images, job.output, split, dataset={"name": str(cfg.dataset.name), "split": split}
+        )
         shapes[split] = [cached.meta["n"], cached.meta["dim"]]
     return {"shapes": shapes, "device": cached.meta["device"]}
 

@@ -14,9 +14,9 @@ import json
 import shutil
 import time
 import zipfile
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from l2h.errors import InputError
 from l2h.io import sha256_file
@@ -27,8 +27,9 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 
 def output_record(folder: Path) -> dict[str, dict[str, object]]:
     """``{name: {"sha256": ..., "bytes": ...}}`` of every file in ``folder`` (a job's staged outputs)."""
-    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 def recorded(path: Path) -> dict[str, object] | None:
@@ -63,8 +64,7 @@ def structure_problem(path: Path) -> str | None:
 
             with open(path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(fh)  # the header only
                 offset = fh.tell()
             if dtype.hasobject:
@@ -139,8 +139,11 @@ def verify_inputs(files: Iterable[str], *, results: Path) -> dict[str, str]:
         why = why or structure_problem(path)
         if why:
             moved = quarantine(path, results) if record is not None else None
-            remedy = (f"moved to {moved}; run the same command again to rebuild it" if moved else
-                      "replace or delete it, then run again")
+            remedy = (
+                f"moved to {moved}; run the same command again to rebuild it"
+                if moved
+                else "replace or delete it, then run again"
+            )
             raise InputError(f"{path}: corrupt ({why}); {remedy}")
         out[str(path)] = digest
     return out
@@ -156,4 +159,3 @@ def corrupt_outputs(paths: Iterable[str]) -> list[tuple[Path, str]]:
             if why:
                 out.append((path, why))
     return out
-

@@ -8,8 +8,9 @@ all take paths from the templates here, so the layout is defined once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 #: Logical splits (keys of every dataset config's ``splits``): clusterers are fitted on ``train``;
 #: L2H, the baselines and every metric use ``test``.
@@ -40,8 +41,14 @@ RESERVED = {"data", "features", "weights", "tables", "figures", "logs", "reports
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
 
 #: Display names of the clusterers and baselines (an option's ``display_name`` wins).
-DISPLAY = {"kmeans": "kmeans", "turtle": "TURTLE", "temi": "TEMI", "agglomerative": "Agglomerative",
-           "deepect": "DeepECT", "treevae": "TreeVAE"}
+DISPLAY = {
+    "kmeans": "kmeans",
+    "turtle": "TURTLE",
+    "temi": "TEMI",
+    "agglomerative": "Agglomerative",
+    "deepect": "DeepECT",
+    "treevae": "TreeVAE",
+}
 
 
 def method_label(kind: str, name: str, cfg: Mapping[str, Any] | None = None) -> str:
@@ -102,15 +109,16 @@ def template_regex(template: str, patterns: Mapping[str, str]) -> str:
     """A regex with one named group per placeholder of ``template``."""
     out, pos = [], 0
     for m in re.finditer(r"\{(\w+)\}", template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         out.append(f"(?P<{m.group(1)}>{patterns[m.group(1)]})")
         pos = m.end()
     out.append(re.escape(template[pos:]))
     return "".join(out)
 
 
-def wildcard_patterns(options: Mapping[str, Iterable[str]], aggregations: Iterable[str],
-                      strategies: Iterable[str]) -> dict[str, str]:
+def wildcard_patterns(
+    options: Mapping[str, Iterable[str]], aggregations: Iterable[str], strategies: Iterable[str]
+) -> dict[str, str]:
     """A regex per wildcard of the layout; ``run`` matches an L2H or a baseline run folder."""
     patterns = {
         "dataset": NAME_RE,
@@ -134,6 +142,14 @@ def parse_run(folder: str, patterns: Mapping[str, str]) -> Run | None:
         if m:
             g = m.groupdict()
             method = g["clusterer"] if kind == "l2h" else g["baseline"]
-            return Run(kind, g["dataset"], g["backbone"], method, int(g["k"]), int(g["seed"]),
-                       g.get("aggregation"), g.get("strategy"))
+            return Run(
+                kind,
+                g["dataset"],
+                g["backbone"],
+                method,
+                int(g["k"]),
+                int(g["seed"]),
+                g.get("aggregation"),
+                g.get("strategy"),
+            )
     return None

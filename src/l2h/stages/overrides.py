@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from l2h.errors import InputError
 
@@ -17,9 +18,18 @@ from l2h.errors import InputError
 GROUPS = ("dataset", "backbone", "clusterer", "l2h", "baseline", "paths")
 #: Grid dimensions, and the override keys that set them.
 GRID_KEYS = ("dataset", "backbone", "clusterer", "k", "aggregation", "strategy", "seed", "baseline")
-GRID_OVERRIDES = {"dataset": "dataset", "backbone": "backbone", "clusterer": "clusterer", "baseline": "baseline",
-                  "clusterer.k": "k", "k": "k", "clusterer.seed": "seed", "seed": "seed",
-                  "l2h.aggregation": "aggregation", "l2h.strategy": "strategy"}
+GRID_OVERRIDES = {
+    "dataset": "dataset",
+    "backbone": "backbone",
+    "clusterer": "clusterer",
+    "baseline": "baseline",
+    "clusterer.k": "k",
+    "k": "k",
+    "clusterer.seed": "seed",
+    "seed": "seed",
+    "l2h.aggregation": "aggregation",
+    "l2h.strategy": "strategy",
+}
 
 
 def hydra_value(value: Any) -> str:
@@ -55,8 +65,10 @@ def split_overrides(text: str | Iterable[str] | None) -> list[str]:
     try:
         return shlex.split(text)
     except ValueError as exc:  # e.g. an unbalanced quote
-        raise InputError(f"overrides {text!r}: cannot split into overrides ({exc}); quote each value once, "
-                         f"e.g. overrides=\"clusterer.k=5 l2h.aggregation=sum_all\"") from None
+        raise InputError(
+            f"overrides {text!r}: cannot split into overrides ({exc}); quote each value once, "
+            f'e.g. overrides="clusterer.k=5 l2h.aggregation=sum_all"'
+        ) from None
 
 
 @dataclass
@@ -71,12 +83,13 @@ class Overrides:
 
     grid: dict[str, list] = field(default_factory=dict)
     passthrough: list[tuple[str, str]] = field(default_factory=list)  # (group, override text)
-    keys: dict[str, str | None] = field(default_factory=dict)         # override text -> key within its group
-    adds: set[str] = field(default_factory=set)                       # texts of '+'/'++' overrides
+    keys: dict[str, str | None] = field(default_factory=dict)  # override text -> key within its group
+    adds: set[str] = field(default_factory=set)  # texts of '+'/'++' overrides
 
     @classmethod
-    def parse(cls, text: str | Iterable[str] | None, *, options: Mapping[str, list[str]],
-              source: str = "overrides") -> "Overrides":
+    def parse(
+        cls, text: str | Iterable[str] | None, *, options: Mapping[str, list[str]], source: str = "overrides"
+    ) -> "Overrides":
         """Parse overrides with Hydra's own parser; ``text`` is a string (split like a shell command line)
         or a list of override strings. A sweep or a list value on a grid key sets that grid dimension;
         sweeps over other keys are refused."""
@@ -117,8 +130,10 @@ class Overrides:
             if group not in GROUPS:
                 raise InputError(f"{source}: {item!r} does not name a config group; groups: {', '.join(GROUPS)}")
             if ov.is_sweep_override():
-                raise InputError(f"{source}: {item!r} sweeps a value that is not part of the result paths; "
-                                 f"sweeps are supported over {', '.join(sorted(GRID_OVERRIDES))}")
+                raise InputError(
+                    f"{source}: {item!r} sweeps a value that is not part of the result paths; "
+                    f"sweeps are supported over {', '.join(sorted(GRID_OVERRIDES))}"
+                )
             if "@" in key:
                 raise InputError(f"{source}: {item!r}: package overrides ('@') are not supported")
             out.passthrough.append((group, ov.input_line))

@@ -15,9 +15,10 @@ import itertools
 import re
 import shlex
 import sys
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from l2h import schema
 from l2h.errors import InputError
@@ -48,8 +49,14 @@ class Plan:
     option value its schema does not allow — for every job of the plan, before any job runs.
     """
 
-    def __init__(self, conf_dir: str | Path | None = None, experiment: str | None = None,
-                 overrides: str | Iterable[str] | None = None, *, tag: str | None = None):
+    def __init__(
+        self,
+        conf_dir: str | Path | None = None,
+        experiment: str | None = None,
+        overrides: str | Iterable[str] | None = None,
+        *,
+        tag: str | None = None,
+    ):
         self.conf_dir = Path(conf_dir or default_conf_dir()).resolve()
         if not (self.conf_dir / "config.yaml").is_file():
             raise InputError(f"{self.conf_dir}: no config.yaml (expected the repository's conf/ folder)")
@@ -60,8 +67,10 @@ class Plan:
         if experiment is not None and experiment not in self.options["experiment"]:
             raise InputError(f"experiment {experiment!r}: unknown; available: {', '.join(self.options['experiment'])}")
         self.experiment_file = self.conf_dir / "experiment" / f"{experiment or self._default_experiment()}.yaml"
-        base = self.compose(((f"experiment={experiment}",) if experiment else ())
-                            + tuple(text for group, text in self.overrides.passthrough if group == "paths"))
+        base = self.compose(
+            ((f"experiment={experiment}",) if experiment else ())
+            + tuple(text for group, text in self.overrides.passthrough if group == "paths")
+        )
         from omegaconf import OmegaConf
 
         self.experiment = OmegaConf.to_container(base.experiment, resolve=True)
@@ -139,21 +148,27 @@ class Plan:
         for key, items in settings.items():
             group, _, option = str(key).partition("/")
             if group not in GROUPS or (option and option not in self.options[group]):
-                raise InputError(f"{self._rel(self.experiment_file)}: settings key {key!r} must be 'group' or "
-                                 f"'group/option' with an existing option (groups: {', '.join(GROUPS)})")
+                raise InputError(
+                    f"{self._rel(self.experiment_file)}: settings key {key!r} must be 'group' or "
+                    f"'group/option' with an existing option (groups: {', '.join(GROUPS)})"
+                )
             items = [items] if isinstance(items, str) else list(items or [])
             parsed = Overrides.parse(items, options=self.options, source=f"{self._rel(self.experiment_file)} settings")
             if parsed.grid or any(g != group for g, _ in parsed.passthrough):
-                raise InputError(f"{self._rel(self.experiment_file)}: settings[{key!r}] may only set values of the "
-                                 f"{group} group that are not grid dimensions, got {items}")
+                raise InputError(
+                    f"{self._rel(self.experiment_file)}: settings[{key!r}] may only set values of the "
+                    f"{group} group that are not grid dimensions, got {items}"
+                )
             out[key] = items
         return out
 
     def _check_threads(self, threads: Mapping[str, Any]) -> dict[str, int]:
         unknown = sorted(set(threads) - set(self.stages))
         if unknown:
-            raise InputError(f"{self._rel(self.experiment_file)}: threads key {unknown[0]!r} is not a stage; stages: "
-                             f"{', '.join(self.stages)}")
+            raise InputError(
+                f"{self._rel(self.experiment_file)}: threads key {unknown[0]!r} is not a stage; stages: "
+                f"{', '.join(self.stages)}"
+            )
         return {stage: int(count) for stage, count in threads.items()}
 
     def threads(self, stage: str) -> int:
@@ -184,8 +199,10 @@ class Plan:
     def _check_name(self, group: str, name: Any) -> str:
         name = str(name)
         if name not in self.options[group]:
-            raise InputError(f"{group} {name!r}: unknown (experiment {self.name}); available: "
-                             f"{', '.join(self.options[group]) or 'none'}")
+            raise InputError(
+                f"{group} {name!r}: unknown (experiment {self.name}); available: "
+                f"{', '.join(self.options[group]) or 'none'}"
+            )
         if group == "dataset" and name in RESERVED:
             raise InputError(f"dataset name {name!r} is reserved for a results folder")
         return name
@@ -194,8 +211,9 @@ class Plan:
         if k is None or str(k).lower() in ("null", "none"):
             num = self.group_config("dataset", dataset).get("num_classes")
             if num is None:
-                raise InputError(f"dataset {dataset}: K is null but the dataset config has no num_classes; "
-                                 f"set clusterer.k")
+                raise InputError(
+                    f"dataset {dataset}: K is null but the dataset config has no num_classes; set clusterer.k"
+                )
             k = num
         if isinstance(k, bool) or not re.fullmatch(r"\d+", str(k).strip()) or int(str(k).strip()) < 2:
             raise InputError(f"clusterer.k = {k!r}: K must be an integer >= 2 ({self._grid_source('k')})")
@@ -231,8 +249,10 @@ class Plan:
             seeds = []
             for s in block["seed"]:
                 if isinstance(s, bool) or not re.fullmatch(r"\d+", str(s)) or int(s) > MAX_SEED:
-                    raise InputError(f"seed = {s!r}: must be an integer in 0..{MAX_SEED}, the range every "
-                                     f"component's random generator accepts ({self._grid_source('seed')})")
+                    raise InputError(
+                        f"seed = {s!r}: must be an integer in 0..{MAX_SEED}, the range every "
+                        f"component's random generator accepts ({self._grid_source('seed')})"
+                    )
                 seeds.append(int(s))
             for d, b, k, seed in itertools.product(datasets, backbones, block["k"], seeds):
                 k = self._k(d, k)
@@ -252,8 +272,10 @@ class Plan:
     def _check_k(self, k: int, dataset: str, split: str, what: str) -> None:
         size = self._split_size(dataset, split)
         if size is not None and k > size:
-            raise InputError(f"clusterer.k = {k}: {what} cannot make more clusters than the {size} points of "
-                             f"{dataset}'s {split} split ({self._grid_source('k')})")
+            raise InputError(
+                f"clusterer.k = {k}: {what} cannot make more clusters than the {size} points of "
+                f"{dataset}'s {split} split ({self._grid_source('k')})"
+            )
 
     def _check_datasets(self, data_root: str) -> None:
         """Each dataset's config and local copy (its path, layout and archive checksums), before any job runs."""
@@ -267,9 +289,11 @@ class Plan:
                 owners.setdefault(str(node["local"]), []).append(name)
         for local, names in owners.items():
             if len(names) > 1:
-                raise InputError(f"dataset.local={local} is set for {len(names)} datasets ({', '.join(names)}): a "
-                                 f"copy belongs to one dataset; give each its own in the experiment's settings "
-                                 f"(dataset/{names[0]}: ['dataset.local=...'])")
+                raise InputError(
+                    f"dataset.local={local} is set for {len(names)} datasets ({', '.join(names)}): a "
+                    f"copy belongs to one dataset; give each its own in the experiment's settings "
+                    f"(dataset/{names[0]}: ['dataset.local=...'])"
+                )
         for name in dict.fromkeys(run.dataset for run in self.runs):
             verify_local_copy(self.group_config("dataset", name), data_root, progress=True)
 
@@ -301,8 +325,9 @@ class Plan:
 
     def _extras(self, group: str, option: str | None) -> list[str]:
         """The experiment's settings and the user's pass-through overrides for ``group`` (and ``option``)."""
-        return self._settings(group, option) + [text for g, text in self.overrides.passthrough
-                                                if g == group and self._applies(text, group, option)]
+        return self._settings(group, option) + [
+            text for g, text in self.overrides.passthrough if g == group and self._applies(text, group, option)
+        ]
 
     def _settings(self, group: str, option: str | None) -> list[str]:
         """The experiment's settings for ``group`` and for ``group/option``."""
@@ -346,8 +371,10 @@ class Plan:
             if not any(self._applies(text, group, option) for option in options):
                 names = ", ".join(sorted(o for o in options if o)) or group
                 key = f"{group}.{self.overrides.keys[text]}"
-                raise InputError(f"{key}: unknown key: it is in no {group} option this experiment uses ({names}) "
-                                 f"(set by override {text!r})")
+                raise InputError(
+                    f"{key}: unknown key: it is in no {group} option this experiment uses ({names}) "
+                    f"(set by override {text!r})"
+                )
 
     def group_overrides(self, stage: str, fields: Mapping[str, Any]) -> tuple[str, ...]:
         """The Hydra overrides that configure ``stage`` for the job with wildcard values ``fields``:
@@ -368,8 +395,11 @@ class Plan:
         then set on a copy."""
         key = (group, option, tuple(values))
         if key not in self._validated:
-            base = tuple(([f"{group}={option}"] if option is not None else []) + self._extras(group, option)
-                         + self._extras("paths", None))
+            base = tuple(
+                ([f"{group}={option}"] if option is not None else [])
+                + self._extras(group, option)
+                + self._extras("paths", None)
+            )
             node = _group_node(str(self.conf_dir), group, base, tuple(values))
             self._check(group, node, option=option)
             self._validated[key] = node
@@ -400,12 +430,19 @@ class Plan:
             paper = [str(p) for p in self.experiment.get("paper") or []]
             unknown = sorted(set(paper) - set(reference_names()))
             if unknown:
-                raise InputError(f"experiment.paper = {unknown}: no such paper table; available: "
-                                 f"{', '.join(reference_names())} (in {self._rel(self.experiment_file)})")
-            return {"experiment": self.name, "table": self.table_name,
-                    "description": str(self.experiment.get("description") or ""),
-                    "figures": [self.figure(run) for run in self.runs], "plots": self.plot_stems(),
-                    "report": self.path(REPORTS, f"{self.table_name}.html"), "paper": paper}
+                raise InputError(
+                    f"experiment.paper = {unknown}: no such paper table; available: "
+                    f"{', '.join(reference_names())} (in {self._rel(self.experiment_file)})"
+                )
+            return {
+                "experiment": self.name,
+                "table": self.table_name,
+                "description": str(self.experiment.get("description") or ""),
+                "figures": [self.figure(run) for run in self.runs],
+                "plots": self.plot_stems(),
+                "report": self.path(REPORTS, f"{self.table_name}.html"),
+                "paper": paper,
+            }
         return {key: (int(val) if key in ("k", "seed") else val) for key, val in fields.items()}
 
     def figure(self, run: Run) -> str | None:
@@ -448,8 +485,18 @@ class Plan:
         from l2h.report.sweeps import PLOTS, has_levels, sweep_kinds
 
         levels = any(has_levels(self.group_config("dataset", d)) for d in dict.fromkeys(r.dataset for r in self.runs))
-        runs = [{"kind": r.kind, "dataset": r.dataset, "backbone": r.backbone, "method": r.method, "k": r.k,
-                 "aggregation": r.aggregation, "strategy": r.strategy} for r in self.runs]
+        runs = [
+            {
+                "kind": r.kind,
+                "dataset": r.dataset,
+                "backbone": r.backbone,
+                "method": r.method,
+                "k": r.k,
+                "aggregation": r.aggregation,
+                "strategy": r.strategy,
+            }
+            for r in self.runs
+        ]
         folder = FIGURES.format(experiment=self.table_name)
         return {kind: self.path(folder, PLOTS[kind]) for kind in sweep_kinds(runs, levels=levels)}
 
@@ -508,9 +555,11 @@ class Plan:
     def command(self, stage: str, fields: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
         """The shell command of the job: ``python -m l2h.stages.<stage>`` with its Hydra overrides."""
         if stage == "report":
-            named = {"metrics": [self.path(run.folder, "metrics.json") for run in self.runs],
-                     "leaves": [self.path(run.folder, "leaves.npy") for run in self.runs],
-                     "labels": [self.path(DATA.format(dataset=run.dataset), "labels.npz") for run in self.runs]}
+            named = {
+                "metrics": [self.path(run.folder, "metrics.json") for run in self.runs],
+                "leaves": [self.path(run.folder, "leaves.npy") for run in self.runs],
+                "labels": [self.path(DATA.format(dataset=run.dataset), "labels.npz") for run in self.runs],
+            }
             output = self.path(TABLES)
         else:
             named = {key: (list(val) if not isinstance(val, str) else val) for key, val in inputs.items()}
@@ -520,9 +569,16 @@ class Plan:
         if checkpoints is not None:
             extra.append(f"{self.stages[stage].checkpoints}.checkpoint_dir={hydra_value(checkpoints)}")
         stage_node = {"inputs": named or None, "output": output, "run": self.descriptor(stage, fields)}
-        args = [sys.executable, "-m", f"l2h.stages.{stage}", "--config-path", str(self.conf_dir),
-                *self.group_overrides(stage, fields), *extra,
-                *(f"stage.{key}={hydra_value(val)}" for key, val in stage_node.items())]
+        args = [
+            sys.executable,
+            "-m",
+            f"l2h.stages.{stage}",
+            "--config-path",
+            str(self.conf_dir),
+            *self.group_overrides(stage, fields),
+            *extra,
+            *(f"stage.{key}={hydra_value(val)}" for key, val in stage_node.items()),
+        ]
         return shlex.join(args)
 
 
@@ -535,7 +591,7 @@ def _container(cfg, group: str, OmegaConf) -> dict[str, Any]:
         raise InputError(f"{group}: {' '.join(str(exc).split())}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _group_node(conf_dir: str, group: str, base: tuple[str, ...], values: tuple[str, ...]) -> dict[str, Any]:
     """``group`` of the root config composed with ``base``, with the plain ``key=value`` overrides ``values``
     set afterwards (parsed by Hydra's override parser, set with OmegaConf)."""
@@ -554,7 +610,7 @@ def _group_node(conf_dir: str, group: str, base: tuple[str, ...], values: tuple[
     return _container(cfg, group, OmegaConf)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compose(conf_dir: str, overrides: tuple[str, ...]):
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -565,6 +621,6 @@ def _compose(conf_dir: str, overrides: tuple[str, ...]):
             return compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         message = " ".join(str(exc).split())
-        raise InputError(f"the config does not compose with {' '.join(overrides) or 'no overrides'}: {message}") \
-            from None
-
+        raise InputError(
+            f"the config does not compose with {' '.join(overrides) or 'no overrides'}: {message}"
+        ) from None

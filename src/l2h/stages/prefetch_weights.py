@@ -13,16 +13,26 @@ from l2h.stages.app import stage_main
 from l2h.stages.layout import WEIGHTS
 from l2h.stages.spec import StageSpec, no_inputs, per_space
 
-SPEC = StageSpec("prefetch_weights", groups=("backbone",), folder=WEIGHTS, outputs=("{backbone}.json",),
-                 jobs=per_space, inputs=no_inputs, record="{backbone}", local=True)
+SPEC = StageSpec(
+    "prefetch_weights",
+    groups=("backbone",),
+    folder=WEIGHTS,
+    outputs=("{backbone}.json",),
+    jobs=per_space,
+    inputs=no_inputs,
+    record="{backbone}",
+    local=True,
+)
 
 
 def run(cfg, job):
     from l2h.features import prefetch
 
     files = [Path(p) for p in prefetch(cfg.backbone)]
-    write_json(job.output / f"{cfg.backbone.name}.json",
-               {"backbone": str(cfg.backbone.name), "files": {str(p): sha256_file(p) for p in files}})
+    write_json(
+        job.output / f"{cfg.backbone.name}.json",
+        {"backbone": str(cfg.backbone.name), "files": {str(p): sha256_file(p) for p in files}},
+    )
     return {"files": len(files)}
 
 

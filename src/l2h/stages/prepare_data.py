@@ -15,8 +15,15 @@ from l2h.stages.app import stage_main
 from l2h.stages.layout import DATA, SPLITS
 from l2h.stages.spec import StageSpec, no_inputs, per_dataset
 
-SPEC = StageSpec("prepare_data", groups=("dataset",), folder=DATA, outputs=("labels.npz", "classes.json"),
-                 jobs=per_dataset, inputs=no_inputs, local=True)
+SPEC = StageSpec(
+    "prepare_data",
+    groups=("dataset",),
+    folder=DATA,
+    outputs=("labels.npz", "classes.json"),
+    jobs=per_dataset,
+    inputs=no_inputs,
+    local=True,
+)
 
 
 def run(cfg, job):
@@ -33,16 +40,25 @@ def run(cfg, job):
         if images.coarse_labels is not None:
             arrays[f"{split}_coarse"] = images.coarse_labels
         splits[split] = {"name": source.split_name(split), "n": len(images), "copy": images.info.get("copy")}
-    tree = source.hierarchy(root)   # the dataset's class hierarchy (superclasses, WordNet, taxonomy), if any
+    tree = source.hierarchy(root)  # the dataset's class hierarchy (superclasses, WordNet, taxonomy), if any
     with atomic_path(job.output / "labels.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    write_json(job.output / "classes.json", {
-        "dataset": source.name, "class_names": list(first.class_names), "num_classes": len(first.class_names),
-        "coarse_names": None if first.coarse_names is None else list(first.coarse_names),
-        "local": source.cfg.get("local"), "unofficial": bool(source.cfg.get("unofficial")), "splits": splits,
-        "hierarchy": None if tree is None else {"edges": [list(e) for e in tree.edges()],
-                                                "leaves": list(tree.leaves)}})
+    write_json(
+        job.output / "classes.json",
+        {
+            "dataset": source.name,
+            "class_names": list(first.class_names),
+            "num_classes": len(first.class_names),
+            "coarse_names": None if first.coarse_names is None else list(first.coarse_names),
+            "local": source.cfg.get("local"),
+            "unofficial": bool(source.cfg.get("unofficial")),
+            "splits": splits,
+            "hierarchy": None
+            if tree is None
+            else {"edges": [list(e) for e in tree.edges()], "leaves": list(tree.leaves)},
+        },
+    )
     return {"splits": splits}
 
 

@@ -32,14 +32,23 @@ def inputs(plan, fields):
 
 # The tables are the stage's folder; its figures, sweep plots and HTML page (other folders) are written in
 # place, each file atomically (Plan.report_outputs lists them all).
-SPEC = StageSpec("report", groups=("experiment",), folder=TABLES,
-                 outputs=("{table}.csv", "{table}.md", "{table}.tex"), jobs=once, inputs=inputs, record="{table}",
-                 local=True)
+SPEC = StageSpec(
+    "report",
+    groups=("experiment",),
+    folder=TABLES,
+    outputs=("{table}.csv", "{table}.md", "{table}.tex"),
+    jobs=once,
+    inputs=inputs,
+    record="{table}",
+    local=True,
+)
 
-PLOT_CAPTIONS = {"k": "Every metric against the number of clusters K (mean ± std over seeds; dots: single seeds).",
-                 "aggregation": "L2H with each aggregation function (mean ± std over seeds).",
-                 "strategy": "L2H with each merging strategy (mean ± std over seeds).",
-                 "levels": "Agreement with the classes and with the coarse labels (the tree cut at their number)."}
+PLOT_CAPTIONS = {
+    "k": "Every metric against the number of clusters K (mean ± std over seeds; dots: single seeds).",
+    "aggregation": "L2H with each aggregation function (mean ± std over seeds).",
+    "strategy": "L2H with each merging strategy (mean ± std over seeds).",
+    "levels": "Agreement with the classes and with the coarse labels (the tree cut at their number).",
+}
 
 
 def _run_title(record: dict) -> str:
@@ -61,8 +70,14 @@ def tree_view(folder: Path, labels_path: Path) -> dict:
         labels = labels[np.load(folder / "indices.npy")]
     classes = json.loads((labels_path.parent / "classes.json").read_text(encoding="utf-8"))["class_names"]
     names = json.loads((folder / "leaf_names.json").read_text(encoding="utf-8"))
-    return tree_payload(tree, names=names, leaves=np.load(folder / "leaves.npy"), labels=labels,
-                        class_names=classes, support=merge_support(tree, raw))
+    return tree_payload(
+        tree,
+        names=names,
+        leaves=np.load(folder / "leaves.npy"),
+        labels=labels,
+        class_names=classes,
+        support=merge_support(tree, raw),
+    )
 
 
 def run(cfg, job):
@@ -81,13 +96,16 @@ def run(cfg, job):
         frame, summary = tables.compare(runs, reference), tables.compare(summary, reference)
     write_text(job.output / f"{name}.csv", tables.to_csv(frame))
     write_text(job.output / f"{name}.md", tables.to_markdown(summary, title=name, description=description))
-    write_text(job.output / f"{name}.tex", tables.to_latex(summary, caption=f"{name}: {description}".strip(),
-                                                           label=f"tab:{name}"))
+    write_text(
+        job.output / f"{name}.tex",
+        tables.to_latex(summary, caption=f"{name}: {description}".strip(), label=f"tab:{name}"),
+    )
     for path, record, figure in zip(paths, records, job.run["figures"]):
         if figure is not None:
             names = json.loads((path.parent / "leaf_names.json").read_text(encoding="utf-8"))
-            figures.plot_dendrogram(Hierarchy.load(path.parent / "tree.json"), figure, names=names,
-                                    title=_run_title(record))
+            figures.plot_dendrogram(
+                Hierarchy.load(path.parent / "tree.json"), figure, names=names, title=_run_title(record)
+            )
     plots = []
     for kind, stem in job.run["plots"].items():
         if kind in ("aggregation", "strategy"):
@@ -95,19 +113,35 @@ def run(cfg, job):
         else:
             written = {"k": figures.plot_k_sweep, "levels": figures.plot_levels}[kind](runs, stem)
         plots.append((PLOT_CAPTIONS[kind], written[-1].read_bytes()))
-    trees = [(_run_title(record), tree_view(path.parent, Path(labels)))
-             for path, record, labels in zip(paths, records, job.input("labels"))]
-    page_tables = [("Averaged over seeds" + (" (the paper's numbers and Δ = ours − paper)" if paper else ""),
-                    tables.to_html(summary))]
+    trees = [
+        (_run_title(record), tree_view(path.parent, Path(labels)))
+        for path, record, labels in zip(paths, records, job.input("labels"))
+    ]
+    page_tables = [
+        (
+            "Averaged over seeds" + (" (the paper's numbers and Δ = ours − paper)" if paper else ""),
+            tables.to_html(summary),
+        )
+    ]
     for ref, text in list(tables.REFERENCES.items())[1:]:
         rows = tables.reference_rows(summary, ref)
         if not rows.empty:
             page_tables.append((f"Compared with {text}", tables.to_html(rows, ref)))
     page_tables.append(("One row per run", tables.runs_html(frame)))
-    notes = [f"Paper numbers: l2h/report/paper/{{{','.join(paper)}}}.csv (sources tagged there); each is compared on "
-             "the labels the paper scored that row on (\"paper labels\")."] if paper else []
-    write_text(job.run["report"], html.report_page(title=name, description=description, tables=page_tables,
-                                                   plots=plots, trees=trees, notes=notes))
+    notes = (
+        [
+            f"Paper numbers: l2h/report/paper/{{{','.join(paper)}}}.csv (sources tagged there); each is compared on "
+            'the labels the paper scored that row on ("paper labels").'
+        ]
+        if paper
+        else []
+    )
+    write_text(
+        job.run["report"],
+        html.report_page(
+            title=name, description=description, tables=page_tables, plots=plots, trees=trees, notes=notes
+        ),
+    )
     return {"runs": len(records)}
 
 

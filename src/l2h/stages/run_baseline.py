@@ -12,13 +12,27 @@ from l2h.stages.spec import StageSpec, per_run
 
 
 def inputs(plan, fields):
-    return {"features": [plan.path(FEATURES.format(dataset=fields["dataset"], backbone=b), f"{EVAL_SPLIT}.npy")
-                         for b in fields["backbone"].split("+")]}
+    return {
+        "features": [
+            plan.path(FEATURES.format(dataset=fields["dataset"], backbone=b), f"{EVAL_SPLIT}.npy")
+            for b in fields["backbone"].split("+")
+        ]
+    }
 
 
-SPEC = StageSpec("run_baseline", groups=("baseline",), folder=BASELINE,
-                 outputs=TREE_FILES + ("indices.npy", "info.json"), jobs=per_run("baseline"), inputs=inputs,
-                 threads=4, mem_mb=64000, runtime=720, gpu_groups=("baseline",), checkpoints="baseline")
+SPEC = StageSpec(
+    "run_baseline",
+    groups=("baseline",),
+    folder=BASELINE,
+    outputs=TREE_FILES + ("indices.npy", "info.json"),
+    jobs=per_run("baseline"),
+    inputs=inputs,
+    threads=4,
+    mem_mb=64000,
+    runtime=720,
+    gpu_groups=("baseline",),
+    checkpoints="baseline",
+)
 
 
 def run(cfg, job):

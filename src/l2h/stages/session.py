@@ -14,15 +14,45 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 #: Snakemake options after which nothing is executed (a dry run, summaries, listings, graphs, unlocking).
-_NO_EXECUTION = {"--dry-run", "--dryrun", "--dry_run", "--summary", "--detailed-summary", "--list", "--list-rules",
-                 "--list-target-rules", "--dag", "--rulegraph", "--filegraph", "--lint", "--unlock",
-                 "--cleanup-metadata", "--list-changes", "--lc", "--li", "--lp", "--list-code-changes",
-                 "--list-input-changes", "--list-params-changes", "--report", "--d3dag", "--touch", "-t", "-S", "-D",
-                 "-l", "--archive", "--print-compilation", "--containerize", "--export-cwl", "--generate-unit-tests"}
+_NO_EXECUTION = {
+    "--dry-run",
+    "--dryrun",
+    "--dry_run",
+    "--summary",
+    "--detailed-summary",
+    "--list",
+    "--list-rules",
+    "--list-target-rules",
+    "--dag",
+    "--rulegraph",
+    "--filegraph",
+    "--lint",
+    "--unlock",
+    "--cleanup-metadata",
+    "--list-changes",
+    "--lc",
+    "--li",
+    "--lp",
+    "--list-code-changes",
+    "--list-input-changes",
+    "--list-params-changes",
+    "--report",
+    "--d3dag",
+    "--touch",
+    "-t",
+    "-S",
+    "-D",
+    "-l",
+    "--archive",
+    "--print-compilation",
+    "--containerize",
+    "--export-cwl",
+    "--generate-unit-tests",
+}
 _LOCK = ".snakemake/l2h.lock"
 _held = []  # open lock files of this process (kept open: the lock lasts as long as the process)
 
@@ -47,8 +77,9 @@ def hold_lock(workdir: Path) -> None:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RuntimeError(f"another snakemake run is working in {workdir} ({holder}); wait for it to end "
-                           f"(or stop it), then run again") from None
+        raise RuntimeError(
+            f"another snakemake run is working in {workdir} ({holder}); wait for it to end (or stop it), then run again"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")

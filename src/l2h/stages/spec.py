@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from l2h.stages.plan import Plan
@@ -110,10 +111,12 @@ def per_clusterer(plan: "Plan") -> list[dict[str, Any]]:
 
 def per_run(kind: str | None):
     """Jobs with one job per run of ``kind`` (``l2h``, ``baseline``), or per run folder when ``kind`` is None."""
+
     def jobs(plan: "Plan") -> list[dict[str, Any]]:
         if kind is None:
             return [{"run": run.folder} for run in plan.runs]
         return [run.fields() for run in plan.runs if run.kind == kind]
+
     return jobs
 
 
@@ -121,7 +124,7 @@ def once(plan: "Plan") -> list[dict[str, Any]]:
     return [{"experiment": plan.table_name}]
 
 
-@lru_cache(maxsize=None)
+@cache
 def stages() -> dict[str, StageSpec]:
     """Every stage declared by a module of :mod:`l2h.stages`, in DAG order (the order of :data:`ORDER`,
     then any other stage by name)."""
@@ -135,9 +138,19 @@ def stages() -> dict[str, StageSpec]:
             if spec.name != info.name:
                 raise RuntimeError(f"l2h.stages.{info.name} declares a stage named {spec.name!r}")
             found[spec.name] = spec
-    return {name: found[name] for name in sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))}
+    return {
+        name: found[name] for name in sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    }
 
 
 #: The stages in DAG order (for listings; the DAG itself comes from the files).
-ORDER = ("prepare_data", "prefetch_weights", "extract_features", "train_clusterer", "build_tree", "run_baseline",
-         "evaluate", "report")
+ORDER = (
+    "prepare_data",
+    "prefetch_weights",
+    "extract_features",
+    "train_clusterer",
+    "build_tree",
+    "run_baseline",
+    "evaluate",
+    "report",
+)

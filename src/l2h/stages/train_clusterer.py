@@ -27,10 +27,21 @@ def inputs(plan, fields):
     return {"train": [f"{f}/{FIT_SPLIT}.npy" for f in folders], "test": [f"{f}/{EVAL_SPLIT}.npy" for f in folders]}
 
 
-SPEC = StageSpec("train_clusterer", groups=("clusterer",), folder=CLUSTERER,
-                 outputs=("model.npz", "logits.npy", "info.json"), jobs=per_clusterer, inputs=inputs, threads=4,
-                 mem_mb=16000, mem_per_input=4, runtime=480, gpu_groups=("clusterer",), checkpoints="clusterer",
-                 priority=1)
+SPEC = StageSpec(
+    "train_clusterer",
+    groups=("clusterer",),
+    folder=CLUSTERER,
+    outputs=("model.npz", "logits.npy", "info.json"),
+    jobs=per_clusterer,
+    inputs=inputs,
+    threads=4,
+    mem_mb=16000,
+    mem_per_input=4,
+    runtime=480,
+    gpu_groups=("clusterer",),
+    checkpoints="clusterer",
+    priority=1,
+)
 
 
 def space_logit_files(backbone: str | None, n_spaces: int) -> list[str]:
@@ -38,8 +49,10 @@ def space_logit_files(backbone: str | None, n_spaces: int) -> list[str]:
     or ``logits_space<i>.npy`` when the stage is run by hand without ``stage.run.backbone``."""
     spaces = backbone.split("+") if backbone else [f"space{s}" for s in range(n_spaces)]
     if len(spaces) != n_spaces:
-        raise InputError(f"train_clusterer: stage.run.backbone {backbone!r} names {len(spaces)} spaces, but "
-                         f"{n_spaces} test feature files were given")
+        raise InputError(
+            f"train_clusterer: stage.run.backbone {backbone!r} names {len(spaces)} spaces, but "
+            f"{n_spaces} test feature files were given"
+        )
     return [f"logits_{space}.npy" for space in spaces]
 
 

@@ -41,15 +41,19 @@ def infer_image_shape(d: int, image_shape=None) -> tuple[int, int, int]:
     if image_shape is not None:
         shape = tuple(int(v) for v in image_shape)
         if len(shape) != 3 or min(shape) < 1 or math.prod(shape) != d:
-            raise InputError(f"treevae baseline: image_shape {list(image_shape)} is not [H, W, C] with H·W·C = {d} "
-                             f"(the features' dimension)")
+            raise InputError(
+                f"treevae baseline: image_shape {list(image_shape)} is not [H, W, C] with H·W·C = {d} "
+                f"(the features' dimension)"
+            )
         return shape
     for channels in (3, 1):
         side = math.isqrt(d // channels)
         if d % channels == 0 and side * side * channels == d:
             return side, side, channels
-    raise InputError(f"treevae baseline: cannot infer the image shape from {d} features (neither s×s×3 nor s×s "
-                     f"pixels); set baseline.image_shape to [H, W, C]")
+    raise InputError(
+        f"treevae baseline: cannot infer the image shape from {d} features (neither s×s×3 nor s×s "
+        f"pixels); set baseline.image_shape to [H, W, C]"
+    )
 
 
 def tree_linkage(kids: dict[int, list[int]], split_step: dict[int, int], leaves: list[int]) -> np.ndarray:
@@ -96,16 +100,39 @@ def _levels(values, name: str) -> list[int]:
     return out
 
 
-def treevae(features, *, k: int, seed: int = 0, image_shape: list[int] | None = None, encoder: str = "cnn2",
-            activation: str = "mse", latent_dim: list[int] | tuple[int, ...] = (64,) * 6,
-            mlp_layers: list[int] | tuple[int, ...] = (4096, 512, 512, 512, 512, 512), max_depth: int | None = None,
-            num_epochs: int = 150, num_epochs_smalltree: int = 150, num_epochs_intermediate_fulltrain: int = 0,
-            num_epochs_finetuning: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-5,
-            decay_lr: float = 0.1, decay_stepsize: int = 100, decay_kl: float = 0.01, kl_start: float = 0.01,
-            grow: bool = True, prune: bool = True, augment: bool = True,
-            augmentation_method: list[str] | tuple[str, ...] = ("InfoNCE", "instancewise_full"),
-            aug_decisions_weight: float = 100.0, aug_strength: float = 0.5, device: str = "auto",
-            progress: bool = True, checkpoint_dir: str | None = None, checkpoint_every: int = 10) -> BaselineResult:
+def treevae(
+    features,
+    *,
+    k: int,
+    seed: int = 0,
+    image_shape: list[int] | None = None,
+    encoder: str = "cnn2",
+    activation: str = "mse",
+    latent_dim: list[int] | tuple[int, ...] = (64,) * 6,
+    mlp_layers: list[int] | tuple[int, ...] = (4096, 512, 512, 512, 512, 512),
+    max_depth: int | None = None,
+    num_epochs: int = 150,
+    num_epochs_smalltree: int = 150,
+    num_epochs_intermediate_fulltrain: int = 0,
+    num_epochs_finetuning: int = 0,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    decay_lr: float = 0.1,
+    decay_stepsize: int = 100,
+    decay_kl: float = 0.01,
+    kl_start: float = 0.01,
+    grow: bool = True,
+    prune: bool = True,
+    augment: bool = True,
+    augmentation_method: list[str] | tuple[str, ...] = ("InfoNCE", "instancewise_full"),
+    aug_decisions_weight: float = 100.0,
+    aug_strength: float = 0.5,
+    device: str = "auto",
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 10,
+) -> BaselineResult:
     """Train TreeVAE on images given as flat pixels and return its tree over its leaves.
 
     Parameters
@@ -164,15 +191,20 @@ def treevae(features, *, k: int, seed: int = 0, image_shape: list[int] | None = 
         raise InputError(f"treevae baseline: activation must be one of {ACTIVATIONS}, got {activation!r}")
     latent, hidden = _levels(latent_dim, "latent_dim"), _levels(mlp_layers, "mlp_layers")
     if len(latent) != len(hidden):
-        raise InputError(f"treevae baseline: latent_dim and mlp_layers need one entry per level, got "
-                         f"{len(latent)} and {len(hidden)}")
+        raise InputError(
+            f"treevae baseline: latent_dim and mlp_layers need one entry per level, got {len(latent)} and {len(hidden)}"
+        )
     if encoder == "cnn2":
-        if height != width or height < 4 or height & (height - 1):     # the side must be 4·2^n
-            raise InputError(f"treevae baseline: encoder cnn2 needs square images of side 4·2^n, got "
-                             f"{height}×{width}; use encoder: mlp")
+        if height != width or height < 4 or height & (height - 1):  # the side must be 4·2^n
+            raise InputError(
+                f"treevae baseline: encoder cnn2 needs square images of side 4·2^n, got "
+                f"{height}×{width}; use encoder: mlp"
+            )
         if hidden[0] != resnet_out_dim(height):
-            raise InputError(f"treevae baseline: encoder cnn2 on {height}×{width} images outputs "
-                             f"{resnet_out_dim(height)} features, so mlp_layers[0] must be that, got {hidden[0]}")
+            raise InputError(
+                f"treevae baseline: encoder cnn2 on {height}×{width} images outputs "
+                f"{resnet_out_dim(height)} features, so mlp_layers[0] must be that, got {hidden[0]}"
+            )
     depth = max(len(latent) - 1, math.ceil(math.log2(k))) if max_depth is None else int(max_depth)
     if depth < 1:
         raise InputError(f"treevae baseline: max_depth must be ≥ 1, got {max_depth}")
@@ -180,59 +212,133 @@ def treevae(features, *, k: int, seed: int = 0, image_shape: list[int] | None = 
     hidden += [hidden[-1]] * (depth + 1 - len(hidden))
     methods = tuple(augmentation_method or ()) if augment else ()
     if set(methods) - set(CONTRASTIVE_METHODS):
-        raise InputError(f"treevae baseline: augmentation_method must be a subset of {list(CONTRASTIVE_METHODS)}, "
-                         f"got {list(augmentation_method)}")
-    epochs = {"num_epochs": num_epochs, "num_epochs_smalltree": num_epochs_smalltree,
-              "num_epochs_intermediate_fulltrain": num_epochs_intermediate_fulltrain,
-              "num_epochs_finetuning": num_epochs_finetuning, "decay_stepsize": decay_stepsize,
-              "checkpoint_every": checkpoint_every}
+        raise InputError(
+            f"treevae baseline: augmentation_method must be a subset of {list(CONTRASTIVE_METHODS)}, "
+            f"got {list(augmentation_method)}"
+        )
+    epochs = {
+        "num_epochs": num_epochs,
+        "num_epochs_smalltree": num_epochs_smalltree,
+        "num_epochs_intermediate_fulltrain": num_epochs_intermediate_fulltrain,
+        "num_epochs_finetuning": num_epochs_finetuning,
+        "decay_stepsize": decay_stepsize,
+        "checkpoint_every": checkpoint_every,
+    }
     for name, value in epochs.items():
-        if isinstance(value, bool) or int(value) != value or value < (1 if name in ("num_epochs", "decay_stepsize",
-                                                                                     "checkpoint_every") else 0):
-            raise InputError(f"treevae baseline: {name} must be a non-negative integer (≥ 1 for num_epochs, "
-                             f"decay_stepsize, checkpoint_every), got {value!r}")
+        if (
+            isinstance(value, bool)
+            or int(value) != value
+            or value < (1 if name in ("num_epochs", "decay_stepsize", "checkpoint_every") else 0)
+        ):
+            raise InputError(
+                f"treevae baseline: {name} must be a non-negative integer (≥ 1 for num_epochs, "
+                f"decay_stepsize, checkpoint_every), got {value!r}"
+            )
     if int(batch_size) != batch_size or batch_size < 2 or (augment and batch_size % 2):
-        raise InputError(f"treevae baseline: batch_size must be an integer ≥ 2 (even with augment: half the batch "
-                         f"are first views), got {batch_size!r}")
+        raise InputError(
+            f"treevae baseline: batch_size must be an integer ≥ 2 (even with augment: half the batch "
+            f"are first views), got {batch_size!r}"
+        )
     dev = resolve_device(str(device))
 
-    cfg = ModelConfig(shape=(channels, height, width), encoder=encoder, activation=activation, latent=tuple(latent),
-                      hidden=tuple(hidden), methods=methods)
-    recipe = Recipe(k=int(k), num_epochs=int(num_epochs), num_epochs_smalltree=int(num_epochs_smalltree),
-                    num_epochs_intermediate_fulltrain=int(num_epochs_intermediate_fulltrain),
-                    num_epochs_finetuning=int(num_epochs_finetuning), batch_size=int(batch_size), lr=float(lr),
-                    weight_decay=float(weight_decay), decay_lr=float(decay_lr), decay_stepsize=int(decay_stepsize),
-                    decay_kl=float(decay_kl), kl_start=float(kl_start), grow=bool(grow), prune=bool(prune),
-                    augment=bool(augment), aug_decisions_weight=float(aug_decisions_weight),
-                    aug_strength=float(aug_strength), max_depth=depth)
+    cfg = ModelConfig(
+        shape=(channels, height, width),
+        encoder=encoder,
+        activation=activation,
+        latent=tuple(latent),
+        hidden=tuple(hidden),
+        methods=methods,
+    )
+    recipe = Recipe(
+        k=int(k),
+        num_epochs=int(num_epochs),
+        num_epochs_smalltree=int(num_epochs_smalltree),
+        num_epochs_intermediate_fulltrain=int(num_epochs_intermediate_fulltrain),
+        num_epochs_finetuning=int(num_epochs_finetuning),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        decay_lr=float(decay_lr),
+        decay_stepsize=int(decay_stepsize),
+        decay_kl=float(decay_kl),
+        kl_start=float(kl_start),
+        grow=bool(grow),
+        prune=bool(prune),
+        augment=bool(augment),
+        aug_decisions_weight=float(aug_decisions_weight),
+        aug_strength=float(aug_strength),
+        max_depth=depth,
+    )
     images = np.ascontiguousarray(
-        np.asarray(x, dtype=np.float32).reshape(-1, height, width, channels).transpose(0, 3, 1, 2))
-    model, record, run_info = fit(images, cfg, recipe, seed=int(seed), device=dev, progress=progress,
-                                  checkpoint_dir=checkpoint_dir, checkpoint_every=int(checkpoint_every))
+        np.asarray(x, dtype=np.float32).reshape(-1, height, width, channels).transpose(0, 3, 1, 2)
+    )
+    model, record, run_info = fit(
+        images,
+        cfg,
+        recipe,
+        seed=int(seed),
+        device=dev,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=int(checkpoint_every),
+    )
     leaf_nodes, probs = assign(model, images, dev)
     if len(leaf_nodes) < 2:
-        raise RuntimeError("TreeVAE ended with a single leaf (pruning removed every split), so there is no tree to "
-                           "evaluate; use another seed or more epochs")
+        raise RuntimeError(
+            "TreeVAE ended with a single leaf (pruning removed every split), so there is no tree to "
+            "evaluate; use another seed or more epochs"
+        )
     leaves = probs.argmax(1).astype(np.int64)
     z = tree_linkage(model.kids, model.split_step, leaf_nodes)
     n_leaves = len(leaf_nodes)
-    settings = {"image_shape": [height, width, channels], "encoder": encoder, "activation": activation,
-                "latent_dim": latent, "mlp_layers": hidden, "max_depth": depth, **{n: int(v) for n, v in epochs.items()
-                                                                                   if n != "checkpoint_every"},
-                "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
-                "decay_lr": float(decay_lr), "decay_kl": float(decay_kl), "kl_start": float(kl_start),
-                "grow": bool(grow), "prune": bool(prune), "augment": bool(augment),
-                "augmentation_method": list(methods), "aug_decisions_weight": float(aug_decisions_weight),
-                "aug_strength": float(aug_strength), "seed": int(seed)}
-    info = {"method": "treevae", "implementation": "l2h.baselines.treevae (after lauramanduchi/treevae)",
-            **settings, "n_points": int(x.shape[0]), "n_features": int(x.shape[1]), "k": int(k),
-            "n_leaves": n_leaves, "leaf_nodes": leaf_nodes, "leaf_depths": [model.depth[n] for n in leaf_nodes]}
+    settings = {
+        "image_shape": [height, width, channels],
+        "encoder": encoder,
+        "activation": activation,
+        "latent_dim": latent,
+        "mlp_layers": hidden,
+        "max_depth": depth,
+        **{n: int(v) for n, v in epochs.items() if n != "checkpoint_every"},
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "decay_lr": float(decay_lr),
+        "decay_kl": float(decay_kl),
+        "kl_start": float(kl_start),
+        "grow": bool(grow),
+        "prune": bool(prune),
+        "augment": bool(augment),
+        "augmentation_method": list(methods),
+        "aug_decisions_weight": float(aug_decisions_weight),
+        "aug_strength": float(aug_strength),
+        "seed": int(seed),
+    }
+    info = {
+        "method": "treevae",
+        "implementation": "l2h.baselines.treevae (after lauramanduchi/treevae)",
+        **settings,
+        "n_points": int(x.shape[0]),
+        "n_features": int(x.shape[1]),
+        "k": int(k),
+        "n_leaves": n_leaves,
+        "leaf_nodes": leaf_nodes,
+        "leaf_depths": [model.depth[n] for n in leaf_nodes],
+    }
     hierarchy = Hierarchy.from_linkage(z, info=dict(info))
     fewer = n_leaves < k
     clusters = leaves.copy() if n_leaves <= k else np.asarray(hierarchy.cut(k), dtype=np.int64)[leaves]
-    info.update({"fewer_leaves_than_k": fewer,
-                 "note": (f"TreeVAE's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its "
-                          f"leaves" if fewer else f"flat clusters = the tree cut at k = {k}"),
-                 "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(), **record,
-                 "device": dev.type, "indices": None})
+    info.update(
+        {
+            "fewer_leaves_than_k": fewer,
+            "note": (
+                f"TreeVAE's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its leaves"
+                if fewer
+                else f"flat clusters = the tree cut at k = {k}"
+            ),
+            "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
+            **record,
+            "device": dev.type,
+            "indices": None,
+        }
+    )
     return BaselineResult(hierarchy, leaves, clusters, info, run_info=run_info)

@@ -14,15 +14,23 @@ import math
 import torch
 import torch.nn.functional as F
 
-GREY = (0.2989, 0.587, 0.114)   # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
+GREY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
 
 
 def _uniform(shape, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=gen, device=device)
 
 
-def crop_boxes(n: int, height: int, width: int, gen: torch.Generator, device, scale=(0.2, 1.0),
-               ratio=(3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
+def crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    device,
+    scale=(0.2, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> torch.Tensor:
     """(n, 4) float boxes (top, left, h, w) as RandomResizedCrop draws them: up to ``attempts`` tries of a random
     area and log-uniform aspect ratio; when none fits, the central crop with the ratio clamped to ``ratio``."""
     area = _uniform((n, attempts), scale[0], scale[1], gen, device) * (height * width)
@@ -102,15 +110,15 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _adjust(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
-    if op == 0:                                                     # brightness
+    if op == 0:  # brightness
         return _blend(x, torch.zeros_like(x), factor)
-    if op == 1:                                                     # contrast
+    if op == 1:  # contrast
         return _blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), factor)
     if x.shape[1] == 1:
         return x
-    if op == 2:                                                     # saturation
+    if op == 2:  # saturation
         return _blend(x, grayscale(x), factor)
-    hsv = rgb_to_hsv(x)                                             # hue
+    hsv = rgb_to_hsv(x)  # hue
     hsv = torch.stack([torch.remainder(hsv[:, 0] + factor.view(-1, 1, 1), 1.0), hsv[:, 1], hsv[:, 2]], 1)
     return hsv_to_rgb(hsv)
 
@@ -121,8 +129,11 @@ def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator, p: floa
     n, device = x.shape[0], x.device
     apply = torch.rand(n, generator=gen, device=device) < p
     bcs, hue = 0.8 * strength, 0.2 * strength
-    factors = torch.stack([_uniform(n, max(0.0, 1 - bcs), 1 + bcs, gen, device) for _ in range(3)]
-                          + [_uniform(n, -hue, hue, gen, device)], 1)
+    factors = torch.stack(
+        [_uniform(n, max(0.0, 1 - bcs), 1 + bcs, gen, device) for _ in range(3)]
+        + [_uniform(n, -hue, hue, gen, device)],
+        1,
+    )
     order = torch.argsort(torch.rand(n, 4, generator=gen, device=device), 1)
     out = x.clone()
     for slot in range(4):

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 EPS = 1e-7
 
 
-def posterior(mu_q: torch.Tensor, var_q: torch.Tensor, mu_p: torch.Tensor,
-              var_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior(
+    mu_q: torch.Tensor, var_q: torch.Tensor, mu_p: torch.Tensor, var_p: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Precision-weighted combination of the bottom-up estimate (mu_q, var_q) and the top-down prior (mu_p, var_p).
 
     Examples
@@ -36,12 +37,12 @@ def kl_gaussian(mu_q: torch.Tensor, var_q: torch.Tensor, mu_p: torch.Tensor, var
 def kl_decision(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """KL(Bernoulli(q) ‖ Bernoulli(p)) per row, q = inference router, p = generative router (official
     smoothing: q·log(EPS + q/(p+EPS)) + (1−q)·log(EPS + (1−q)/(1−p+EPS)))."""
-    return (q * torch.log(EPS + q / (p + EPS))
-            + (1 - q) * torch.log(EPS + (1 - q) / (1 - p + EPS)))
+    return q * torch.log(EPS + q / (p + EPS)) + (1 - q) * torch.log(EPS + (1 - q) / (1 - p + EPS))
 
 
-def reconstruction(x: torch.Tensor, recons: list[torch.Tensor], leaf_probs: list[torch.Tensor],
-                   activation: str) -> torch.Tensor:
+def reconstruction(
+    x: torch.Tensor, recons: list[torch.Tensor], leaf_probs: list[torch.Tensor], activation: str
+) -> torch.Tensor:
     """Σ_leaves P(leaf | x) · loss(x, x̂_leaf) per row; the loss is the summed squared error (``mse``) or the
     summed binary cross-entropy of a sigmoid output (``sigmoid``)."""
     x = x.flatten(1)

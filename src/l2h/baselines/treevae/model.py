@@ -24,8 +24,15 @@ import torch
 from torch import nn
 
 from l2h.baselines.treevae import losses
-from l2h.baselines.treevae.networks import (GaussianDense, GaussianMLP, MLPDecoder, MLPEncoder, ResNetDecoder,
-                                            ResNetEncoder, Router)
+from l2h.baselines.treevae.networks import (
+    GaussianDense,
+    GaussianMLP,
+    MLPDecoder,
+    MLPEncoder,
+    ResNetDecoder,
+    ResNetEncoder,
+    Router,
+)
 
 CONTRASTIVE_METHODS = ("InfoNCE", "instancewise_full")
 
@@ -60,7 +67,7 @@ class TreeNode(nn.Module):
         super().__init__()
         self.dense = dense
         self.register_module("transform", transform)
-        for name in ("router", "router_q", "decoder"):   # fixed slots: a stable parameter order
+        for name in ("router", "router_q", "decoder"):  # fixed slots: a stable parameter order
             self.register_module(name, None)
 
 
@@ -96,8 +103,15 @@ class SmallTree(nn.Module):
         for kid in self.kids:
             kid.decoder = make_decoder(cfg, cfg.latent[cfg.levels - 2 - depth])
 
-    def terms(self, x: torch.Tensor, feats: list[torch.Tensor], z_parent: torch.Tensor, p_parent: torch.Tensor,
-              gen: torch.Generator, contrastive: bool) -> dict[str, torch.Tensor]:
+    def terms(
+        self,
+        x: torch.Tensor,
+        feats: list[torch.Tensor],
+        z_parent: torch.Tensor,
+        p_parent: torch.Tensor,
+        gen: torch.Generator,
+        contrastive: bool,
+    ) -> dict[str, torch.Tensor]:
         """Loss terms given the frozen tree's features, the leaf's sample and P(leaf | x)."""
         level = self.cfg.levels - 1 - self.depth
         p_left = self.router(z_parent)
@@ -115,8 +129,13 @@ class SmallTree(nn.Module):
             kl_nodes = kl_nodes + (prob * losses.kl_gaussian(mu_q, var_q, mu_p, var_p)).mean()
             recons.append(kid.decoder(sample(mu_q, var_q, gen)))
         rec = losses.reconstruction(x, recons, probs, self.cfg.activation).mean()
-        return {"rec": rec, "kl_root": x.new_zeros(()), "kl_decisions": kl_decisions,
-                "kl_nodes": kl_nodes.clamp(-10, 1e10), "aug": aug}
+        return {
+            "rec": rec,
+            "kl_root": x.new_zeros(()),
+            "kl_decisions": kl_decisions,
+            "kl_nodes": kl_nodes.clamp(-10, 1e10),
+            "aug": aug,
+        }
 
 
 class TreeVAE(nn.Module):
@@ -127,13 +146,19 @@ class TreeVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         channels, height, width = cfg.shape
-        encoder = (ResNetEncoder(channels, height) if cfg.encoder == "cnn2"
-                   else MLPEncoder(channels * height * width, cfg.hidden[0]))
-        self.bottom_up = nn.ModuleList([encoder] + [GaussianMLP(cfg.hidden[i - 1], cfg.latent[i], cfg.hidden[i])
-                                                    for i in range(1, cfg.levels)])
-        self.contrastive = (nn.ModuleList(GaussianMLP(cfg.hidden[i], cfg.latent[i], min(cfg.hidden))
-                                          for i in range(cfg.levels))
-                            if "instancewise_full" in cfg.methods else None)
+        encoder = (
+            ResNetEncoder(channels, height)
+            if cfg.encoder == "cnn2"
+            else MLPEncoder(channels * height * width, cfg.hidden[0])
+        )
+        self.bottom_up = nn.ModuleList(
+            [encoder] + [GaussianMLP(cfg.hidden[i - 1], cfg.latent[i], cfg.hidden[i]) for i in range(1, cfg.levels)]
+        )
+        self.contrastive = (
+            nn.ModuleList(GaussianMLP(cfg.hidden[i], cfg.latent[i], min(cfg.hidden)) for i in range(cfg.levels))
+            if "instancewise_full" in cfg.methods
+            else None
+        )
         self.nodes = nn.ModuleDict()
         self.kids: dict[int, list[int]] = {}
         self.parent: dict[int, int] = {}
@@ -167,9 +192,12 @@ class TreeVAE(nn.Module):
 
     def structure(self) -> dict:
         """The tree's shape as plain data (rebuild with :meth:`from_structure`)."""
-        return {"kids": {str(n): list(k) for n, k in self.kids.items()},
-                "parent": {str(n): p for n, p in self.parent.items()},
-                "split_step": {str(n): s for n, s in self.split_step.items()}, "next_id": self.next_id}
+        return {
+            "kids": {str(n): list(k) for n, k in self.kids.items()},
+            "parent": {str(n): p for n, p in self.parent.items()},
+            "split_step": {str(n): s for n, s in self.split_step.items()},
+            "next_id": self.next_id,
+        }
 
     @classmethod
     def from_structure(cls, cfg: ModelConfig, structure: dict) -> "TreeVAE":
@@ -179,7 +207,7 @@ class TreeVAE(nn.Module):
         model.parent = {int(n): int(p) for n, p in structure["parent"].items()}
         model.split_step = {int(n): int(s) for n, s in structure["split_step"].items()}
         model.next_id = int(structure["next_id"])
-        for node in sorted(kids):   # ids grow with creation: parents come first
+        for node in sorted(kids):  # ids grow with creation: parents come first
             model.depth[node] = 0 if node not in model.parent else model.depth[model.parent[node]] + 1
             module = make_node(cfg, model.depth[node])
             if node in model.split_step:
@@ -282,8 +310,13 @@ class TreeVAE(nn.Module):
             else:
                 queue.append((kids[0], prob, z))
         rec = losses.reconstruction(x, recons, leaf_probs, self.cfg.activation).mean()
-        return {"rec": rec, "kl_root": kl_root.mean(), "kl_decisions": kl_decisions.mean(),
-                "kl_nodes": kl_nodes.mean().clamp(-10, 1e10), "aug": aug}
+        return {
+            "rec": rec,
+            "kl_root": kl_root.mean(),
+            "kl_decisions": kl_decisions.mean(),
+            "kl_nodes": kl_nodes.mean().clamp(-10, 1e10),
+            "aug": aug,
+        }
 
     def path_to(self, leaf: int) -> list[int]:
         path = [leaf]
@@ -291,8 +324,9 @@ class TreeVAE(nn.Module):
             path.append(self.parent[path[-1]])
         return path[::-1]
 
-    def leaf_sample(self, x: torch.Tensor, leaf: int,
-                    gen: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def leaf_sample(
+        self, x: torch.Tensor, leaf: int, gen: torch.Generator
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(bottom-up features, a sample of the leaf's latent, P(leaf | x)) down the root-to-leaf path."""
         feats = self.features(x)
         last, z, prob = self.cfg.levels - 1, None, x.new_ones(x.shape[0])

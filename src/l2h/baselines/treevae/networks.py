@@ -74,7 +74,7 @@ class ResBlock(nn.Module):
 def resnet_levels(size: int, s0: int = 4) -> int:
     """Number of ×2 resolution changes between ``size`` and ``s0`` (size/s0 must be a power of two)."""
     levels = round(math.log2(size / s0)) if size >= s0 else -1
-    if levels < 0 or s0 * 2 ** levels != size:
+    if levels < 0 or s0 * 2**levels != size:
         raise ValueError(f"image size {size} is not {s0}·2^n")
     return levels
 
@@ -93,11 +93,13 @@ class ResNetEncoder(nn.Module):
         levels = resnet_levels(size, s0)
         blocks: list[nn.Module] = [ResBlock(nf, nf)]
         for i in range(levels):
-            blocks += [nn.AvgPool2d(3, stride=2, padding=1),
-                       ResBlock(min(nf * 2 ** i, nf_max), min(nf * 2 ** (i + 1), nf_max))]
+            blocks += [
+                nn.AvgPool2d(3, stride=2, padding=1),
+                ResBlock(min(nf * 2**i, nf_max), min(nf * 2 ** (i + 1), nf_max)),
+            ]
         self.conv_img = nn.Conv2d(channels, nf, 3, padding=1)
         self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(min(nf_max, nf * 2 ** levels))
+        self.bn = nn.BatchNorm2d(min(nf_max, nf * 2**levels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return act(self.bn(self.blocks(self.conv_img(x)))).flatten(1)
@@ -107,16 +109,19 @@ class ResNetDecoder(nn.Module):
     """The official ``cnn2`` decoder: linear to ``s0``×``s0`` maps, per level a residual block halving the
     width and a bilinear ×2 upsampling, a last block, then BatchNorm, activation and a 3×3 transposed conv."""
 
-    def __init__(self, n_in: int, channels: int, size: int, sigmoid: bool, nf: int = 32, nf_max: int = 256,
-                 s0: int = 4):
+    def __init__(
+        self, n_in: int, channels: int, size: int, sigmoid: bool, nf: int = 32, nf_max: int = 256, s0: int = 4
+    ):
         super().__init__()
         levels = resnet_levels(size, s0)
-        self.nf0, self.s0, self.sigmoid = min(nf_max, nf * 2 ** levels), s0, sigmoid
+        self.nf0, self.s0, self.sigmoid = min(nf_max, nf * 2**levels), s0, sigmoid
         self.fc = nn.Linear(n_in, self.nf0 * s0 * s0)
         blocks: list[nn.Module] = []
         for i in range(levels):
-            blocks += [ResBlock(min(nf * 2 ** (levels - i), nf_max), min(nf * 2 ** (levels - i - 1), nf_max)),
-                       nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+            blocks += [
+                ResBlock(min(nf * 2 ** (levels - i), nf_max), min(nf * 2 ** (levels - i - 1), nf_max)),
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            ]
         blocks.append(ResBlock(nf, nf))
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(nf)
@@ -158,8 +163,13 @@ class Router(nn.Module):
 
     def __init__(self, n_in: int, hidden: int):
         super().__init__()
-        self.layers = nn.Sequential(_dense_bn(n_in, hidden), nn.LeakyReLU(SLOPE), _dense_bn(hidden, hidden),
-                                    nn.LeakyReLU(SLOPE), nn.Linear(hidden, 1))
+        self.layers = nn.Sequential(
+            _dense_bn(n_in, hidden),
+            nn.LeakyReLU(SLOPE),
+            _dense_bn(hidden, hidden),
+            nn.LeakyReLU(SLOPE),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.layers(x)).squeeze(-1)

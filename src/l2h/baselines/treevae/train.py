@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,8 @@ from l2h.baselines.treevae.model import ModelConfig, SmallTree, TreeVAE
 from l2h.clusterers._torch import Checkpointer
 from l2h.progress import progress_bar
 
-MAX_GROWING_STEPS = 150     # the official cap on growing iterations
-EFFECTIVE = 0.01            # a leaf is effective with ≥ 1 % of the probability mass; pruned below 1 % of points
+MAX_GROWING_STEPS = 150  # the official cap on growing iterations
+EFFECTIVE = 0.01  # a leaf is effective with ≥ 1 % of the probability mass; pruned below 1 % of points
 EVAL_BATCH = 1024
 CHECKPOINT_VERSION = 1
 
@@ -74,9 +75,18 @@ def seeded(seed: int, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         return build()
 
 
-def run_epoch(x: torch.Tensor, rows: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
-              opt: torch.optim.Optimizer, *, batch: int, augment: bool, strength: float, gen: torch.Generator,
-              max_batches: int | None = None) -> float:
+def run_epoch(
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    *,
+    batch: int,
+    augment: bool,
+    strength: float,
+    gen: torch.Generator,
+    max_batches: int | None = None,
+) -> float:
     """One epoch over ``x[rows]`` in a random order; returns the mean loss. With ``augment`` each batch is two
     random views of ``batch`` images (view 1 of all, then view 2). ``max_batches`` stops early (benchmarks)."""
     n = rows.numel()
@@ -85,7 +95,7 @@ def run_epoch(x: torch.Tensor, rows: torch.Tensor, loss_fn: Callable[[torch.Tens
     iters = n // batch if max_batches is None else min(n // batch, max_batches)
     total = torch.zeros((), device=x.device)
     for it in range(iters):
-        xb = x[order[it * batch:(it + 1) * batch]]
+        xb = x[order[it * batch : (it + 1) * batch]]
         if augment:
             xb = torch.cat([random_view(xb, gen, strength), random_view(xb, gen, strength)])
         loss = loss_fn(xb)
@@ -100,8 +110,11 @@ def run_epoch(x: torch.Tensor, rows: torch.Tensor, loss_fn: Callable[[torch.Tens
 
 
 def total_loss(terms: dict[str, torch.Tensor], alpha: float, aug_weight: float) -> torch.Tensor:
-    return terms["rec"] + alpha * (terms["kl_root"] + terms["kl_decisions"] + terms["kl_nodes"]) \
+    return (
+        terms["rec"]
+        + alpha * (terms["kl_root"] + terms["kl_decisions"] + terms["kl_nodes"])
         + aug_weight * terms["aug"]
+    )
 
 
 def effective_leaves(probs: np.ndarray) -> int:
@@ -110,14 +123,15 @@ def effective_leaves(probs: np.ndarray) -> int:
     return int((mass / mass.sum() >= EFFECTIVE).sum())
 
 
-def choose_leaf(probs: np.ndarray, depths: list[int], *, k: int, batch_size: int,
-                max_depth: int) -> tuple[int | None, int, str]:
+def choose_leaf(
+    probs: np.ndarray, depths: list[int], *, k: int, batch_size: int, max_depth: int
+) -> tuple[int | None, int, str]:
     """(column of the leaf to split or None, effective leaves, reason) for leaves in breadth-first order."""
     n_eff = effective_leaves(probs)
     if n_eff >= k:
         return None, n_eff, f"{n_eff} effective leaves ≥ k"
     counts = (probs >= min(1 / max(n_eff, 1), 0.5)).sum(0)
-    for j in np.argsort(counts, kind="stable")[::-1]:   # most points first (ties: later leaf first)
+    for j in np.argsort(counts, kind="stable")[::-1]:  # most points first (ties: later leaf first)
         if counts[j] < batch_size:
             continue
         if depths[j] >= max_depth:
@@ -129,8 +143,17 @@ def choose_leaf(probs: np.ndarray, depths: list[int], *, k: int, batch_size: int
 class Trainer:
     """Runs the schedule on ``x`` (n, C, H, W) on ``device``; resumable through ``checkpointer``."""
 
-    def __init__(self, x: torch.Tensor, cfg: ModelConfig, recipe: Recipe, *, seed: int, progress: bool,
-                 checkpointer: Checkpointer, checkpoint_every: int):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        cfg: ModelConfig,
+        recipe: Recipe,
+        *,
+        seed: int,
+        progress: bool,
+        checkpointer: Checkpointer,
+        checkpoint_every: int,
+    ):
         self.x, self.cfg, self.r, self.seed = x, cfg, recipe, seed
         self.progress, self.ckpt, self.every = progress, checkpointer, checkpoint_every
         self.device = x.device
@@ -140,11 +163,20 @@ class Trainer:
         self.model = seeded(model_seed(seed, 0), lambda: TreeVAE.initial(cfg)).to(self.device)
         self.small: SmallTree | None = None
         self.pending_opt: dict | None = None
-        self.state: dict[str, Any] = {"phase": "initial", "epoch": 0, "step": 0, "sub": "select", "leaf": None,
-                                      "n_eff": None, "subset": None, "growth": [], "pruned": []}
+        self.state: dict[str, Any] = {
+            "phase": "initial",
+            "epoch": 0,
+            "step": 0,
+            "sub": "select",
+            "leaf": None,
+            "n_eff": None,
+            "subset": None,
+            "growth": [],
+            "pruned": [],
+        }
         self.resumed_from: str | None = None
         self.epochs_run = 0
-        self.saves = 0   # checkpoints written (the Checkpointer's units: TreeVAE decides itself when to save)
+        self.saves = 0  # checkpoints written (the Checkpointer's units: TreeVAE decides itself when to save)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _save(self, opt: torch.optim.Optimizer) -> None:
@@ -152,10 +184,18 @@ class Trainer:
             return {key: value.detach().cpu() for key, value in state.items()}
 
         self.saves += 1
-        self.ckpt.done(self.saves, lambda: {
-            "version": CHECKPOINT_VERSION, "state": dict(self.state), "structure": self.model.structure(),
-            "model": cpu(self.model.state_dict()), "small": None if self.small is None else cpu(self.small.state_dict()),
-            "opt": opt.state_dict(), "rng": self.gen.get_state()})
+        self.ckpt.done(
+            self.saves,
+            lambda: {
+                "version": CHECKPOINT_VERSION,
+                "state": dict(self.state),
+                "structure": self.model.structure(),
+                "model": cpu(self.model.state_dict()),
+                "small": None if self.small is None else cpu(self.small.state_dict()),
+                "opt": opt.state_dict(),
+                "rng": self.gen.get_state(),
+            },
+        )
 
     def resume(self) -> None:
         """Continue from the checkpoint when one matches (else start afresh)."""
@@ -172,26 +212,48 @@ class Trainer:
             self.small.load_state_dict(saved["small"])
         self.pending_opt = saved["opt"]
         self.gen.set_state(saved["rng"])
-        self.resumed_from = (f"{self.state['phase']} (step {self.state['step']}, {self.state['sub']}, "
-                             f"epoch {self.state['epoch']})")
+        self.resumed_from = (
+            f"{self.state['phase']} (step {self.state['step']}, {self.state['sub']}, epoch {self.state['epoch']})"
+        )
 
     # -- training phases ------------------------------------------------------------------------------------
-    def _train(self, module: torch.nn.Module, epochs: int, decay_kl: float, label: str,
-               loss_terms: Callable[[torch.Tensor], dict[str, torch.Tensor]], rows: torch.Tensor) -> None:
+    def _train(
+        self,
+        module: torch.nn.Module,
+        epochs: int,
+        decay_kl: float,
+        label: str,
+        loss_terms: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        rows: torch.Tensor,
+    ) -> None:
         opt = torch.optim.Adam(module.parameters(), lr=self.r.lr, weight_decay=self.r.weight_decay)
         if self.pending_opt is not None:
             opt.load_state_dict(self.pending_opt)
             self.pending_opt = None
         batch = self.r.batch_size // 2 if self.r.augment else self.r.batch_size
         start = self.state["epoch"]
-        bar = progress_bar(range(start, epochs), initial=start, total=epochs, desc=f"TreeVAE {label}",
-                           disable=not self.progress, leave=False)
+        bar = progress_bar(
+            range(start, epochs),
+            initial=start,
+            total=epochs,
+            desc=f"TreeVAE {label}",
+            disable=not self.progress,
+            leave=False,
+        )
         for epoch in bar:
             for group in opt.param_groups:
                 group["lr"] = self.r.lr * self.r.decay_lr ** (epoch // self.r.decay_stepsize)
             alpha = min(1.0, self.r.kl_start + epoch * decay_kl)
-            loss = run_epoch(self.x, rows, lambda xb: total_loss(loss_terms(xb), alpha, self.r.aug_decisions_weight),
-                             opt, batch=batch, augment=self.r.augment, strength=self.r.aug_strength, gen=self.gen)
+            loss = run_epoch(
+                self.x,
+                rows,
+                lambda xb, alpha=alpha: total_loss(loss_terms(xb), alpha, self.r.aug_decisions_weight),
+                opt,
+                batch=batch,
+                augment=self.r.augment,
+                strength=self.r.aug_strength,
+                gen=self.gen,
+            )
             bar.set_postfix(loss=f"{loss:.2f}")
             self.state["epoch"] = epoch + 1
             self.epochs_run += 1
@@ -202,8 +264,14 @@ class Trainer:
 
     def _train_full(self, epochs: int, label: str, decay_kl: float | None = None) -> None:
         self.model.train()
-        self._train(self.model, epochs, self.r.decay_kl if decay_kl is None else decay_kl, label,
-                    lambda xb: self.model.terms(xb, self.gen, self.r.augment), self.all_rows)
+        self._train(
+            self.model,
+            epochs,
+            self.r.decay_kl if decay_kl is None else decay_kl,
+            label,
+            lambda xb: self.model.terms(xb, self.gen, self.r.augment),
+            self.all_rows,
+        )
 
     def _train_small(self, leaf: int, rows: torch.Tensor, label: str) -> None:
         self.model.eval()
@@ -220,8 +288,12 @@ class Trainer:
     def leaf_probs(self, leaves: list[int]) -> np.ndarray:
         """(n, len(leaves)) P(leaf | x) of every point, float64 on the CPU."""
         self.model.eval()
-        return torch.cat([self.model.leaf_probs(self.x[lo:lo + EVAL_BATCH], leaves).double().cpu()
-                          for lo in range(0, self.x.shape[0], EVAL_BATCH)]).numpy()
+        return torch.cat(
+            [
+                self.model.leaf_probs(self.x[lo : lo + EVAL_BATCH], leaves).double().cpu()
+                for lo in range(0, self.x.shape[0], EVAL_BATCH)
+            ]
+        ).numpy()
 
     # -- the schedule ---------------------------------------------------------------------------------------
     def run(self) -> TreeVAE:
@@ -248,25 +320,38 @@ class Trainer:
         if st["sub"] == "select":
             leaves = self.model.leaves_bfs()
             probs = self.leaf_probs(leaves)
-            j, n_eff, reason = choose_leaf(probs, [self.model.depth[leaf] for leaf in leaves], k=self.r.k,
-                                           batch_size=self.r.batch_size, max_depth=self.r.max_depth)
+            j, n_eff, reason = choose_leaf(
+                probs,
+                [self.model.depth[leaf] for leaf in leaves],
+                k=self.r.k,
+                batch_size=self.r.batch_size,
+                max_depth=self.r.max_depth,
+            )
             if j is None:
                 st.update(phase="prune", stop_reason=reason, n_eff=n_eff)
                 return
             subset = np.flatnonzero(probs[:, j] >= min(1 / max(n_eff, 1), 0.5))
             leaf = leaves[j]
             st.update(sub="small", leaf=leaf, n_eff=n_eff, subset=torch.from_numpy(subset), epoch=0)
-            self.small = seeded(model_seed(self.seed, 1, st["step"]),
-                                lambda: SmallTree(self.cfg, self.model.depth[leaf])).to(self.device)
+            self.small = seeded(
+                model_seed(self.seed, 1, st["step"]), lambda: SmallTree(self.cfg, self.model.depth[leaf])
+            ).to(self.device)
         leaf = st["leaf"]
         self._train_small(leaf, st["subset"].to(self.device), f"split {st['step'] + 1}")
         kids = self.model.attach(leaf, self.small, st["step"] + 1)
-        st["growth"].append({"step": st["step"] + 1, "leaf": leaf, "depth": self.model.depth[leaf],
-                             "children": list(kids), "points": int(st["subset"].numel()),
-                             "effective_leaves_before": st["n_eff"]})
+        st["growth"].append(
+            {
+                "step": st["step"] + 1,
+                "leaf": leaf,
+                "depth": self.model.depth[leaf],
+                "children": list(kids),
+                "points": int(st["subset"].numel()),
+                "effective_leaves_before": st["n_eff"],
+            }
+        )
         self.small = None
         reached = False
-        if st["n_eff"] + 1 == self.r.k:   # the official early check, before any intermediate training
+        if st["n_eff"] + 1 == self.r.k:  # the official early check, before any intermediate training
             n_eff = effective_leaves(self.leaf_probs(self.model.leaves_bfs()))
             reached = n_eff >= self.r.k
             if reached:
@@ -283,8 +368,9 @@ class Trainer:
             j = int(np.argmin(counts))
             if counts[j] >= EFFECTIVE * self.x.shape[0]:
                 break
-            st["pruned"].append({"leaf": leaves[j], "points": int(counts[j]),
-                                 "removed": self.model.prune_leaf(leaves[j])})
+            st["pruned"].append(
+                {"leaf": leaves[j], "points": int(counts[j]), "removed": self.model.prune_leaf(leaves[j])}
+            )
         st["phase"] = "finetune"
 
     def _finetune(self) -> None:
@@ -293,26 +379,50 @@ class Trainer:
         self.state["phase"] = "done"
 
 
-_NO_LIMIT = 2**62   # the Checkpointer's unit count: TreeVAE's schedule has no fixed number of units
+_NO_LIMIT = 2**62  # the Checkpointer's unit count: TreeVAE's schedule has no fixed number of units
 
 
-def fit(x: np.ndarray, cfg: ModelConfig, recipe: Recipe, *, seed: int, device: torch.device, progress: bool,
-        checkpoint_dir: str | None, checkpoint_every: int) -> tuple[TreeVAE, dict[str, Any], dict[str, Any]]:
+def fit(
+    x: np.ndarray,
+    cfg: ModelConfig,
+    recipe: Recipe,
+    *,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+    checkpoint_dir: str | None,
+    checkpoint_every: int,
+) -> tuple[TreeVAE, dict[str, Any], dict[str, Any]]:
     """Train TreeVAE on ``x`` (n, C, H, W float32 in [0, 1]). Returns (model in evaluation mode, the schedule's
     record: growth steps, pruned leaves, why growing stopped; run info: timings, resumption)."""
-    params = {"model": asdict(cfg), "recipe": asdict(recipe), "seed": seed, "device": device.type,
-              "checkpoint_version": CHECKPOINT_VERSION}
+    params = {
+        "model": asdict(cfg),
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "device": device.type,
+        "checkpoint_version": CHECKPOINT_VERSION,
+    }
     # saved whenever the schedule says (every checkpoint_every epochs and at the end of each phase)
     ckpt = Checkpointer(checkpoint_dir, f"treevae_k{recipe.k}_s{seed}", [x], params, every=1, total=_NO_LIMIT)
     start = time.perf_counter()
-    trainer = Trainer(torch.from_numpy(np.ascontiguousarray(x)).to(device), cfg, recipe, seed=seed,
-                      progress=progress, checkpointer=ckpt, checkpoint_every=checkpoint_every)
+    trainer = Trainer(
+        torch.from_numpy(np.ascontiguousarray(x)).to(device),
+        cfg,
+        recipe,
+        seed=seed,
+        progress=progress,
+        checkpointer=ckpt,
+        checkpoint_every=checkpoint_every,
+    )
     trainer.resume()
     model = trainer.run().eval()
     st = trainer.state
     record = {"growth": st["growth"], "pruned": st["pruned"], "stop_reason": st.get("stop_reason", "")}
-    run_info = {"train_time_s": time.perf_counter() - start, "epochs_run": trainer.epochs_run,
-                "resumed_from": trainer.resumed_from}
+    run_info = {
+        "train_time_s": time.perf_counter() - start,
+        "epochs_run": trainer.epochs_run,
+        "resumed_from": trainer.resumed_from,
+    }
     return model, record, run_info
 
 
@@ -321,6 +431,10 @@ def assign(model: TreeVAE, x: np.ndarray, device: torch.device) -> tuple[list[in
     """(leaf ids in depth-first order, float64 n × leaves P(leaf | x)) of a trained model."""
     leaves = model.leaves_dfs()
     model.eval()
-    probs = [model.leaf_probs(torch.from_numpy(np.ascontiguousarray(x[lo:lo + EVAL_BATCH])).to(device),
-                              leaves).double().cpu() for lo in range(0, x.shape[0], EVAL_BATCH)]
+    probs = [
+        model.leaf_probs(torch.from_numpy(np.ascontiguousarray(x[lo : lo + EVAL_BATCH])).to(device), leaves)
+        .double()
+        .cpu()
+        for lo in range(0, x.shape[0], EVAL_BATCH)
+    ]
     return leaves, torch.cat(probs).numpy()
