@@ -481,9 +481,10 @@ def test_pipeline_on_a_local_cifar10_archive(shared_data, tmp_path):
     proc = run_snakemake(work, f"overrides=dataset.local={tampered}")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    line = next(line for line in out.splitlines() if "configuration error:" in line)
-    assert line.endswith(
-        f"configuration error: {tampered}: md5 is {digest(bytes(data))}, the official "
+    lines = [line for line in out.splitlines() if line.startswith("l2h: error:")]
+    assert len(lines) == 1, out[-3000:]
+    assert lines[0] == (
+        f"l2h: error: {tampered}: md5 is {digest(bytes(data))}, the official "
         f"cifar-10-python.tar.gz has {digest(archive)} (dataset cifar10); the file was left "
         f"untouched: if it is a copy you made on purpose (a subset, re-encoded, other split sizes), "
         f"accept it with dataset.unofficial=true"
