@@ -21,10 +21,9 @@ import time
 
 import numpy as np
 
-from l2h.baselines._common import check_features
+from l2h.baselines._common import check_features, leaf_tree_result
 from l2h.baselines.result import BaselineResult
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy
 
 SCALINGS = ("znorm", "znorm_feature", "none")
 
@@ -163,20 +162,5 @@ def deepect(
         "n_leaves": n_leaves,
         "deepect_cluster_ids": cluster_ids.tolist(),
     }
-    hierarchy = Hierarchy.from_linkage(z, info=dict(info))
-    fewer = n_leaves < k
-    clusters = leaves.copy() if n_leaves <= k else np.asarray(hierarchy.cut(k), dtype=np.int64)[leaves]
-    info.update(
-        {
-            "fewer_leaves_than_k": fewer,
-            "note": (
-                f"DeepECT's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its {n_leaves} leaves"
-                if fewer
-                else f"flat clusters = the tree cut at k = {k}"
-            ),
-            "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
-            "device": str(next(model.neural_network_trained_.parameters()).device),
-            "indices": None,
-        }
-    )
-    return BaselineResult(hierarchy, leaves, clusters, info, run_info={"train_time_s": train_time})
+    info["device"] = str(next(model.neural_network_trained_.parameters()).device)
+    return leaf_tree_result(z, leaves, k, info, "DeepECT", run_info={"train_time_s": train_time})

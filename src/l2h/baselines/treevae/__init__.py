@@ -18,10 +18,9 @@ import math
 
 import numpy as np
 
-from l2h.baselines._common import check_features
+from l2h.baselines._common import check_features, leaf_tree_result
 from l2h.baselines.result import BaselineResult
 from l2h.errors import InputError
-from l2h.hierarchy import Hierarchy
 
 __all__ = ["treevae", "infer_image_shape", "tree_linkage"]
 
@@ -324,21 +323,5 @@ def treevae(
         "leaf_nodes": leaf_nodes,
         "leaf_depths": [model.depth[n] for n in leaf_nodes],
     }
-    hierarchy = Hierarchy.from_linkage(z, info=dict(info))
-    fewer = n_leaves < k
-    clusters = leaves.copy() if n_leaves <= k else np.asarray(hierarchy.cut(k), dtype=np.int64)[leaves]
-    info.update(
-        {
-            "fewer_leaves_than_k": fewer,
-            "note": (
-                f"TreeVAE's tree has {n_leaves} leaves, fewer than k = {k}: the flat clusters are its leaves"
-                if fewer
-                else f"flat clusters = the tree cut at k = {k}"
-            ),
-            "leaf_sizes": np.bincount(leaves, minlength=n_leaves).tolist(),
-            **record,
-            "device": dev.type,
-            "indices": None,
-        }
-    )
-    return BaselineResult(hierarchy, leaves, clusters, info, run_info=run_info)
+    info.update({**record, "device": dev.type})
+    return leaf_tree_result(z, leaves, k, info, "TreeVAE", run_info=run_info)
