@@ -19,9 +19,7 @@ Run: ``.venv/bin/python benchmarks/bench_cli.py [--repeats 5]``; writes ``benchm
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_algorithm import planted_logits
-from machine import machine_info
+from machine import machine_info, timed_command
 
 from l2h.algorithm import l2h
 from l2h.hierarchy import Hierarchy
@@ -49,24 +47,6 @@ def _command() -> list[str]:
     if not script.is_file():
         raise SystemExit(f"the l2h console script is not installed beside {sys.executable}")
     return [str(script)]
-
-
-def _cold(argv: list[str]) -> dict:
-    """One fresh process: wall time, its CPU time, the load average around it."""
-    load = os.getloadavg()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr}")
-    return {
-        "wall_s": round(wall, 3),
-        "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3),
-        "load_average_before": [round(v, 2) for v in load],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-    }
 
 
 def _import_seconds() -> float:
@@ -100,7 +80,7 @@ def main(argv=None) -> None:
             "scenarios": {},
         }
         for name, argv_ in scenarios.items():
-            runs = [_cold(argv_) for _ in range(args.repeats)]
+            runs = [timed_command(argv_) for _ in range(args.repeats)]
             walls = [run["wall_s"] for run in runs]
             result["scenarios"][name] = {
                 "command": " ".join(Path(a).name if a.startswith(str(HERE)) else a for a in argv_),

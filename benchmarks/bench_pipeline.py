@@ -17,19 +17,16 @@ each run (a shared machine makes wall times pessimistic) and the table each inst
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import machine_info, timed_command  # noqa: E402  (benchmarks/machine.py)
 
 from l2h.io import write_json  # noqa: E402
 
@@ -37,25 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 OUT = REPO / "benchmarks" / "results" / "pipeline.json"
 TARGETS = {"first_run_s": 180.0, "noop_run_s": 15.0, "fresh_clone_s": 600.0}
-
-
-def timed(cmd: list[str] | str, cwd: Path) -> dict:
-    """Wall time, the children's CPU time and the 1-minute load average before/after of one command (which
-    must succeed); a string runs through the shell."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, shell=isinstance(cmd, str))
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return {
-        "wall_s": round(wall, 2),
-        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
-        "load_average_1m_before": round(load, 2),
-        "load_average_1m_after": round(os.getloadavg()[0], 2),
-    }
 
 
 def readme_main_command() -> str:
@@ -87,8 +65,8 @@ def installed_run(experiment: str) -> dict:
         for name in ("workflow", "conf"):
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         cmd = [str(SNAKEMAKE), "--cores", "all", "--config", f"experiment={experiment}"]
-        first = timed(cmd, work)
-        noop = timed(cmd, work)
+        first = timed_command(cmd, work)
+        noop = timed_command(cmd, work)
         table = (work / "results" / "tables" / f"{experiment}.md").read_text()
     print(
         f"{experiment}: first run {first['wall_s']} s (CPU {first['cpu_s']} s, load "
@@ -103,8 +81,8 @@ def fresh_clone_run() -> dict:
     with tempfile.TemporaryDirectory(prefix="l2h-clone-") as tmp:
         work = Path(tmp)
         copy_checkout(work)
-        total = timed(command, work)
-        noop = timed([str(work / ".venv" / "bin" / "snakemake"), "--cores", "all"], work)
+        total = timed_command(command, work)
+        noop = timed_command([str(work / ".venv" / "bin" / "snakemake"), "--cores", "all"], work)
     print(
         f"fresh clone: `{command}` took {total['wall_s']} s (load {total['load_average_1m_before']}→"
         f"{total['load_average_1m_after']}), then a no-op {noop['wall_s']} s",

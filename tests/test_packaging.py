@@ -211,6 +211,8 @@ def test_extras_are_named_by_use_and_all_brings_every_one():
         return out
 
     everything = set().union(*(expand(e) for e in EXTRAS if e != "test"))
+    for extra in ("features", "clusterers", "baselines", "pipeline"):  # their builders validate options
+        assert {"jsonschema", "referencing", "pyyaml"} <= expand(extra), extra
     assert expand("all") == everything
     for heavy in ("torch", "snakemake", "hydra-core", "open-clip-torch", "timm", "clustpy", "scikit-learn"):
         assert heavy not in DEPENDENCIES and heavy in everything

@@ -101,23 +101,15 @@ def slurm_cluster(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def snakemake_args(workdir: Path, *args: str) -> list[str]:
+    """The command line of snakemake on the repository's workflow in `workdir`."""
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
+
+
 def snakemake(workdir: Path, *args: str, env: dict, out) -> subprocess.Popen:
     """Start snakemake on the repository's workflow in `workdir` (output to the file `out`), killed after
     RUN_LIMIT_S."""
-    cmd = [
-        "timeout",
-        "-s",
-        "KILL",
-        str(RUN_LIMIT_S),
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
+    cmd = ["timeout", "-s", "KILL", str(RUN_LIMIT_S), *snakemake_args(workdir, *args)]
     return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -320,19 +312,7 @@ def test_cancelled_job_is_retried_and_leaves_nothing_partial(runs):
     incomplete = runs.slurm / ".snakemake" / "incomplete"
     assert not incomplete.exists() or not any(incomplete.iterdir())
     dry = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(SNAKEFILE),
-            "--directory",
-            str(runs.slurm),
-            "--cores",
-            "1",
-            "--summary",
-            *REDUCED,
-        ],
+        snakemake_args(runs.slurm, "--cores", "1", "--summary", *REDUCED),
         capture_output=True,
         text=True,
         env=runs.env,

@@ -77,9 +77,12 @@ class Clusterer:
     #: constructor parameters that never change results (checkpointing, progress bars): not saved with a model
     runtime_keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, k: int, seed: int = 0):
-        if int(k) != k or k < 2:
-            raise InputError(f"clusterer.k must be an integer >= 2, got {k!r}")
+    def __init__(self, *, k: int, seed: int = 0, **options: Any):
+        """``options``: the subclass's own constructor arguments, checked with ``k`` and ``seed`` against its
+        schema (``l2h/schemas/clusterer/<name>.yaml``, the one validator of every option)."""
+        from l2h import schema
+
+        schema.validate("clusterer", {"kind": self.name, "k": k, "seed": seed, **options}, complete=False)
         self.k = int(k)
         self.seed = int(seed)
         self.dims_: list[int] | None = None

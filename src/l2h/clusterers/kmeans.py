@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from l2h.clusterers.base import Clusterer, l2_normalize
-from l2h.errors import InputError
 
 
 class KMeansClusterer(Clusterer):
@@ -32,11 +31,16 @@ class KMeansClusterer(Clusterer):
         temperature: float | str = "auto",
         block_rows: int = 65536,
     ):
-        super().__init__(k=k, seed=seed)
-        if temperature != "auto" and not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise InputError(f"kmeans.temperature must be 'auto' or a positive number, got {temperature!r}")
-        if n_init < 1 or max_iter < 1 or block_rows < 1:
-            raise InputError("kmeans: n_init, max_iter and block_rows must be >= 1")
+        super().__init__(
+            k=k,
+            seed=seed,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            normalize=normalize,
+            temperature=temperature,
+            block_rows=block_rows,
+        )
         self.n_init, self.max_iter, self.tol = int(n_init), int(max_iter), float(tol)
         self.normalize, self.temperature, self.block_rows = bool(normalize), temperature, int(block_rows)
         self.centroids_: np.ndarray | None = None

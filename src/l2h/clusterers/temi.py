@@ -130,33 +130,32 @@ class TemiClusterer(Clusterer):
         checkpoint_every: int = 10,
         progress: bool = True,
     ):
-        super().__init__(k=k, seed=seed)
-        for key, val in (
-            ("heads", heads),
-            ("knn", knn),
-            ("hidden_dim", hidden_dim),
-            ("bottleneck_dim", bottleneck_dim),
-            ("epochs", epochs),
-            ("batch_size", batch_size),
-            ("checkpoint_every", checkpoint_every),
-        ):
-            if int(val) != val or val < 1:
-                raise InputError(f"temi.{key} must be an integer >= 1, got {val!r}")
-        for key, val in (("warmup_epochs", warmup_epochs), ("freeze_last_layer", freeze_last_layer)):
-            if int(val) != val or val < 0:
-                raise InputError(f"temi.{key} must be an integer >= 0, got {val!r}")
-        for key, val in (("beta", beta), ("lr", lr), ("student_temp", student_temp), ("teacher_temp", teacher_temp)):
-            if not val > 0:
-                raise InputError(f"temi.{key} must be > 0, got {val!r}")
-        for key, val in (
-            ("momentum_teacher", momentum_teacher),
-            ("max_momentum_teacher", max_momentum_teacher),
-            ("probs_momentum", probs_momentum),
-        ):
-            if not 0 <= val <= 1:
-                raise InputError(f"temi.{key} must be in [0, 1], got {val!r}")
-        if min_lr < 0 or weight_decay < 0 or weight_decay_end < 0:
-            raise InputError("temi: min_lr, weight_decay and weight_decay_end must be >= 0")
+        super().__init__(
+            k=k,
+            seed=seed,
+            heads=heads,
+            knn=knn,
+            hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            beta=beta,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            min_lr=min_lr,
+            warmup_epochs=warmup_epochs,
+            weight_decay=weight_decay,
+            weight_decay_end=weight_decay_end,
+            momentum_teacher=momentum_teacher,
+            max_momentum_teacher=max_momentum_teacher,
+            student_temp=student_temp,
+            teacher_temp=teacher_temp,
+            probs_momentum=probs_momentum,
+            freeze_last_layer=freeze_last_layer,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
         self.heads, self.knn, self.hidden_dim, self.bottleneck_dim = (
             int(heads),
             int(knn),

@@ -38,7 +38,6 @@ import torch
 
 from l2h.clusterers._torch import Checkpointer, linear_init, resolve_device, weight_normed
 from l2h.clusterers.base import Clusterer, check_spaces, l2_normalize
-from l2h.errors import InputError
 from l2h.progress import progress_bar
 
 try:
@@ -290,20 +289,22 @@ class TurtleClusterer(Clusterer):
         checkpoint_every: int = 500,
         progress: bool = True,
     ):
-        super().__init__(k=k, seed=seed)
-        for key, val in (
-            ("outer_steps", outer_steps),
-            ("inner_steps", inner_steps),
-            ("batch_size", batch_size),
-            ("checkpoint_every", checkpoint_every),
-        ):
-            if int(val) != val or val < 1:
-                raise InputError(f"turtle.{key} must be an integer >= 1, got {val!r}")
-        for key, val in (("inner_lr", inner_lr), ("outer_lr", outer_lr)):
-            if not val > 0:
-                raise InputError(f"turtle.{key} must be > 0, got {val!r}")
-        if gamma < 0:
-            raise InputError(f"turtle.gamma must be >= 0, got {gamma!r}")
+        super().__init__(
+            k=k,
+            seed=seed,
+            outer_steps=outer_steps,
+            inner_steps=inner_steps,
+            batch_size=batch_size,
+            inner_lr=inner_lr,
+            outer_lr=outer_lr,
+            gamma=gamma,
+            warm_start=warm_start,
+            normalize=normalize,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
         self.outer_steps, self.inner_steps, self.batch_size = int(outer_steps), int(inner_steps), int(batch_size)
         self.inner_lr, self.outer_lr, self.gamma = float(inner_lr), float(outer_lr), float(gamma)
         self.warm_start, self.normalize, self.device = bool(warm_start), bool(normalize), str(device)

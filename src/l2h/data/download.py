@@ -58,22 +58,25 @@ def expected_checksum(entry: Mapping, *, source: str) -> tuple[str, str]:
     return algo, digest
 
 
+def _bytes_bar(total: int | None, desc: str, show: bool, initial: int = 0):
+    """A progress bar over ``total`` bytes (a download, or one read of a file)."""
+    return progress_bar(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not show,
+        leave=False,
+    )
+
+
 def file_checksum(path: str | os.PathLike, algorithm: str, *, progress: bool = False) -> str:
     """Hex digest of a file, read in chunks."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with (
-        open(path, "rb") as fh,
-        progress_bar(
-            total=path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"verify {path.name}",
-            disable=not progress,
-            leave=False,
-        ) as bar,
-    ):
+    with open(path, "rb") as fh, _bytes_bar(path.stat().st_size, f"verify {path.name}", progress) as bar:
         while block := fh.read(CHUNK):
             digest.update(block)
             bar.update(len(block))
@@ -206,16 +209,7 @@ def _transfer(url: str, part: Path, *, desc: str, progress: bool, timeout_s: flo
         with (
             stream,
             open(part, "ab" if start else "wb") as out,
-            progress_bar(
-                total=total,
-                initial=start,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=desc,
-                disable=not progress,
-                leave=False,
-            ) as bar,
+            _bytes_bar(total, desc, progress, initial=start) as bar,
         ):
             while block := stream.read(CHUNK):
                 out.write(block)
@@ -315,18 +309,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, prog
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
     try:
-        with (
-            open(archive, "rb") as raw,
-            progress_bar(
-                total=archive.stat().st_size,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"extract {archive.name}",
-                disable=not progress,
-                leave=False,
-            ) as bar,
-        ):
+        with open(archive, "rb") as raw, _bytes_bar(archive.stat().st_size, f"extract {archive.name}", progress) as bar:
             with tarfile.open(fileobj=_ProgressReader(raw, bar), mode="r|*") as tar:
                 for member in tar:
                     reason = _unsafe_reason(member)
