@@ -25,7 +25,7 @@ from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 from l2h.algorithm import l2h
 from l2h.io import write_json
-from l2h.report.html import tree_page, tree_payload
+from l2h.report.html import CHROMIUM_ARGS, tree_page, tree_payload
 
 try:
     from playwright.sync_api import sync_playwright
@@ -36,16 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "report.json"
 ISA = REPO.parent / "shared" / "data" / "hierarchies" / "imagenet_isa.txt"
 CHROMIUM = os.environ.get("L2H_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ARGS = list(CHROMIUM_ARGS)
 TARGET_MS = 2000
 REPEATS = 5
 

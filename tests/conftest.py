@@ -72,6 +72,12 @@ def dry_run(tmp_path_factory):
     return run
 
 
+def shared_logits_args(npz: Path) -> list[str]:
+    """The ``l2h tree`` options that read a shared logits file (../shared/data/logits/*.npz): its softmax outputs
+    as probabilities, and its true classes as labels."""
+    return ["--key", "predictions", "--input", "probs", "--labels", str(npz), "--labels-key", "ground_truth"]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data; a missing folder is a failure, never a silent skip."""

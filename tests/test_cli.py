@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_logits_args
 from scipy.cluster.hierarchy import is_monotonic, is_valid_linkage, linkage
 
 from l2h.cli import main
@@ -174,14 +175,7 @@ def cifar100(shared_data, tmp_path_factory):
     argv = [
         "tree",
         str(npz),
-        "--key",
-        "predictions",
-        "--input",
-        "probs",
-        "--labels",
-        str(npz),
-        "--labels-key",
-        "ground_truth",
+        *shared_logits_args(npz),
         "--coarse",
         str(folder / "coarse.npy"),
         "--names",

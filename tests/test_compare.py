@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_logits_args
 from test_cli import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 
 from l2h.algorithm import l2h
@@ -183,14 +184,7 @@ def test_cifar100_against_its_superclasses(shared_data, tmp_path, capsys):
             [
                 "tree",
                 str(npz),
-                "--key",
-                "predictions",
-                "--input",
-                "probs",
-                "--labels",
-                str(npz),
-                "--labels-key",
-                "ground_truth",
+                *shared_logits_args(npz),
                 "--names",
                 str(tmp_path / "names.txt"),
                 "--no-plot",

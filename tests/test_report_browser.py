@@ -20,16 +20,7 @@ from l2h.hierarchy import Hierarchy
 from l2h.report import html, tables
 
 CHROMIUM = Path(os.environ.get("L2H_CHROMIUM", "/usr/bin/chromium"))
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ARGS = list(html.CHROMIUM_ARGS)
 DATA = Path(__file__).resolve().parent / "data" / "report"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -19,6 +19,18 @@ import numpy as np
 from l2h.errors import InputError
 
 ASSETS = Path(__file__).with_name("assets")
+#: Flags for rendering the pages in a headless Chromium with no network (screenshots, tests, benchmarks): no
+#: background connections, no GPU, no sandbox (root in a container).
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 #: Labels of the two numbers an L2H tree records per merge (``Hierarchy.scores``).
 L2H_SCORES = ("score s(G*)", "affinity of G† to G*")
 
